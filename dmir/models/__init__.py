@@ -1,0 +1,25 @@
+"""Priors: anything with ``eps(x_t, t)`` and ``alphas_cumprod`` (see :mod:`dmir.models.base`)."""
+from __future__ import annotations
+
+from ..errors import UnknownNameError
+from .analytic import GaussianPrior, GMMPrior, operator_matrix
+from .base import DiffusionModel, cosine_betas, linear_betas, make_schedule
+
+__all__ = ["DiffusionModel", "GaussianPrior", "GMMPrior", "linear_betas", "cosine_betas",
+           "make_schedule", "operator_matrix", "load", "builtin_names"]
+
+
+def builtin_names() -> list[str]:
+    """Priors that ship with dmir (no download)."""
+    return ["natural"]
+
+
+def load(name_or_path, **kwargs) -> DiffusionModel:
+    """A prior by built-in name (``natural``: the stationary power-law natural-image prior)."""
+    if name_or_path == "natural":
+        from .natural import NaturalImagePrior
+
+        return NaturalImagePrior(**kwargs)
+    raise UnknownNameError(
+        f"unknown model {name_or_path!r}; available: {', '.join(builtin_names())} "
+        f"(pretrained checkpoint formats are not supported in this version)")

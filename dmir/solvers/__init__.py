@@ -1,0 +1,51 @@
+"""Diffusion solvers for y = A x + n, and their registry.
+
+``build(method, model, op, steps=, eta=, sigma_y=, **options)`` returns a sampler with
+``.sample(y, x_T=None, generator=None, progress=None)``. Method names combine a base solver
+with the EquS options: ``ddnm``, ``ddnm-equs`` (EquS: transformed network frame on alternate
+steps), ``ddnm-equs+`` (EquS + the quadratic Timestep-Aware Schedule). Every option of the
+base solver can also be passed explicitly (``equs="vflip"``, ``schedule="quadratic"``, …).
+"""
+from __future__ import annotations
+
+from ..errors import ParameterError, UnknownNameError
+from .base import Sampler
+from .ddnm import DDNM
+from .equivariance import GROUPS as EQUS_GROUPS
+from .schedules import jump_schedule, make_plan
+
+__all__ = ["build", "names", "describe", "Sampler", "DDNM", "make_plan", "jump_schedule",
+           "EQUS_GROUPS"]
+
+_BASE = {
+    "ddnm": (DDNM, "DDNM (noise-free range–null-space projection) / DDNM+ when sigma_y > 0"),
+}
+_VARIANTS = {
+    "": ({}, ""),
+    "-equs": ({"equs": "hflip"}, " + EquS (hflip on alternate steps)"),
+    "-equs+": ({"equs": "hflip", "schedule": "quadratic"},
+               " + EquS+ (hflip + quadratic timestep-aware schedule)"),
+}
+
+
+def names() -> list[str]:
+    return [b + v for b in _BASE for v in _VARIANTS]
+
+
+def describe() -> dict[str, str]:
+    return {b + v: h + vh for b, (_, h) in _BASE.items() for v, (_, vh) in _VARIANTS.items()}
+
+
+def build(method: str, model, op, steps: int = 100, eta: float = 0.85, sigma_y: float = 0.0,
+          **options) -> Sampler:
+    """Build sampler ``method`` for ``model`` and operator ``op`` (see :func:`names`)."""
+    for b, (cls, _) in _BASE.items():
+        for v, (preset, _) in _VARIANTS.items():
+            if method == b + v:
+                kw = dict(preset)
+                kw.update(options)
+                try:
+                    return cls(model, op, steps=steps, eta=eta, sigma_y=sigma_y, **kw)
+                except TypeError as e:  # unexpected keyword
+                    raise ParameterError(f"{method}: {e}") from None
+    raise UnknownNameError(f"unknown method {method!r}; available: {', '.join(names())}")

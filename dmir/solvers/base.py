@@ -1,0 +1,123 @@
+"""The one sampling loop every diffusion solver shares.
+
+A solver subclasses :class:`Sampler` and implements :meth:`Sampler.update` — the per-step rule
+of its paper — plus, optionally, :meth:`Sampler.prepare` (per-measurement precomputation).
+Schedules, time travel, EquS transforms, NFE counting, progress reporting and random draws
+live here once.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from ..errors import InputError, ParameterError, ShapeError
+from ..operators.noise import sigma_to_model
+from .equivariance import Equivariance, predict
+from .schedules import make_plan
+
+
+def _as_unit(name, v):
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        raise ParameterError(f"{name} must be a number in [0, 1], got {v!r}") from None
+    if not (0.0 <= v <= 1.0):
+        raise ParameterError(f"{name} must be in [0, 1], got {v}")
+    return v
+
+
+class Sampler:
+    """Shared loop: x_T → … → x_0 over a :class:`~dmir.solvers.schedules.Plan`.
+
+    Args:
+        model: a prior with ``eps(x_t, t)`` and ``alphas_cumprod``.
+        op: the degradation operator (``dmir.operators``).
+        steps: number of schedule indices T (network evaluations without time travel).
+        eta: stochasticity of the re-noising (0 = deterministic DDIM-like, 1 = fresh noise).
+        sigma_y: measurement noise level in [0, 1] pixel units (converted once to model units).
+        schedule: 'uniform' or 'quadratic' (EquS+ TAS).
+        equs: None or an EquS group name ('hflip', 'vflip', 'rot90', 'shift', 'random').
+        equs_map_eps_back: map ε back from the transformed frame (reference: False).
+        equs_shift: (dy, dx) for the 'shift' group.
+        travel_length, travel_repeat: RePaint-style time travel (1, 1 = none).
+    """
+
+    #: short name used by the registry
+    method = "sampler"
+
+    def __init__(self, model, op, steps: int = 100, eta: float = 0.85, sigma_y: float = 0.0,
+                 schedule: str = "uniform", equs: str | None = None,
+                 equs_map_eps_back: bool = False, equs_shift=None,
+                 travel_length: int = 1, travel_repeat: int = 1):
+        self.model = model
+        self.op = op
+        self.eta = _as_unit("eta", eta)
+        self.sigma_y = _as_unit("sigma_y", sigma_y)
+        self.sigma_model = sigma_to_model(self.sigma_y)
+        self.plan = make_plan(steps, model.num_timesteps, schedule, int(travel_length),
+                              int(travel_repeat))
+        self.equs = (Equivariance(equs, op.x_shape, equs_map_eps_back, equs_shift)
+                     if equs else None)
+        self.nfe = 0
+
+    # -------------------------------------------------------------- to implement
+    def prepare(self, y: torch.Tensor) -> dict:
+        """Per-measurement precomputation (e.g. Uᵀy); the dict is passed to every update."""
+        return {}
+
+    def update(self, x_t, x0, eps, t: int, t_next: int, y, state: dict,
+               generator: torch.Generator | None) -> torch.Tensor:  # pragma: no cover
+        """One step of the method: (x_t, x̂0, ε at t) → x_{t_next}."""
+        raise NotImplementedError
+
+    # -------------------------------------------------------------- shared mechanics
+    def alpha_bar(self, t: int) -> float:
+        return float(self.model.alpha_bar(t))
+
+    def noise_like(self, x, generator):
+        return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+
+    def check_measurement(self, y: torch.Tensor) -> None:
+        if not isinstance(y, torch.Tensor):
+            raise ShapeError(f"y must be a torch.Tensor, got {type(y).__name__}")
+        if y.dim() != len(self.op.y_shape) + 1 or tuple(y.shape[1:]) != self.op.y_shape:
+            raise ShapeError(f"y must have shape (B, {', '.join(map(str, self.op.y_shape))}) for "
+                             f"operator {self.op.name}, got {tuple(y.shape)}")
+        if not torch.isfinite(y).all():
+            raise InputError("the measurement y contains NaN or Inf values")
+
+    def sample(self, y: torch.Tensor, x_T: torch.Tensor | None = None,
+               generator: torch.Generator | None = None,
+               progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+        """Restore x from y = A x + n. Returns (B, C, H, W) in the model domain (unclamped).
+
+        ``x_T``: the initial noise (default: drawn from ``generator``). ``progress(i, n)`` is
+        called after each network evaluation with i = 1..n.
+        """
+        self.check_measurement(y)
+        B = y.shape[0]
+        if x_T is None:
+            x_T = torch.randn((B, *self.op.x_shape), generator=generator, dtype=y.dtype,
+                              device=y.device)
+        elif tuple(x_T.shape) != (B, *self.op.x_shape):
+            raise ShapeError(f"x_T must have shape {(B, *self.op.x_shape)}, got "
+                             f"{tuple(x_T.shape)}")
+        state = self.prepare(y)
+        x, x0 = x_T, None
+        total, self.nfe = self.plan.nfe, 0
+        for k_i, k_j in self.plan.pairs:
+            t_next = self.plan.timestep(k_j)
+            if k_j < k_i:          # denoising step
+                t = self.plan.timestep(k_i)
+                g = self.equs.transform_for_step(k_i, generator) if self.equs else None
+                x0, eps = predict(self.model, x, t, g,
+                                  self.equs.map_eps_back if self.equs else False)
+                self.nfe += 1
+                x = self.update(x, x0, eps, t, t_next, y, state, generator)
+                if progress is not None:
+                    progress(self.nfe, total)
+            else:                  # time travel: re-noise the last x̂0 (DDNM/RePaint)
+                a = self.alpha_bar(t_next)
+                x = a ** 0.5 * x0 + (1 - a) ** 0.5 * self.noise_like(x0, generator)
+        return x

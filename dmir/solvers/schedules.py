@@ -1,0 +1,85 @@
+"""Timestep schedules and RePaint-style time travel, shared by every sampler.
+
+A plan has ``steps`` = T schedule indices k = T-1 … 0 and a table mapping each index to a model
+timestep (``table[k]``; index -1 maps to timestep -1, the clean image). The sampler walks the
+list of index pairs (k_i, k_j): k_j < k_i is a denoising step from timestep table[k_i] to
+table[k_j]; k_j > k_i is a time-travel (re-noising) step.
+
+* uniform (DDNM/DDIM reference): table[k] = k · ⌊T_train / T⌋.
+* quadratic (EquS+ Timestep-Aware Schedule): table[k] = ⌊(√(T_train-1) · k/(T-1))²⌋, i.e. the
+  reference ``int(linspace(√999, 0, T)²)`` read backwards. It spends most steps at low noise and
+  contains repeated 0 → 0 steps at the end (kept: they are part of the published protocol).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import ParameterError
+
+
+def jump_schedule(steps: int, travel_length: int = 1, travel_repeat: int = 1) -> list[int]:
+    """RePaint/DDNM ``get_schedule_jump``: the visited indices, ending with -1.
+
+    Every ``travel_length`` indices the walk goes back up by ``travel_length`` and repeats,
+    ``travel_repeat - 1`` extra times. travel_repeat = 1 gives [T-1, …, 0, -1].
+    """
+    if travel_length < 1 or travel_repeat < 1:
+        raise ParameterError("travel_length and travel_repeat must be ≥ 1")
+    if travel_length >= steps and travel_repeat > 1:
+        raise ParameterError(f"travel_length ({travel_length}) must be smaller than the number "
+                             f"of steps ({steps})")
+    jumps = {j: travel_repeat - 1 for j in range(0, steps - travel_length, travel_length)}
+    t = steps
+    ts = []
+    while t >= 1:
+        t -= 1
+        ts.append(t)
+        if jumps.get(t, 0) > 0:
+            jumps[t] -= 1
+            for _ in range(travel_length):
+                t += 1
+                ts.append(t)
+    ts.append(-1)
+    return ts
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Schedule table (index → timestep) and the walk over indices."""
+
+    table: tuple            # table[k] for k = 0..T-1
+    walk: tuple             # visited indices, ending at -1
+
+    def timestep(self, k: int) -> int:
+        return -1 if k < 0 else self.table[k]
+
+    @property
+    def pairs(self):
+        return list(zip(self.walk[:-1], self.walk[1:]))
+
+    @property
+    def nfe(self) -> int:
+        """Network evaluations: one per denoising (downward) pair."""
+        return sum(1 for i, j in self.pairs if j < i)
+
+
+def make_plan(steps: int, num_train_timesteps: int = 1000, schedule: str = "uniform",
+              travel_length: int = 1, travel_repeat: int = 1) -> Plan:
+    """Build a sampling plan. ``schedule``: 'uniform' or 'quadratic' (EquS+ TAS)."""
+    try:
+        steps = int(steps)
+    except (TypeError, ValueError):
+        raise ParameterError(f"steps must be a positive integer, got {steps!r}") from None
+    if not (1 <= steps <= num_train_timesteps):
+        raise ParameterError(f"steps must be in 1..{num_train_timesteps}, got {steps}")
+    if schedule == "uniform":
+        skip = num_train_timesteps // steps
+        table = [k * skip for k in range(steps)]
+    elif schedule in ("quadratic", "tas"):
+        seq = np.linspace(np.sqrt(num_train_timesteps - 1), 0, steps) ** 2
+        table = [int(s) for s in seq][::-1]
+    else:
+        raise ParameterError(f"schedule must be 'uniform' or 'quadratic', got {schedule!r}")
+    return Plan(tuple(table), tuple(jump_schedule(steps, travel_length, travel_repeat)))
