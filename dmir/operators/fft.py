@@ -34,16 +34,21 @@ class CircularBlur(LinearOperator):
         K = torch.where(K.abs() < threshold, torch.zeros_like(K), K)
         Kinv = torch.where(K.abs() > 0, 1 / torch.where(K.abs() > 0, K, torch.ones_like(K)),
                            torch.zeros_like(K))
-        self.register_buffer("K", K.to(torch.complex64))
-        self.register_buffer("Kinv", Kinv.to(torch.complex64))
+        # stored as real (…, 2) views so that .to(dtype), .double(), .half() and .to(device)
+        # convert them like any float buffer (Module.to(float64) would otherwise cast a complex
+        # buffer to real and drop its imaginary part)
+        self.register_buffer("K_ri", torch.view_as_real(K).to(torch.float32).contiguous())
+        self.register_buffer("Kinv_ri", torch.view_as_real(Kinv).to(torch.float32).contiguous())
 
-    def _apply(self, fn):  # keep the complex buffers in the matching complex precision
-        out = super()._apply(fn)
-        want = torch.complex128 if self._probe.dtype == torch.float64 else torch.complex64
-        if self.K.dtype != want:
-            self.K = self.K.to(want)
-            self.Kinv = self.Kinv.to(want)
-        return out
+    @property
+    def K(self) -> torch.Tensor:
+        """Fourier response of the (thresholded) kernel, rfft2 layout (H, W//2 + 1), complex."""
+        return torch.view_as_complex(self.K_ri)
+
+    @property
+    def Kinv(self) -> torch.Tensor:
+        """Its pseudo-inverse: 1/K where K != 0, else 0."""
+        return torch.view_as_complex(self.Kinv_ri)
 
     def _filter(self, x, F):
         s = x.shape[-2:]
