@@ -246,7 +246,8 @@ def test_project_is_range_null_space_projection(cid):
     y0 = op.A(_rand_x(op, seed=7))
     p = op.project(x, y0)
     _close(op.A(p), y0, 1e-6, "A project(x, Ax0) = Ax0")
-    _close(op.project(p, y0), p, 1e-6, "projection idempotent")
+    # (residuals ~1e-7 of the float32-built bases are amplified by 1/σ_min ≲ 1/0.03²)
+    _close(op.project(p, y0), p, 1e-4, "projection idempotent")
 
 
 @pytest.mark.parametrize("cid", CASE_IDS)
