@@ -270,3 +270,33 @@ def test_build_errors():
         s.sample(torch.zeros(1, 1, 4, 4))
     with pytest.raises(Exception, match="NaN"):
         s.sample(torch.full((1, 1, 8, 8), float("nan")))
+
+
+def test_simplified_ddnm_plus_equals_svd_rule_in_distribution():
+    """With orthonormal rows (all σ_i = 1) the SVD-free DDNM+ rule is the same update as the
+    per-singular-value rule; both must land within the same posterior bounds."""
+    g = torch.Generator().manual_seed(1)
+    prior = models.GaussianPrior(0.3 * torch.randn(*SMALL, generator=g), 0.25)
+    op = _ops()["cs_walshhadamard"]
+    a = _posterior_errors(prior, op, 0.05, "ddnm", 0.85, svd=True)
+    b = _posterior_errors(prior, op, 0.05, "ddnm", 0.85, svd=False)
+    for r in (a, b):
+        assert r[0] < 3 * r[1] and r[2] < 0.4
+    assert abs(a[5] - b[5]) < 0.05      # same variance shrinkage
+
+
+def test_ddnm_plus_without_svd_on_fft_blur():
+    """The circular FFT blur has no SVD: DDNM+ runs the simplified rule and stays sensible."""
+    prior = models.GaussianPrior(torch.zeros(1, 8, 8), 0.25)
+    k = torch.tensor([[0.0, 1.0, 0.0], [1.0, 2.0, 0.5], [0.0, 0.5, 0.0]])
+    op = operators.build("deblur", (1, 8, 8), kernel=k / k.sum(), boundary="circular")
+    assert not op.has_svd
+    g = torch.Generator().manual_seed(0)
+    x = prior.sample(1, generator=g).float()
+    y = op.A(x) + 0.1 * torch.randn(1, 1, 8, 8, generator=g)
+    s = solvers.build("ddnm", prior, op, steps=50, sigma_y=0.05)
+    out = s.sample(y.expand(200, 1, 8, 8).contiguous(), generator=g)
+    mean, _ = prior.posterior(op.double(), y.double(), 0.1)
+    err = float((out.double().mean(0) - mean[0]).pow(2).mean().sqrt())
+    prior_err = float(mean.pow(2).mean().sqrt())
+    assert err < 0.5 * prior_err, (err, prior_err)
