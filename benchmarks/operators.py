@@ -1,0 +1,183 @@
+"""Operator benchmark: construction time and A / Aᵀ / A⁺ / projection time per registry operator.
+
+Setting: images (3, 256, 256), batch 4, float32, CPU, torch using all cores. Projection is the
+DDNM range–null-space step x − A⁺(A x − y) through ``op.project(x, y)``. Targets:
+projection ≤ 5 ms, construction ≤ 50 ms (misses are flagged with ✗).
+
+    python benchmarks/operators.py [--runs 20] [--builds 5] [--only NAME ...]
+
+Prints a markdown table and writes benchmarks/results/operators.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import dmir
+from dmir import operators
+from dmir.operators.cs import random_orthogonal
+
+SHAPE = (3, 256, 256)
+BATCH = 4
+PROJECT_TARGET_MS = 5.0
+BUILD_TARGET_MS = 50.0
+MASK = Path(dmir.__file__).parent / "data" / "ddnm_inpainting_mask.npy"
+
+
+def gaussian_kernel(sigma: float, size: int) -> np.ndarray:
+    k = np.exp(-0.5 * ((np.arange(size) - size // 2) / sigma) ** 2)
+    return np.outer(k, k) / k.sum() ** 2
+
+
+def motion_kernel(size: int = 9) -> np.ndarray:
+    """A non-separable, motion-like streak: a thick line at ~30° through the centre."""
+    k = np.zeros((size, size))
+    c = size // 2
+    for t in np.linspace(-c, c, 8 * size):
+        i, j = c + t * np.sin(np.pi / 6), c + t * np.cos(np.pi / 6)
+        k[int(round(i)), int(round(j))] += 1.0
+        k[min(size - 1, int(round(i)) + 1), int(round(j))] += 0.3
+    return k / k.sum()
+
+
+def cases():
+    """(label, registry name, params for a 'given' build, params for a 'drawn' build or None)."""
+    g = torch.Generator().manual_seed(0)
+    perm = torch.randperm(SHAPE[1] * SHAPE[2], generator=g)
+    basis = random_orthogonal(32 * 32, g)
+    mask = np.load(MASK)
+    return [
+        ("sr_bicubic x4", "sr_bicubic", dict(scale=4), None),
+        ("sr_bicubic x2", "sr_bicubic", dict(scale=2), None),
+        ("sr_averagepooling x4", "sr_averagepooling", dict(scale=4), None),
+        ("deblur_gauss", "deblur_gauss", {}, None),
+        ("deblur_uni", "deblur_uni", {}, None),
+        ("deblur_aniso", "deblur_aniso", {}, None),
+        ("colorization", "colorization", {}, None),
+        ("denoising", "denoising", {}, None),
+        ("cs_walshhadamard r0.25", "cs_walshhadamard", dict(ratio=0.25, perm=perm),
+         dict(ratio=0.25, generator=torch.Generator().manual_seed(1))),
+        ("cs_blockbased r0.25", "cs_blockbased", dict(ratio=0.25, basis=basis),
+         dict(ratio=0.25, generator=torch.Generator().manual_seed(1))),
+        ("inpainting (DDNM mask)", "inpainting", dict(mask=mask), None),
+        ("deblur gauss 9x9 σ=2 (SVD)", "deblur", dict(kernel=gaussian_kernel(2.0, 9)), None),
+        ("deblur motion 9x9 (FFT)", "deblur", dict(kernel=motion_kernel(9)), None),
+        ("sr_bicubic_aa x4", "sr_bicubic_aa", dict(scale=4), None),
+    ]
+
+
+def _median_ms(fn, runs, warmup=3):
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        ts.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(ts)
+
+
+def _build_ms(name, params, builds):
+    ts = []
+    for _ in range(builds):
+        p = dict(params)
+        if "generator" in p:  # same seed every time: the same operator is drawn
+            p["generator"] = torch.Generator().manual_seed(1)
+        t0 = time.perf_counter()
+        op = operators.build(name, shape=SHAPE, **p)
+        ts.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(ts), op
+
+
+def run(runs=20, builds=5, only=None):
+    torch.set_num_threads(os.cpu_count() or 1)
+    results = []
+    all_cases = cases()
+    covered = {c[1] for c in all_cases}
+    missing = set(operators.names()) - covered
+    if missing:
+        raise SystemExit(f"benchmark does not cover registry operators: {sorted(missing)}")
+    # warm up torch (first linalg / fft calls pay one-off initialisation)
+    operators.build("sr_bicubic", shape=(3, 16, 16), scale=2)
+    for label, name, given, drawn in all_cases:
+        if only and name not in only and label not in only:
+            continue
+        build_ms, op = _build_ms(name, given, builds)
+        build_drawn_ms = _build_ms(name, drawn, builds)[0] if drawn is not None else None
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn((BATCH, *SHAPE), generator=g)
+        y = op.A(torch.randn((BATCH, *SHAPE), generator=g))
+        r = dict(
+            label=label, name=name, y_shape=list(op.y_shape), has_svd=op.has_svd,
+            kind=type(op).__name__,
+            build_ms=build_ms, build_drawn_ms=build_drawn_ms,
+            A_ms=_median_ms(lambda: op.A(x), runs),
+            At_ms=_median_ms(lambda: op.At(y), runs),
+            pinv_ms=_median_ms(lambda: op.pinv(y), runs),
+            project_ms=_median_ms(lambda: op.project(x, y), runs),
+        )
+        builds_all = [b for b in (build_ms, build_drawn_ms) if b is not None]
+        r["project_ok"] = r["project_ms"] <= PROJECT_TARGET_MS
+        r["build_ok"] = max(builds_all) <= BUILD_TARGET_MS
+        results.append(r)
+        print(f"  {label:28s} project {r['project_ms']:7.2f} ms", flush=True)
+    return results
+
+
+def table(results):
+    def f(v, ok=None):
+        if v is None:
+            return "—"
+        s = f"{v:.2f}" if v < 100 else f"{v:.0f}"
+        return s if ok is None else f"{s} {'✓' if ok else '✗'}"
+
+    lines = [
+        f"| operator | build ms (given) | build ms (drawn) | A ms | Aᵀ ms | A⁺ ms | "
+        f"project ms (≤ {PROJECT_TARGET_MS:g}) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        bok = r["build_ms"] <= BUILD_TARGET_MS
+        dok = None if r["build_drawn_ms"] is None else r["build_drawn_ms"] <= BUILD_TARGET_MS
+        lines.append(
+            f"| {r['label']} | {f(r['build_ms'], bok)} | {f(r['build_drawn_ms'], dok)} | "
+            f"{f(r['A_ms'])} | {f(r['At_ms'])} | {f(r['pinv_ms'])} | "
+            f"{f(r['project_ms'], r['project_ok'])} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--builds", type=int, default=5)
+    ap.add_argument("--only", nargs="*", default=None)
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "operators.json"))
+    a = ap.parse_args(argv)
+    results = run(a.runs, a.builds, a.only)
+    env = dict(torch=torch.__version__, threads=torch.get_num_threads(),
+               cpu_count=os.cpu_count(), machine=platform.machine(),
+               processor=platform.processor() or platform.platform(), shape=list(SHAPE),
+               batch=BATCH, dtype="float32", runs=a.runs, builds=a.builds,
+               targets=dict(project_ms=PROJECT_TARGET_MS, build_ms=BUILD_TARGET_MS))
+    print()
+    print(f"Operators at {SHAPE}, batch {BATCH}, float32, CPU, {env['threads']} threads, "
+          f"torch {env['torch']} (median of {a.runs} runs; builds: median of {a.builds}); "
+          f"targets: project ≤ {PROJECT_TARGET_MS:g} ms, build ≤ {BUILD_TARGET_MS:g} ms")
+    print()
+    print(table(results))
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(dict(env=env, results=results), indent=2))
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,506 @@
+"""The ``dmir`` command line.
+
+    dmir restore INPUT -o OUTPUT --task NAME [task options] [--method NAME] [sampler options]
+    dmir models
+
+Every user mistake (unknown name, bad number, wrong size, unreadable input, unwritable output)
+ends with ONE line ``dmir: error: <what was wrong and what is allowed>`` on stderr and exit
+status 2. The output file is written only at the very end, atomically, so nothing is left
+behind by a failure, a crash or Ctrl-C (exit status 130).
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import math
+import os
+import sys
+import textwrap
+import time
+import warnings
+
+import numpy as np
+import torch
+
+from . import io as dio
+from . import metrics, models, operators, solvers
+from .errors import DmirError, InputError, ParameterError, ShapeError
+
+PROG = "dmir"
+EXIT_USAGE = 2
+EXIT_INTERRUPT = 130
+
+
+class UsageError(DmirError):
+    """A command-line mistake detected by the CLI itself."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but errors are one line ``dmir: error: ...`` (exit 2), no usage dump."""
+
+    def error(self, message):
+        _fail(message)
+        raise SystemExit(EXIT_USAGE)
+
+
+def _one_line(msg) -> str:
+    return " ".join(str(msg).split())
+
+
+def _fail(msg) -> int:
+    print(f"{PROG}: error: {_one_line(msg)}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _note(msg) -> None:
+    print(f"{PROG}: note: {_one_line(msg)}", file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------- help text
+def _listing(title: str, items: dict) -> str:
+    width = max(len(k) for k in items) + 2 if items else 0
+    lines = [title]
+    for k, v in items.items():
+        wrapped = textwrap.wrap(v, 100 - width - 2) or [""]
+        lines.append(f"  {k:<{width}}{wrapped[0]}")
+        lines += [" " * (width + 2) + w for w in wrapped[1:]]
+    return "\n".join(lines)
+
+
+def _safe(fn):
+    try:
+        return fn()
+    except Exception:  # noqa: BLE001 - help must always print
+        return {}
+
+
+def _restore_epilog() -> str:
+    return "\n\n".join([
+        _listing("tasks (--task):", _safe(operators.describe)),
+        _listing("methods (--method):", _safe(solvers.describe)),
+        textwrap.dedent("""\
+            kernels (--kernel, task deblur): gauss:SIGMA[:SIZE]  box:SIZE  motion:LENGTH:ANGLE
+              (angle in degrees; non-separable)  or a .npy/.png file (normalised to sum 1)
+
+            INPUT is the degraded photo (sr_*: the low-resolution image; inpainting: the damaged
+            full-size photo with --mask, white = kept; colorization: a gray image, or RGB
+            converted with --weights; deblur*/denoising: the blurred/noisy photo). Compressed
+            sensing needs --degrade. With --degrade INPUT is a clean image: the task's operator
+            and noise are applied (seeded), the result is restored and PSNR/SSIM (on [0, 1],
+            per-channel SSIM, Wang et al. 2004) of A+y and of the result are printed.
+            Noise levels are in [0, 1] pixel units."""),
+    ])
+
+
+def _models_listing() -> dict:
+    desc = getattr(models, "describe", None)
+    if callable(desc):
+        try:
+            return dict(desc())
+        except Exception:  # noqa: BLE001
+            pass
+    out = {}
+    for n in models.builtin_names():
+        text = ""
+        try:
+            m = models.load(n)
+            text = (type(m).__doc__ or "").strip().splitlines()[0]
+        except Exception:  # noqa: BLE001
+            text = "(cannot be loaded here)"
+        out[n] = f"{text} [built in]".strip()
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=PROG, description="Zero-shot image restoration with diffusion priors.",
+                epilog=_restore_epilog().split("\n\nkernels")[0]
+                + "\n\nRun 'dmir restore --help' for the options.",
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    r = sub.add_parser("restore", help="restore a degraded photo (or degrade + restore a clean "
+                       "one with --degrade)", description="Restore INPUT and write OUTPUT (PNG).",
+                       epilog=_restore_epilog(),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("input", metavar="INPUT", help="input image (PNG, JPEG, …; 8/16-bit, gray/RGB)")
+    r.add_argument("-o", "--output", required=True, metavar="OUTPUT", help="output .png file")
+    g = r.add_argument_group("task")
+    g.add_argument("--task", required=True, metavar="NAME", help="degradation (list below)")
+    g.add_argument("--scale", type=int, metavar="S", help="sr_* tasks: integer factor ≥ 2")
+    g.add_argument("--ratio", type=float, metavar="R",
+                   help="cs_* tasks: fraction of measurements kept, in (0, 1] (default 0.25)")
+    g.add_argument("--block", type=int, metavar="B",
+                   help="cs_blockbased: block size (default 32; H and W must be multiples)")
+    g.add_argument("--mask", metavar="PATH",
+                   help="inpainting: mask .npy (0/1) or image (white = kept), H×W of the image")
+    g.add_argument("--kernel", metavar="SPEC", help="deblur: blur kernel (see below)")
+    g.add_argument("--weights", metavar="W1,W2,W3",
+                   help="colorization: channel weights of the gray image")
+    g.add_argument("--sigma-y", type=float, default=0.0, metavar="S",
+                   help="Gaussian measurement noise σ_y in [0, 1] pixel units (default 0)")
+    g.add_argument("--poisson", type=float, metavar="PEAK",
+                   help="Poisson (shot) noise with this peak count instead of Gaussian noise")
+    g.add_argument("--degrade", action="store_true",
+                   help="INPUT is clean: degrade it, restore, print PSNR/SSIM")
+    s = r.add_argument_group("sampler")
+    s.add_argument("--method", default="ddnm", metavar="NAME", help="solver (default ddnm)")
+    s.add_argument("--model", default="natural", metavar="NAME", help="prior (default natural)")
+    s.add_argument("--steps", type=int, default=100, metavar="N", help="sampling steps (100)")
+    s.add_argument("--eta", type=float, default=0.85, metavar="E", help="η in [0, 1] (0.85)")
+    s.add_argument("--travel-length", type=int, default=1, metavar="L",
+                   help="time-travel length (1 = none)")
+    s.add_argument("--travel-repeat", type=int, default=1, metavar="R",
+                   help="time-travel repeats (1 = none)")
+    s.add_argument("--seed", type=int, default=0, metavar="S", help="random seed ≥ 0 (0)")
+    s.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cpu or cuda")
+    s.add_argument("--bits", type=int, default=8, choices=[8, 16], help="output bit depth (8)")
+
+    sub.add_parser("models", help="list the available models",
+                   description="List the available models.")
+    return p
+
+
+# ----------------------------------------------------------------------------- option checks
+def _check_numbers(a) -> None:
+    if a.steps < 1:
+        raise UsageError(f"--steps must be a positive integer, got {a.steps}")
+    if not (0.0 <= a.eta <= 1.0):
+        raise UsageError(f"--eta must be in [0, 1], got {a.eta}")
+    if not (0.0 <= a.sigma_y <= 1.0):
+        raise UsageError(f"--sigma-y must be in [0, 1] (pixel units), got {a.sigma_y}")
+    if a.poisson is not None:
+        if not (0 < a.poisson < math.inf):
+            raise UsageError(f"--poisson must be a positive finite peak count, got {a.poisson}")
+        if a.sigma_y > 0:
+            raise UsageError("use either --sigma-y (Gaussian noise) or --poisson (shot noise), "
+                             "not both")
+    if a.seed < 0:
+        raise UsageError(f"--seed must be a non-negative integer, got {a.seed}")
+    if a.travel_length < 1 or a.travel_repeat < 1:
+        raise UsageError("--travel-length and --travel-repeat must be integers ≥ 1")
+    if a.scale is not None and a.scale < 2:
+        raise UsageError(f"--scale must be an integer ≥ 2, got {a.scale}")
+    if a.ratio is not None and not (0 < a.ratio <= 1):
+        raise UsageError(f"--ratio must be in (0, 1], got {a.ratio}")
+    if a.block is not None and a.block < 1:
+        raise UsageError(f"--block must be a positive integer, got {a.block}")
+
+
+_FLAG_PARAM = {"scale": "scale", "ratio": "ratio", "block": "block", "mask": "mask",
+               "kernel": "kernel", "weights": "weights"}
+
+
+def _task_params(task: str) -> tuple[list[str], bool]:
+    """(parameter names, accepts generator) of a registered operator."""
+    reg = getattr(operators, "_REGISTRY", {})
+    if task in reg:
+        fn, params = reg[task][0], list(reg[task][1])
+        try:
+            takes_gen = "generator" in inspect.signature(fn).parameters
+        except (TypeError, ValueError):
+            takes_gen = False
+        return params, takes_gen
+    return [], False
+
+
+def _parse_weights(text: str) -> list[float]:
+    try:
+        w = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise UsageError(f"--weights must be comma-separated numbers like 0.299,0.587,0.114, "
+                         f"got {text!r}") from None
+    if not all(math.isfinite(v) for v in w) or not any(w):
+        raise UsageError(f"--weights must be finite and not all zero, got {text!r}")
+    return w
+
+
+def parse_kernel(spec: str) -> np.ndarray:
+    """``gauss:SIGMA[:SIZE]``, ``box:SIZE``, ``motion:LENGTH:ANGLE`` or a .npy/.png file → 2-D
+    float64 kernel normalised to sum 1."""
+    forms = "gauss:SIGMA[:SIZE], box:SIZE, motion:LENGTH:ANGLE or a .npy/.png file"
+    parts = spec.split(":")
+    kind = parts[0].lower()
+    try:
+        if kind == "gauss" and len(parts) in (2, 3):
+            sigma = float(parts[1])
+            if not (0 < sigma < 1e3):
+                raise UsageError(f"--kernel gauss: SIGMA must be a positive number, got "
+                                 f"{parts[1]}")
+            size = int(parts[2]) if len(parts) == 3 else 2 * math.ceil(3 * sigma) + 1
+            if size < 1 or size % 2 == 0:
+                raise UsageError(f"--kernel gauss: SIZE must be a positive odd integer, got "
+                                 f"{size}")
+            r = (size - 1) // 2
+            g = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+            k = np.outer(g, g)
+        elif kind == "box" and len(parts) == 2:
+            size = int(parts[1])
+            if size < 1:
+                raise UsageError(f"--kernel box: SIZE must be a positive integer, got {size}")
+            k = np.ones((size, size))
+        elif kind == "motion" and len(parts) == 3:
+            length, angle = float(parts[1]), float(parts[2])
+            if not (1 <= length < 1e3) or not math.isfinite(angle):
+                raise UsageError(f"--kernel motion: LENGTH must be ≥ 1 and ANGLE (degrees) "
+                                 f"finite, got {parts[1]}:{parts[2]}")
+            k = _motion_kernel(length, angle)
+        elif len(parts) > 1 and kind in ("gauss", "box", "motion"):
+            raise UsageError(f"--kernel {spec!r}: wrong number of fields; use {forms}")
+        else:
+            if not os.path.exists(spec):
+                raise UsageError(f"--kernel {spec!r} is neither a kernel spec nor an existing "
+                                 f"file; use {forms}")
+            if spec.lower().endswith(".npy"):
+                try:
+                    k = np.load(spec, allow_pickle=False)
+                except Exception:  # noqa: BLE001
+                    raise InputError(f"kernel file '{spec}' is not a readable .npy array") \
+                        from None
+                if k.dtype.kind not in "biuf":
+                    raise InputError(f"kernel file '{spec}' must hold a numeric array")
+                k = np.squeeze(k).astype(np.float64)
+            else:
+                a, _ = dio._read_array(spec)
+                k = a[:, :, : (1 if a.shape[2] <= 2 else 3)].mean(axis=2)
+    except ValueError as e:
+        if isinstance(e, DmirError):
+            raise
+        raise UsageError(f"--kernel {spec!r}: not a number where one is expected; use "
+                         f"{forms}") from None
+    if k.ndim != 2 or k.size == 0:
+        raise InputError(f"--kernel: the kernel must be a 2-D array, got shape {k.shape}")
+    if not np.isfinite(k).all() or (k < 0).any() or k.sum() <= 0:
+        raise InputError("--kernel: the kernel must be finite, non-negative and not all zero")
+    return k / k.sum()
+
+
+def _motion_kernel(length: float, angle_deg: float) -> np.ndarray:
+    """A line of ``length`` pixels at ``angle_deg`` (counter-clockwise from +x), anti-aliased
+    by bilinear splatting of dense samples; odd square support."""
+    size = int(math.ceil(length)) | 1
+    c = size // 2
+    th = math.radians(angle_deg)
+    t = np.linspace(-(length - 1) / 2, (length - 1) / 2, max(2, int(length * 20)))
+    xs, ys = c + t * math.cos(th), c - t * math.sin(th)
+    k = np.zeros((size, size))
+    x0, y0 = np.floor(xs).astype(int), np.floor(ys).astype(int)
+    fx, fy = xs - x0, ys - y0
+    for dy, dx, w in ((0, 0, (1 - fy) * (1 - fx)), (0, 1, (1 - fy) * fx),
+                      (1, 0, fy * (1 - fx)), (1, 1, fy * fx)):
+        yy, xx = np.clip(y0 + dy, 0, size - 1), np.clip(x0 + dx, 0, size - 1)
+        np.add.at(k, (yy, xx), w)
+    return k
+
+
+def _operator_params(a, task: str, C: int) -> dict:
+    allowed, _ = _task_params(task)
+    params = {}
+    for flag, name in _FLAG_PARAM.items():
+        v = getattr(a, flag)
+        if v is None:
+            continue
+        if name not in allowed:
+            raise UsageError(f"--{flag} does not apply to task {task!r} (its parameters: "
+                             f"{', '.join('--' + p for p in allowed if p in _FLAG_PARAM) or 'none'})")
+        if flag == "mask":
+            v = dio.load_mask(v)
+        elif flag == "kernel":
+            v = parse_kernel(v)
+        elif flag == "weights":
+            v = _parse_weights(v)
+        params[name] = v
+    if "scale" in allowed and "scale" not in params:
+        raise UsageError(f"task {task!r} needs --scale S (an integer ≥ 2)")
+    if task == "inpainting" and "mask" not in params:
+        raise UsageError("task 'inpainting' needs --mask PATH (.npy of 0/1 or an image, white = "
+                         "kept)")
+    if task == "deblur" and "kernel" not in params:
+        raise UsageError("task 'deblur' needs --kernel SPEC (gauss:SIGMA[:SIZE], box:SIZE, "
+                         "motion:LENGTH:ANGLE or a .npy/.png file)")
+    return params
+
+
+def _check_cs_size(task: str, params: dict, H: int, W: int) -> None:
+    if task == "cs_walshhadamard":
+        N = H * W
+        if N & (N - 1):
+            raise ShapeError(f"cs_walshhadamard: image size {H}x{W} has H·W = {N} pixels, which "
+                             f"is not a power of two; H and W must be powers of two "
+                             f"(e.g. 64x64, 128x256)")
+    elif task == "cs_blockbased":
+        b = int(params.get("block", 32))
+        if H % b or W % b:
+            raise ShapeError(f"cs_blockbased: image size {H}x{W} must be a multiple of the block "
+                             f"size {b} in both directions (choose another size with --block)")
+
+
+# ----------------------------------------------------------------------------- restore
+class _Progress:
+    def __init__(self, desc: str):
+        self.bar = None
+        self.desc = desc
+
+    def __call__(self, i: int, n: int) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=n, desc=self.desc, unit="step", file=sys.stderr,
+                            disable=not _isatty(sys.stderr), leave=False, dynamic_ncols=True)
+        if self.bar.total != n:
+            self.bar.total = n
+        self.bar.update(i - self.bar.n)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _isatty(f) -> bool:
+    try:
+        return f.isatty()
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _read_input(path):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        x = dio.read_image(path)
+    for w in caught:
+        _note(w.message)
+    return x
+
+
+def _restore(a) -> int:
+    _check_numbers(a)
+    task = a.task
+    if task not in operators.names():
+        raise UsageError(f"unknown task {task!r}; available: {', '.join(operators.names())}")
+    if a.method not in solvers.names():
+        raise UsageError(f"unknown method {a.method!r}; available: {', '.join(solvers.names())}")
+    if task.startswith("cs_") and not a.degrade:
+        raise UsageError(f"task {task!r} needs --degrade: a compressed-sensing measurement is "
+                         f"not an image, so INPUT must be the clean image to measure")
+    if a.device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available here; use --device cpu")
+    out_path = dio.check_output_path(a.output)
+
+    inp = _read_input(a.input)                                  # (1, C, H, W) in [-1, 1]
+    _, C, H, W = inp.shape
+    params = _operator_params(a, task, C)
+    _, takes_gen = _task_params(task)
+    gen = torch.Generator().manual_seed(a.seed)
+
+    if a.degrade:
+        if task == "colorization" and C != 3:
+            raise ShapeError("colorization --degrade needs a colour (RGB) clean image; INPUT "
+                             "is gray")
+        shape = (C, H, W)
+    elif "scale" in params:
+        shape = (C, H * params["scale"], W * params["scale"])
+    elif task == "colorization":
+        shape = (3, H, W)
+    else:
+        shape = (C, H, W)
+    _check_cs_size(task, params, shape[1], shape[2])
+    op = operators.build(task, shape, **params, **({"generator": gen} if takes_gen else {}))
+
+    noise = (operators.PoissonNoise(a.poisson) if a.poisson is not None
+             else operators.GaussianNoise(a.sigma_y))
+    sigma_solver = noise.sigma_equivalent if a.poisson is not None else a.sigma_y
+    if a.degrade:
+        clean = inp
+        y = noise(op.A(inp), generator=gen)
+    else:
+        clean = None
+        if tuple(op.y_shape) == (C, H, W):
+            y = inp
+        else:
+            if task == "colorization":
+                _note(f"INPUT is RGB; converted to gray with weights "
+                      f"{', '.join(f'{float(w):g}' for w in op.w.flatten())}")
+            y = op.A(inp)
+
+    model = models.load(a.model)
+    device = torch.device(a.device)
+    options = {}
+    if a.travel_length != 1 or a.travel_repeat != 1:
+        options.update(travel_length=a.travel_length, travel_repeat=a.travel_repeat)
+    solver = solvers.build(a.method, model, op, steps=a.steps, eta=a.eta,
+                           sigma_y=sigma_solver, **options)
+    if device.type != "cpu":
+        model.to(device)
+        op.to(device)
+        y = y.to(device)
+        sgen = torch.Generator(device=device).manual_seed(a.seed)
+    else:
+        sgen = gen
+
+    bar = _Progress(a.method)
+    t0 = time.perf_counter()
+    try:
+        with torch.no_grad():
+            x = solver.sample(y, generator=sgen, progress=bar)
+    finally:
+        bar.close()
+    elapsed = time.perf_counter() - t0
+    x = x.detach().to("cpu", torch.float32)
+    if not torch.isfinite(x).all():
+        print(f"{PROG}: error: the sampler produced NaN/Inf values (method {a.method}, "
+              f"{a.steps} steps); no output written", file=sys.stderr)
+        return 1
+
+    if clean is not None:
+        base = op.pinv(y).detach().to("cpu", torch.float32)
+        rows = [("A+y (pinv)", base), (a.method, x)]
+        print(f"task {task}, {C}x{H}x{W}, method {a.method}, {a.steps} steps, eta {a.eta:g}, "
+              + (f"poisson peak {a.poisson:g}" if a.poisson is not None
+                 else f"sigma_y {a.sigma_y:g}") + f", seed {a.seed}")
+        print(f"{'':<16}{'PSNR [dB]':>10}{'SSIM':>9}")
+        for name, img in rows:
+            p = metrics.psnr_model(img, clean)
+            try:
+                s = f"{metrics.ssim_model(img, clean):9.4f}"
+            except ShapeError:
+                s = f"{'n/a':>9}"
+            print(f"{name:<16}{p:10.2f}{s}")
+
+    dio.write_image(out_path, x, bits=a.bits)
+    print(f"wrote {out_path} ({x.shape[1]}x{x.shape[2]}x{x.shape[3]}, {a.bits}-bit, "
+          f"{getattr(solver, 'nfe', '?')} network evaluations, {elapsed:.1f} s)")
+    return 0
+
+
+def _models(a) -> int:
+    items = _models_listing()
+    width = max((len(k) for k in items), default=0) + 2
+    for k, v in items.items():
+        print(f"{k:<{width}}{v}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- entry point
+def main(argv=None) -> int:
+    """Run the command line; returns the exit status (0 ok, 2 user error, 130 interrupted)."""
+    parser = _parser()
+    try:
+        a = parser.parse_args(argv)
+    except SystemExit as e:       # --help (0) or a usage error (2, already printed)
+        return int(e.code or 0) if not isinstance(e.code, str) else EXIT_USAGE
+    if a.command is None:
+        return _fail("a command is required: restore or models (see dmir --help)")
+    try:
+        if a.command == "restore":
+            return _restore(a)
+        return _models(a)
+    except DmirError as e:
+        return _fail(e)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; no output written", file=sys.stderr)
+        return EXIT_INTERRUPT
+    except (MemoryError, torch.cuda.OutOfMemoryError):
+        return _fail("out of memory; try a smaller image or fewer steps")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

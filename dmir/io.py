@@ -1,0 +1,411 @@
+"""Reading and writing images and masks.
+
+Conventions (DESIGN.md): files hold 8-bit or 16-bit images in [0, 1]; in memory images are
+``(1, C, H, W)`` float32 tensors in the model domain [-1, 1] with C = 1 (gray) or C = 3 (RGB).
+
+* :func:`read_image` — PNG (8/16-bit), JPEG, and anything else Pillow opens (TIFF, BMP, WebP, …),
+  plus ``.npy`` arrays (H×W or H×W×C; floats in [0, 1], integers of dtype uint8/uint16 at their
+  full range). Gray (and gray + alpha) → C = 1; RGB, RGBA, palette, CMYK, … → C = 3. An alpha
+  channel is dropped, with a :class:`UserWarning` that says so. JPEG EXIF orientation is applied.
+* :func:`write_image` — PNG only, 8- or 16-bit, gray or RGB, written atomically (a temporary file
+  in the target folder, then ``os.replace``): a failure never leaves a partial file behind.
+* :func:`load_mask` — an inpainting mask (H, W) of 0/1 from ``.npy`` (values must be 0/1) or an
+  image file (white = kept: a pixel is kept where its gray value is > 0.5).
+
+Pillow reads 16-bit *colour* PNGs only at 8-bit precision, so 16-bit colour PNGs are decoded and
+encoded by the small PNG codec at the end of this module (zlib + the five PNG row filters).
+
+Every bad file raises :class:`dmir.errors.InputError` (:class:`OutputError` for outputs) with a
+one-line message that names the path.
+"""
+from __future__ import annotations
+
+import os
+import struct
+import tempfile
+import warnings
+import zlib
+
+import numpy as np
+import torch
+
+from .errors import InputError, ShapeError
+
+__all__ = ["read_image", "write_image", "load_mask", "check_output_path", "OutputError"]
+
+
+class OutputError(InputError):
+    """An output file cannot be written (missing or read-only folder, wrong extension)."""
+
+
+# ----------------------------------------------------------------------------- reading
+def _check_input_file(path) -> str:
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise InputError(f"input file '{path}' does not exist")
+    if os.path.isdir(path):
+        raise InputError(f"input '{path}' is a directory, not an image file")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"input file '{path}' is not readable (permission denied)")
+    return path
+
+
+def _read_bytes(path: str, n: int | None = None) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read() if n is None else f.read(n)
+    except OSError as e:
+        raise InputError(f"cannot read '{path}': {e.strerror or e}") from None
+
+
+def _from_numeric(a: np.ndarray, path: str) -> np.ndarray:
+    """A numeric array → float64 in [0, 1] (uint8/uint16 at full range, floats as they are)."""
+    if a.dtype == np.bool_:
+        return a.astype(np.float64)
+    if a.dtype == np.uint8:
+        return a.astype(np.float64) / 255.0
+    if a.dtype == np.uint16:
+        return a.astype(np.float64) / 65535.0
+    if np.issubdtype(a.dtype, np.floating):
+        a = a.astype(np.float64)
+        if not np.isfinite(a).all():
+            raise InputError(f"'{path}' contains NaN or Inf pixel values")
+        lo, hi = float(a.min()), float(a.max())
+        if lo < -1e-3 or hi > 1 + 1e-3:
+            raise InputError(f"'{path}': floating-point pixel values must lie in [0, 1], found "
+                             f"[{lo:.4g}, {hi:.4g}]")
+        return np.clip(a, 0.0, 1.0)
+    if np.issubdtype(a.dtype, np.integer):   # other integer arrays (.npy): 8-bit if ≤ 255
+        lo, hi = int(a.min()), int(a.max())
+        if lo < 0 or hi > 65535:
+            raise InputError(f"'{path}': integer pixel values must lie in 0..65535, found "
+                             f"{lo}..{hi}")
+        return a.astype(np.float64) / (255.0 if hi <= 255 else 65535.0)
+    raise InputError(f"'{path}': unsupported pixel type {a.dtype}; use uint8, uint16 or float "
+                     f"in [0, 1]")
+
+
+def _read_npy(path: str) -> tuple[np.ndarray, list[str]]:
+    try:
+        a = np.load(path, allow_pickle=False)
+    except Exception as e:  # noqa: BLE001 - any failure means the file is not a usable array
+        raise InputError(f"'{path}' is not a readable .npy array ({type(e).__name__})") from None
+    if not isinstance(a, np.ndarray) or a.dtype.kind not in "biuf":
+        raise InputError(f"'{path}' must hold a numeric array, got dtype "
+                         f"{getattr(a, 'dtype', type(a).__name__)}")
+    if a.ndim == 2:
+        a = a[:, :, None]
+    elif a.ndim == 3 and a.shape[2] not in (1, 2, 3, 4) and a.shape[0] in (1, 3, 4):
+        a = np.moveaxis(a, 0, 2)   # C×H×W → H×W×C
+    if a.ndim != 3 or a.shape[2] not in (1, 2, 3, 4):
+        raise InputError(f"'{path}': array image must be H×W, H×W×C or C×H×W with C in 1..4, "
+                         f"got shape {a.shape}")
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        raise InputError(f"'{path}' is an empty image ({a.shape[0]}x{a.shape[1]} pixels)")
+    return _from_numeric(a, path), []
+
+
+def _drop_alpha(a: np.ndarray, path: str, notes: list) -> np.ndarray:
+    if a.shape[2] in (2, 4):
+        notes.append(f"'{path}' has an alpha channel; it was dropped "
+                     f"({'gray' if a.shape[2] == 2 else 'RGB'} kept)")
+        a = a[:, :, :-1]
+    return a
+
+
+def _read_pil(path: str) -> tuple[np.ndarray, list[str]]:
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    notes: list[str] = []
+    try:
+        with Image.open(path) as im:
+            im.load()
+            try:
+                im = ImageOps.exif_transpose(im)
+            except Exception:  # noqa: BLE001 - a broken EXIF block is not worth failing for
+                pass
+            mode = im.mode
+            if mode == "P":
+                im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+                a = np.asarray(im)
+                if np.array_equal(a[:, :, 0], a[:, :, 1]) and np.array_equal(a[:, :, 0], a[:, :, 2]):
+                    a = a[:, :, [0, 3]] if a.shape[2] == 4 else a[:, :, :1]  # gray palette
+                if a.shape[2] in (2, 4) and (a[:, :, -1] == 255).all():
+                    a = a[:, :, :-1]                                       # opaque
+            elif mode == "1":
+                a = np.asarray(im.convert("L"))
+            elif mode in ("L", "LA", "RGB", "RGBA"):
+                a = np.asarray(im)
+            elif mode in ("La", "PA"):
+                a = np.asarray(im.convert("LA"))
+            elif mode == "RGBa":
+                a = np.asarray(im.convert("RGBA"))
+            elif mode.startswith("I;16"):
+                a = np.asarray(im).astype(np.uint16)
+            elif mode == "I":   # 32-bit integer: taken as 16-bit data
+                a = np.asarray(im).astype(np.int64)
+                if a.size and (a.min() < 0 or a.max() > 65535):
+                    raise InputError(f"'{path}': 32-bit integer pixel values must lie in "
+                                     f"0..65535, found {a.min()}..{a.max()}")
+                a = a.astype(np.uint16)
+            elif mode == "F":
+                a = np.asarray(im).astype(np.float64)
+            else:  # CMYK, YCbCr, LAB, HSV, ...
+                a = np.asarray(im.convert("RGB"))
+    except InputError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError) as e:
+        msg = ("is not a recognised image file (expected PNG, JPEG or another format Pillow "
+               "reads, or .npy)" if isinstance(e, UnidentifiedImageError) else f"is too large: {e}")
+        raise InputError(f"'{path}' {msg}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise InputError(f"cannot decode image '{path}' (truncated or corrupt: {e})") from None
+    if a.ndim == 2:
+        a = a[:, :, None]
+    return _from_numeric(np.ascontiguousarray(a), path), notes
+
+
+def _read_array(path) -> tuple[np.ndarray, list[str]]:
+    """Any supported file → (H, W, C) float64 in [0, 1], C in 1..4 (alpha still attached)."""
+    path = _check_input_file(path)
+    if path.lower().endswith(".npy"):
+        a, notes = _read_npy(path)
+    else:
+        head = _read_bytes(path, 32)
+        if head.startswith(_PNG_SIG) and len(head) >= 29 and head[24] == 16 and head[25] in (2, 4, 6):
+            data = _read_bytes(path)
+            a16, notes = _decode_png16(data, path)
+            a = a16.astype(np.float64) / 65535.0 if a16 is not None else None
+            if a is None:  # interlaced: Pillow reads it at 8-bit precision
+                a, more = _read_pil(path)
+                notes += more
+        else:
+            a, notes = _read_pil(path)
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        raise InputError(f"'{path}' is an empty image ({a.shape[0]}x{a.shape[1]} pixels)")
+    return a, notes
+
+
+def read_image(path) -> torch.Tensor:
+    """Read an image file as a ``(1, C, H, W)`` float32 tensor in [-1, 1], C = 1 or 3.
+
+    Gray and gray+alpha files give C = 1; everything else (RGB, RGBA, palette, CMYK, …) C = 3.
+    An alpha channel is dropped with a :class:`UserWarning`. 16-bit files keep their precision.
+    Raises :class:`~dmir.errors.InputError` for missing, unreadable, non-image, empty files and
+    for NaN/Inf or out-of-range values (``.npy``, float TIFF).
+    """
+    a, notes = _read_array(path)
+    a = _drop_alpha(a, os.fspath(path), notes)
+    for n in notes:
+        warnings.warn(n, UserWarning, stacklevel=2)
+    x = torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))).to(torch.float32)
+    return (x * 2 - 1).unsqueeze(0)
+
+
+def load_mask(path) -> torch.Tensor:
+    """An inpainting mask as an ``(H, W)`` float32 tensor of 0/1 (1 = pixel kept).
+
+    ``.npy``: any numeric or bool dtype, 2-D (or with one singleton axis), values must be 0 or 1.
+    Image files (PNG, …): gray value > 0.5 (of the full range) = kept, i.e. white = kept; colour
+    masks are averaged over channels, an alpha channel is ignored.
+    """
+    p = _check_input_file(path)
+    if p.lower().endswith(".npy"):
+        try:
+            m = np.load(p, allow_pickle=False)
+        except Exception as e:  # noqa: BLE001
+            raise InputError(f"mask '{p}' is not a readable .npy array "
+                             f"({type(e).__name__})") from None
+        if not isinstance(m, np.ndarray) or m.dtype.kind not in "biuf":
+            raise InputError(f"mask '{p}' must be a numeric or boolean array")
+        if m.ndim == 3 and 1 in m.shape:
+            m = m.squeeze(axis=m.shape.index(1))
+        if m.ndim != 2 or m.size == 0:
+            raise InputError(f"mask '{p}' must be a non-empty 2-D (H×W) array, got shape "
+                             f"{m.shape}")
+        m = m.astype(np.float64)
+        if not np.isfinite(m).all():
+            raise InputError(f"mask '{p}' contains NaN or Inf values")
+        if not np.isin(m, (0.0, 1.0)).all():
+            bad = m[~np.isin(m, (0.0, 1.0))].flat[0]
+            raise InputError(f"mask '{p}' must contain only 0 (missing) and 1 (kept), found "
+                             f"{bad:g}")
+    else:
+        a, _ = _read_array(p)
+        if a.shape[2] in (2, 4):
+            a = a[:, :, :-1]
+        m = (a.mean(axis=2) > 0.5).astype(np.float64)
+    return torch.from_numpy(np.ascontiguousarray(m)).to(torch.float32)
+
+
+# ----------------------------------------------------------------------------- writing
+def check_output_path(path) -> str:
+    """Validate an output path before work starts: ``.png``, existing writable folder."""
+    path = os.fspath(path)
+    if not path.lower().endswith(".png"):
+        raise OutputError(f"output '{path}' must have the extension .png (PNG is the only "
+                          f"output format)")
+    if os.path.isdir(path):
+        raise OutputError(f"output '{path}' is a directory; give a file name ending in .png")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise OutputError(f"cannot write '{path}': folder '{folder}' does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write '{path}': folder '{folder}' is not writable")
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise OutputError(f"cannot write '{path}': the file exists and is read-only")
+    return path
+
+
+def _to_hwc(x, bits: int) -> np.ndarray:
+    if not isinstance(x, torch.Tensor):
+        x = torch.as_tensor(np.asarray(x))
+    if x.dim() == 4:
+        if x.shape[0] != 1:
+            raise ShapeError(f"write_image writes one image; got a batch of {x.shape[0]}")
+        x = x[0]
+    if x.dim() != 3 or x.shape[0] not in (1, 3):
+        raise ShapeError(f"write_image needs (1, C, H, W) or (C, H, W) with C = 1 or 3, got "
+                         f"{tuple(x.shape)}")
+    if min(x.shape[1:]) < 1:
+        raise ShapeError(f"cannot write an empty image of shape {tuple(x.shape)}")
+    x = x.detach().to("cpu", torch.float64)
+    if not torch.isfinite(x).all():
+        raise InputError("the image to write contains NaN or Inf values")
+    u = ((x.clamp(-1, 1) + 1) / 2).numpy().transpose(1, 2, 0)
+    peak = 255 if bits == 8 else 65535
+    return np.rint(u * peak).astype(np.uint8 if bits == 8 else np.uint16)
+
+
+def write_image(path, x, bits: int = 8) -> None:
+    """Write ``x`` ((1, C, H, W) or (C, H, W), C = 1 or 3, model domain [-1, 1], clamped) as an
+    8- or 16-bit PNG, atomically: nothing is left at ``path`` (or beside it) if anything fails."""
+    if bits not in (8, 16):
+        raise InputError(f"bits must be 8 or 16, got {bits!r}")
+    path = check_output_path(path)
+    a = _to_hwc(x, bits)
+    if bits == 8:
+        import io as _io
+
+        from PIL import Image
+
+        buf = _io.BytesIO()
+        Image.fromarray(a[:, :, 0] if a.shape[2] == 1 else a).save(buf, format="PNG")
+        data = buf.getvalue()
+    else:
+        data = _encode_png(a)
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
+                                   dir=folder)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as e:
+        raise OutputError(f"cannot write '{path}': {e.strerror or e}") from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+# ----------------------------------------------------------------------------- a tiny PNG codec
+_PNG_SIG = b"\x89PNG\r\n\x1a\n"
+_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return (struct.pack(">I", len(body)) + kind + body
+            + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF))
+
+
+def _encode_png(a: np.ndarray) -> bytes:
+    """(H, W, C) uint8/uint16, C in {1, 3} → PNG bytes (Sub filter on every row)."""
+    H, W, C = a.shape
+    depth = 16 if a.dtype == np.uint16 else 8
+    raw = np.ascontiguousarray(a.astype(">u2" if depth == 16 else np.uint8))
+    raw = raw.view(np.uint8).reshape(H, W * C * depth // 8)
+    bpp = C * depth // 8
+    filt = raw.copy()
+    filt[:, bpp:] = raw[:, bpp:] - raw[:, :-bpp]          # Sub filter, mod 256 by uint8
+    rows = np.concatenate([np.ones((H, 1), np.uint8), filt], axis=1)
+    ihdr = struct.pack(">IIBBBBB", W, H, depth, 0 if C == 1 else 2, 0, 0, 0)
+    return (_PNG_SIG + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(rows.tobytes(), 6))
+            + _chunk(b"IEND", b""))
+
+
+def _unfilter(raw: np.ndarray, ftype: np.ndarray, bpp: int) -> np.ndarray:
+    """Undo the PNG row filters. raw: (H, W, bpp) filtered bytes, ftype: (H,) filter types.
+
+    Each byte depends on its left, upper and upper-left neighbours only, so all pixels on an
+    anti-diagonal r + x = d are independent: H + W - 1 vectorised sweeps.
+    """
+    H, W, _ = raw.shape
+    out = np.zeros((H + 1, W + 1, bpp), np.int32)       # zero row/column = "outside the image"
+    raw = raw.astype(np.int32)
+    for d in range(H + W - 1):
+        r = np.arange(max(0, d - W + 1), min(H - 1, d) + 1)
+        x = d - r
+        a = out[r + 1, x]          # left
+        b = out[r, x + 1]          # up
+        c = out[r, x]              # up-left
+        f = ftype[r][:, None]
+        p = a + b - c
+        pa, pb, pc = np.abs(p - a), np.abs(p - b), np.abs(p - c)
+        paeth = np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
+        pred = np.select([f == 1, f == 2, f == 3, f == 4], [a, b, (a + b) >> 1, paeth], 0)
+        out[r + 1, x + 1] = (raw[r, x] + pred) & 0xFF
+    return out[1:, 1:].astype(np.uint8)
+
+
+def _decode_png16(data: bytes, path: str):
+    """16-bit PNG bytes → ((H, W, C) uint16, notes), or (None, notes) if interlaced."""
+    bad = InputError(f"'{path}' is a corrupt PNG file")
+    pos, idat, hdr = 8, [], None
+    while True:
+        if pos + 8 > len(data):
+            raise bad
+        n, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + n]
+        crc = data[pos + 8 + n:pos + 12 + n]
+        if len(body) != n or len(crc) != 4 or \
+                struct.unpack(">I", crc)[0] != zlib.crc32(kind + body) & 0xFFFFFFFF:
+            raise bad
+        pos += 12 + n
+        if kind == b"IHDR":
+            hdr = struct.unpack(">IIBBBBB", body)
+        elif kind == b"IDAT":
+            idat.append(body)
+        elif kind == b"IEND":
+            break
+    if hdr is None or not idat:
+        raise bad
+    W, H, depth, ctype, _, _, interlace = hdr
+    if depth != 16 or ctype not in _CHANNELS:
+        raise bad
+    if W == 0 or H == 0:
+        raise InputError(f"'{path}' is an empty image ({H}x{W} pixels)")
+    if interlace:
+        return None, [f"'{path}' is an interlaced 16-bit PNG; it was read at 8-bit precision"]
+    C = _CHANNELS[ctype]
+    bpp = 2 * C
+    try:
+        raw = zlib.decompress(b"".join(idat))
+    except zlib.error:
+        raise bad from None
+    stride = W * bpp + 1
+    if len(raw) < H * stride:
+        raise InputError(f"'{path}' is a truncated PNG file")
+    rows = np.frombuffer(raw, np.uint8, count=H * stride).reshape(H, stride)
+    ftype = rows[:, 0].astype(np.int32)
+    if (ftype > 4).any():
+        raise bad
+    px = _unfilter(rows[:, 1:].reshape(H, W, bpp), ftype, bpp)
+    a = px.reshape(H, W * bpp).view(">u2").astype(np.uint16).reshape(H, W, C)
+    return a, []
