@@ -24,7 +24,7 @@ import torch
 
 from . import io as dio
 from . import metrics, models, operators, solvers
-from .errors import DmirError, InputError, ParameterError, ShapeError
+from .errors import DmirError, InputError, ShapeError
 
 PROG = "dmir"
 EXIT_USAGE = 2
@@ -122,7 +122,8 @@ def _parser() -> argparse.ArgumentParser:
                        "one with --degrade)", description="Restore INPUT and write OUTPUT (PNG).",
                        epilog=_restore_epilog(),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    r.add_argument("input", metavar="INPUT", help="input image (PNG, JPEG, …; 8/16-bit, gray/RGB)")
+    r.add_argument("input", metavar="INPUT",
+                   help="input image (PNG, JPEG, …; 8/16-bit, gray/RGB)")
     r.add_argument("-o", "--output", required=True, metavar="OUTPUT", help="output .png file")
     g = r.add_argument_group("task")
     g.add_argument("--task", required=True, metavar="NAME", help="degradation (list below)")
@@ -139,7 +140,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--sigma-y", type=float, default=0.0, metavar="S",
                    help="Gaussian measurement noise σ_y in [0, 1] pixel units (default 0)")
     g.add_argument("--poisson", type=float, metavar="PEAK",
-                   help="Poisson (shot) noise with this peak count instead of Gaussian noise")
+                   help="Poisson (shot) noise with this peak count instead of Gaussian noise "
+                   "(applied with --degrade; the solver assumes the Gaussian level at mid-gray)")
     g.add_argument("--degrade", action="store_true",
                    help="INPUT is clean: degrade it, restore, print PSNR/SSIM")
     s = r.add_argument_group("sampler")
@@ -300,8 +302,9 @@ def _operator_params(a, task: str, C: int) -> dict:
         if v is None:
             continue
         if name not in allowed:
+            flags = ", ".join("--" + p for p in allowed if p in _FLAG_PARAM) or "none"
             raise UsageError(f"--{flag} does not apply to task {task!r} (its parameters: "
-                             f"{', '.join('--' + p for p in allowed if p in _FLAG_PARAM) or 'none'})")
+                             f"{flags})")
         if flag == "mask":
             v = dio.load_mask(v)
         elif flag == "kernel":
@@ -439,8 +442,7 @@ def _restore(a) -> int:
     bar = _Progress(a.method)
     t0 = time.perf_counter()
     try:
-        with torch.no_grad():
-            x = solver.sample(y, generator=sgen, progress=bar)
+        x = solver.sample(y, generator=sgen, progress=bar)
     finally:
         bar.close()
     elapsed = time.perf_counter() - t0

@@ -128,7 +128,8 @@ def _read_pil(path: str) -> tuple[np.ndarray, list[str]]:
             if mode == "P":
                 im = im.convert("RGBA" if "transparency" in im.info else "RGB")
                 a = np.asarray(im)
-                if np.array_equal(a[:, :, 0], a[:, :, 1]) and np.array_equal(a[:, :, 0], a[:, :, 2]):
+                if (np.array_equal(a[:, :, 0], a[:, :, 1])
+                        and np.array_equal(a[:, :, 0], a[:, :, 2])):
                     a = a[:, :, [0, 3]] if a.shape[2] == 4 else a[:, :, :1]  # gray palette
                 if a.shape[2] in (2, 4) and (a[:, :, -1] == 255).all():
                     a = a[:, :, :-1]                                       # opaque
@@ -172,7 +173,9 @@ def _read_array(path) -> tuple[np.ndarray, list[str]]:
         a, notes = _read_npy(path)
     else:
         head = _read_bytes(path, 32)
-        if head.startswith(_PNG_SIG) and len(head) >= 29 and head[24] == 16 and head[25] in (2, 4, 6):
+        is_png16_colour = (head.startswith(_PNG_SIG) and len(head) >= 29 and head[24] == 16
+                           and head[25] in (2, 4, 6))
+        if is_png16_colour:
             data = _read_bytes(path)
             a16, notes = _decode_png16(data, path)
             a = a16.astype(np.float64) / 65535.0 if a16 is not None else None
@@ -242,11 +245,11 @@ def load_mask(path) -> torch.Tensor:
 def check_output_path(path) -> str:
     """Validate an output path before work starts: ``.png``, existing writable folder."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise OutputError(f"output '{path}' is a directory; give a file name ending in .png")
     if not path.lower().endswith(".png"):
         raise OutputError(f"output '{path}' must have the extension .png (PNG is the only "
                           f"output format)")
-    if os.path.isdir(path):
-        raise OutputError(f"output '{path}' is a directory; give a file name ending in .png")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise OutputError(f"cannot write '{path}': folder '{folder}' does not exist")

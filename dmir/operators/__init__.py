@@ -192,7 +192,7 @@ def _cs_block(shape, ratio=0.25, basis=None, block=32, generator=None):
         if b < 1 or H % b or W % b:
             raise ShapeError(f"cs_blockbased: image size {H}x{W} must be a multiple of the "
                              f"block size {b}")
-        basis = random_orthogonal(b * b, generator)
+        return BlockCS(shape, r, random_orthogonal(b * b, generator), check_orthogonal=False)
     return BlockCS(shape, r, basis)
 
 

@@ -109,7 +109,13 @@ class LinearOperator(nn.Module):
 
     def project(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Range–null-space projection A⁺y + (I − A⁺A)x = x − A⁺(Ax − y) (DDNM Eq. 13)."""
-        return x - self.pinv(self.A(x) - y)
+        _check_tensor(x, self.x_shape, "x", self)
+        _check_tensor(y, self.y_shape, "y", self)
+        return self._project(x, y)
+
+    def _project(self, x, y):
+        # subclasses override this with a cheaper equivalent where they have one
+        return x - self._pinv(self._A(x) - y)
 
     def _require_svd(self):
         if not self.has_svd:

@@ -63,7 +63,7 @@ class CircularBlur(LinearOperator):
     def _pinv(self, y):
         return self._filter(y, self.Kinv)
 
-    def project(self, x, y):
+    def _project(self, x, y):
         X = torch.fft.rfft2(x)
         Y = torch.fft.rfft2(y)
         return torch.fft.irfft2(X - self.Kinv * (self.K * X - Y), s=x.shape[-2:])

@@ -23,7 +23,7 @@ class Identity(LinearOperator):
 
     _At = _pinv = _Vt = _V = _Ut = _U = _A
 
-    def project(self, x, y):
+    def _project(self, x, y):
         return y
 
     def _singulars(self):
@@ -74,7 +74,7 @@ class Inpainting(LinearOperator):
     _Ut = _At
     _U = _A
 
-    def project(self, x, y):
+    def _project(self, x, y):
         return x * (1 - self.mask) + self._At(y)
 
     def _Vt(self, x):

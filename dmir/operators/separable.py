@@ -74,6 +74,20 @@ class SeparableSVD(LinearOperator):
         sing = torch.zeros(channels, H, W, dtype=svd_dtype)
         sing[:, :kh, :kw] = Sh[:, None] * Sw[None, :]
         self.register_buffer("_sing", sing.to(f32))
+        # reduced SVD factors (nonzero 1-D singular values only) for the projection
+        #   x − A⁺(Ax − y) = x − V_h,r (V_h,rᵀ X V_w,r − S_h,r⁻¹ U_h,rᵀ Y U_w,r S_w,r⁻¹) V_w,rᵀ,
+        # used when the truncation makes it cheaper than the four dense products of A and A⁺
+        rh, rw = int((Sh > 0).sum()), int((Sw > 0).sum())
+        h, w = kh, kw
+        full = h * H * W + h * W * w + H * h * w + H * w * W
+        reduced = 2 * rh * H * W + 2 * rh * rw * H + rw * h * w + rh * h * rw
+        self._reduced_project = 0 < rh and 0 < rw and reduced < 0.8 * full
+        if self._reduced_project:
+            nz_h, nz_w = Sh > 0, Sw > 0
+            self.register_buffer("Vh_r", Vh[:, :kh][:, nz_h].to(f32).contiguous())
+            self.register_buffer("Vw_r", Vw[:, :kw][:, nz_w].to(f32).contiguous())
+            self.register_buffer("Gh_r", (Uh[:, nz_h] / Sh[nz_h]).to(f32).contiguous())
+            self.register_buffer("Gw_r", (Uw[:, nz_w] / Sw[nz_w]).to(f32).contiguous())
 
     # fast paths: two small matrix products each
     def _A(self, x):
@@ -84,6 +98,12 @@ class SeparableSVD(LinearOperator):
 
     def _pinv(self, y):
         return self.Mh_inv @ y @ self.Mw_inv.T
+
+    def _project(self, x, y):
+        if not self._reduced_project:
+            return x - self._pinv(self._A(x) - y)
+        inner = self.Vh_r.T @ x @ self.Vw_r - self.Gh_r.T @ y @ self.Gw_r
+        return x - self.Vh_r @ inner @ self.Vw_r.T
 
     # spectral protocol
     def _Vt(self, x):
@@ -129,8 +149,15 @@ class ProtocolDeblur(SeparableSVD):
         c = torch.arange(C).reshape(C, 1)
         idx = (C * rank.reshape(1, -1) + c) % (H * W)
         self._sing = s_sorted[idx].reshape(C, H, W).contiguous()
+        self.register_buffer("_sing_inv", safe_inverse(self._sing))
+        self.register_buffer("_sing_proj", (self._sing != 0).to(self._sing.dtype))
 
     # the quirk makes the operator non-separable: go through the spectral protocol
     _A = SeparableSVD.__mro__[1]._A
     _At = SeparableSVD.__mro__[1]._At
     _pinv = SeparableSVD.__mro__[1]._pinv
+
+    def _project(self, x, y):
+        # U is square orthogonal here (h = H, w = W), so UᵀU = I and
+        # A⁺(Ax − y) = V Σ⁺(Σ Vᵀx − Uᵀy) = V(P Vᵀx − Σ⁺Uᵀy), P = Σ⁺Σ: 6 dense products, not 8
+        return x - self._V(self._sing_proj * self._Vt(x) - self._sing_inv * self._Ut(y))
