@@ -161,16 +161,23 @@ def main(argv=None):
     ap.add_argument("--only", nargs="*", default=None)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "operators.json"))
     a = ap.parse_args(argv)
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     results = run(a.runs, a.builds, a.only)
+    load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     env = dict(torch=torch.__version__, threads=torch.get_num_threads(),
                cpu_count=os.cpu_count(), machine=platform.machine(),
                processor=platform.processor() or platform.platform(), shape=list(SHAPE),
                batch=BATCH, dtype="float32", runs=a.runs, builds=a.builds,
-               targets=dict(project_ms=PROJECT_TARGET_MS, build_ms=BUILD_TARGET_MS))
+               targets=dict(project_ms=PROJECT_TARGET_MS, build_ms=BUILD_TARGET_MS),
+               loadavg_1min=dict(before=load_before, after=load_after))
     print()
     print(f"Operators at {SHAPE}, batch {BATCH}, float32, CPU, {env['threads']} threads, "
           f"torch {env['torch']} (median of {a.runs} runs; builds: median of {a.builds}); "
           f"targets: project ≤ {PROJECT_TARGET_MS:g} ms, build ≤ {BUILD_TARGET_MS:g} ms")
+    busy = max((v for v in (load_before, load_after) if v is not None), default=0.0)
+    if busy > 0.5 * (os.cpu_count() or 1) + 1:
+        print(f"WARNING: system load average {busy:.1f} on {os.cpu_count()} cores: other "
+              f"processes compete for the CPU and these timings are inflated")
     print()
     print(table(results))
     out = Path(a.out)
