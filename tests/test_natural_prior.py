@@ -21,20 +21,33 @@ DATA = os.path.join(os.path.dirname(__file__), "data")
 LUMA = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64).reshape(1, 3, 1, 1)
 
 
-@pytest.fixture(scope="module")
-def prior():
-    return NaturalImagePrior()
+@pytest.fixture(scope="module", params=["periodic", "reflect"])
+def prior(request):
+    return NaturalImagePrior(boundary=request.param)
 
 
-def dense_covariance(params, C, H, W):
-    """Σ built independently in numpy: (P ⊗ I) blockdiag_k(F* diag(p_k) F) (P ⊗ I)ᵀ."""
+def _dct_np(N):
+    k, n = np.arange(N)[:, None], np.arange(N)[None, :]
+    D = np.cos(np.pi * k * (n + 0.5) / N) * math.sqrt(2 / N)
+    D[0] /= math.sqrt(2)
+    return D
+
+
+def dense_covariance(params, C, H, W, boundary="periodic"):
+    """Σ built independently in numpy: (P ⊗ I) blockdiag_k(F* diag(p_k) F) (P ⊗ I)ᵀ with F the
+    unitary 2-D DFT (periodic) or the orthonormal 2-D DCT-II at frequencies k/2N (reflect)."""
     d = params["rgb" if C == 3 else "gray"]
-    fy = np.fft.fftfreq(H)[:, None]
-    fx = np.fft.fftfreq(W)[None, :]
+    if boundary == "periodic":
+        fy = np.fft.fftfreq(H)[:, None]
+        fx = np.fft.fftfreq(W)[None, :]
+        FH = np.exp(-2j * np.pi * np.outer(np.arange(H), np.arange(H)) / H) / math.sqrt(H)
+        FW = np.exp(-2j * np.pi * np.outer(np.arange(W), np.arange(W)) / W) / math.sqrt(W)
+    else:
+        fy = (np.arange(H) / (2 * H))[:, None]
+        fx = (np.arange(W) / (2 * W))[None, :]
+        FH, FW = _dct_np(H), _dct_np(W)
     f2 = (fy ** 2 + fx ** 2).reshape(-1)
-    FH = np.exp(-2j * np.pi * np.outer(np.arange(H), np.arange(H)) / H) / math.sqrt(H)
-    FW = np.exp(-2j * np.pi * np.outer(np.arange(W), np.arange(W)) / W) / math.sqrt(W)
-    F = np.kron(FH, FW)                                           # unitary 2-D DFT, row-major
+    F = np.kron(FH, FW)                                           # unitary 2-D transform
     N = H * W
     blocks = np.zeros((C * N, C * N))
     spec = []
@@ -49,11 +62,11 @@ def dense_covariance(params, C, H, W):
     return torch.tensor(mean), torch.tensor(R @ blocks @ R.T), torch.tensor(np.stack(spec))
 
 
-def _with_f0(f0):
+def _with_f0(f0, boundary):
     params = NaturalImagePrior().params
     for d in params.values():
         d["f0"] = tuple(f0 for _ in d["f0"])
-    return NaturalImagePrior(params=params)
+    return NaturalImagePrior(params=params, boundary=boundary)
 
 
 # The shipped spectrum has a huge DC variance (f0 ≈ 1e-3 cycles/pixel), so aΣ + (1-a)I is very
@@ -63,8 +76,8 @@ def _with_f0(f0):
 @pytest.mark.parametrize("C,H,W", [(3, 5, 6), (1, 6, 7)])
 @pytest.mark.parametrize("f0", [None, 0.05])
 def test_eps_matches_dense_gaussian(prior, C, H, W, f0):
-    model = prior if f0 is None else _with_f0(f0)
-    mean, Sigma, spec = dense_covariance(model.params, C, H, W)
+    model = prior if f0 is None else _with_f0(f0, prior.boundary)
+    mean, Sigma, spec = dense_covariance(model.params, C, H, W, prior.boundary)
     torch.testing.assert_close(model.spectrum((C, H, W)), spec, rtol=1e-12, atol=0)
     ref = GaussianPrior(mean, var=Sigma)
     g = torch.Generator().manual_seed(0)
@@ -96,7 +109,11 @@ def test_sample_spectrum(prior, C, H, W):
     P = torch.tensor(d["P"], dtype=torch.float64)
     m = torch.tensor(d["mean"], dtype=torch.float64).reshape(1, C, 1, 1)
     z = torch.einsum("ck,bchw->bkhw", P, x - m)
-    Z = torch.fft.fft2(z, norm="ortho")
+    if prior.boundary == "periodic":
+        Z = torch.fft.fft2(z, norm="ortho")
+    else:
+        Dh, Dw = (torch.tensor(_dct_np(N)) for N in (H, W))
+        Z = Dh @ z @ Dw.T
     p = prior.spectrum((C, H, W))
     emp = (Z.abs() ** 2).mean(0)
     # |Z|²/p is χ²₂/2 (complex coefficients, rel. s.d. 1/√n) or χ²₁ (real ones, √(2/n))

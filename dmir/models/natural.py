@@ -63,7 +63,16 @@ _PARAMS = {
 
 
 class NaturalImagePrior(DiffusionModel):
-    """Stationary power-law Gaussian prior of natural images, exact for any H×W (periodic boundary).
+    """Stationary power-law Gaussian prior of natural images, exact for any H×W.
+
+    Two boundary rules, both exact:
+
+    * ``boundary="reflect"`` (default): the image is the top-left quarter of its mirror-symmetric
+      2H×2W extension; the covariance is diagonal in the orthonormal 2-D DCT-II basis, the
+      coefficient (k_y, k_x) having variance p_k(f) at f = √((k_y/2H)² + (k_x/2W)²). No false
+      wrap-around correlations between opposite borders (they cost ≈ 1 dB at the borders in
+      4× super-resolution).
+    * ``boundary="periodic"``: the image is a torus; diagonal in the unitary 2-D DFT.
 
     Args:
         schedule: 'linear', 'cosine' or a tensor of betas (the ᾱ_t the prior answers for).
@@ -75,8 +84,13 @@ class NaturalImagePrior(DiffusionModel):
     any other channel count raises :class:`dmir.errors.ShapeError`.
     """
 
-    def __init__(self, schedule="linear", T: int = 1000, params=None):
+    def __init__(self, schedule="linear", T: int = 1000, params=None, boundary: str = "reflect"):
         super().__init__(make_schedule(schedule, T))
+        if boundary not in ("reflect", "periodic"):
+            raise ParameterError(f"NaturalImagePrior: boundary must be 'reflect' or 'periodic', "
+                                 f"got {boundary!r}")
+        self.boundary = boundary
+        self._dct_cache = {}
         self._params = copy.deepcopy(_PARAMS if params is None else params)
         for key, C in (("rgb", 3), ("gray", 1)):
             d = self._params.get(key)
@@ -118,16 +132,44 @@ class NaturalImagePrior(DiffusionModel):
                              f"got {C}")
         return tuple(getattr(self, f"{key}_{n}") for n in ("mean", "P", "a", "beta", "f0"))
 
-    def _psd(self, C: int, H: int, W: int, real: bool, device=None) -> torch.Tensor:
-        """p_k on the fft2 grid (C, H, W), or on the rfft2 half grid (C, H, W//2 + 1)."""
+    def _psd(self, C: int, H: int, W: int, real: bool, device=None, dct: bool = False):
+        """p_k on the fft2 grid (C, H, W), on the rfft2 half grid (C, H, W//2 + 1), or on the
+        DCT-II grid (C, H, W) with frequencies k/2N (``dct=True``)."""
         _, _, a, beta, f0 = self._channel_params(C)
         device = a.device if device is None else device
-        fy = torch.fft.fftfreq(H, dtype=torch.float64, device=device)[:, None]
-        fx = (torch.fft.rfftfreq if real else torch.fft.fftfreq)(W, dtype=torch.float64,
-                                                                 device=device)[None, :]
+        if dct:
+            fy = (torch.arange(H, dtype=torch.float64, device=device) / (2 * H))[:, None]
+            fx = (torch.arange(W, dtype=torch.float64, device=device) / (2 * W))[None, :]
+        else:
+            fy = torch.fft.fftfreq(H, dtype=torch.float64, device=device)[:, None]
+            fx = (torch.fft.rfftfreq if real else torch.fft.fftfreq)(W, dtype=torch.float64,
+                                                                     device=device)[None, :]
         f2 = fy ** 2 + fx ** 2
         a, beta, f0 = (v.to(device).reshape(-1, 1, 1) for v in (a, beta, f0))
         return a / (f2 + f0 ** 2) ** (beta / 2)
+
+    def _dct(self, N: int, device) -> torch.Tensor:
+        """Orthonormal DCT-II matrix D (N × N): D[k, n] = α_k cos(π k (n + ½) / N)."""
+        key = (N, str(device))
+        if key not in self._dct_cache:
+            k = torch.arange(N, dtype=torch.float64, device=device)[:, None]
+            n = torch.arange(N, dtype=torch.float64, device=device)[None, :]
+            D = torch.cos(torch.pi * k * (n + 0.5) / N) * (2.0 / N) ** 0.5
+            D[0] /= 2 ** 0.5
+            self._dct_cache[key] = D
+        return self._dct_cache[key]
+
+    def _filter(self, z: torch.Tensor, gain) -> torch.Tensor:
+        """Multiply the decorrelated channels z (B, C, H, W) by ``gain(p)`` in the prior's basis."""
+        B, C, H, W = z.shape
+        if self.boundary == "reflect":
+            Dh, Dw = self._dct(H, z.device), self._dct(W, z.device)
+            p = self._psd(C, H, W, real=False, device=z.device, dct=True)
+            return Dh.T @ ((Dh @ z @ Dw.T) * gain(p)) @ Dw
+        # p(fy, fx) = p(-fy, -fx), so the filtered half spectrum stays Hermitian (the fx = 0 and
+        # Nyquist columns included) and rfft2 → filter → irfft2 equals the full complex FFT path.
+        p = self._psd(C, H, W, real=True, device=z.device)
+        return torch.fft.irfft2(torch.fft.rfft2(z, norm="ortho") * gain(p), s=(H, W), norm="ortho")
 
     @staticmethod
     def _check_image_shape(shape, what):
@@ -138,12 +180,13 @@ class NaturalImagePrior(DiffusionModel):
     # -- public ----------------------------------------------------------------------------------
 
     def spectrum(self, shape) -> torch.Tensor:
-        """Per-coefficient variances p_k(f) of the decorrelated channels, float64 (C, H, W), on the
-        full ``torch.fft.fft2`` grid (fftfreq order) of an H×W image, in (model units)² per
-        unitary DFT coefficient. ``shape`` is (C, H, W), C in {1, 3}."""
+        """Per-coefficient variances p_k(f) of the decorrelated channels, float64 (C, H, W), in
+        (model units)² per coefficient of the prior's orthonormal basis: the full
+        ``torch.fft.fft2`` grid (fftfreq order) for the periodic boundary, the 2-D DCT-II grid for
+        the reflective one. ``shape`` is (C, H, W), C in {1, 3}."""
         shape = tuple(int(s) for s in shape)
         self._check_image_shape(shape, "spectrum")
-        return self._psd(*shape, real=False)
+        return self._psd(*shape, real=False, dct=self.boundary == "reflect")
 
     def eps(self, x_t: torch.Tensor, t) -> torch.Tensor:
         """Exact ε(x_t, t) for x_t (B, C, H, W) in model units, t an int or (B,) ints in -1..T-1."""
@@ -158,11 +201,7 @@ class NaturalImagePrior(DiffusionModel):
         a = _bcast(self.alpha_bar(t).to(dev), x)                     # scalar or (B, 1, 1, 1)
         r = x - a.sqrt() * mean.reshape(1, C, 1, 1)
         z = torch.einsum("ck,bchw->bkhw", P, r)                      # decorrelated channels
-        # p(fy, fx) = p(-fy, -fx), so the filtered half spectrum stays Hermitian (the fx = 0 and
-        # Nyquist columns included) and rfft2 → filter → irfft2 equals the full complex FFT path.
-        p = self._psd(C, H, W, real=True, device=dev)                # (C, H, W//2+1)
-        Z = torch.fft.rfft2(z, norm="ortho") / (a * p + (1 - a))
-        z = torch.fft.irfft2(Z, s=(H, W), norm="ortho")
+        z = self._filter(z, lambda p: 1.0 / (a * p + (1 - a)))
         e = (1 - a).sqrt() * torch.einsum("ck,bkhw->bchw", P, z)
         return e.to(x_t.dtype)
 
@@ -176,7 +215,6 @@ class NaturalImagePrior(DiffusionModel):
         mean, P, *_ = self._channel_params(C)
         dev = mean.device if generator is None else generator.device
         w = torch.randn(n, C, H, W, generator=generator, dtype=torch.float64, device=dev)
-        p = self._psd(C, H, W, real=True, device=dev)
-        z = torch.fft.irfft2(torch.fft.rfft2(w, norm="ortho") * p.sqrt(), s=(H, W), norm="ortho")
+        z = self._filter(w, torch.sqrt)
         x = torch.einsum("ck,bkhw->bchw", P.to(dev), z) + mean.to(dev).reshape(1, C, 1, 1)
         return x.to(dtype)
