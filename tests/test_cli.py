@@ -292,3 +292,18 @@ def test_no_output_when_sampling_fails(capsys, imgs, tmp_path, monkeypatch, exc,
     assert len(err.strip().splitlines()) == 1
     assert out_png.read_bytes() == b"previous result"
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+
+
+def test_samples_average_and_validation(tmp_path, capsys):
+    """--samples K writes the mean of K posterior samples; it must be a positive integer."""
+    from dmir.cli import main
+    src = tmp_path / "clean.png"
+    Image.open(os.path.join(os.path.dirname(__file__), "data", "kodim05_crop64.png")).save(src)
+    out = tmp_path / "o.png"
+    assert main(["restore", str(src), "-o", str(out), "--task", "sr_averagepooling", "--scale",
+                 "2", "--degrade", "--steps", "5", "--samples", "3"]) == 0
+    assert "mean of 3 samples" in capsys.readouterr().out and out.exists()
+    out2 = tmp_path / "o2.png"
+    assert main(["restore", str(src), "-o", str(out2), "--task", "sr_averagepooling", "--scale",
+                 "2", "--degrade", "--samples", "0"]) == 2
+    assert "--samples" in capsys.readouterr().err and not out2.exists()
