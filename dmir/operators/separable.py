@@ -153,9 +153,9 @@ class ProtocolDeblur(SeparableSVD):
         self.register_buffer("_sing_proj", (self._sing != 0).to(self._sing.dtype))
 
     # the quirk makes the operator non-separable: go through the spectral protocol
-    _A = SeparableSVD.__mro__[1]._A
-    _At = SeparableSVD.__mro__[1]._At
-    _pinv = SeparableSVD.__mro__[1]._pinv
+    _A = LinearOperator._A
+    _At = LinearOperator._At
+    _pinv = LinearOperator._pinv
 
     def _project(self, x, y):
         # U is square orthogonal here (h = H, w = W), so UᵀU = I and
