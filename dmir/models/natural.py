@@ -70,21 +70,25 @@ def _dct_scale(N: int, like: torch.Tensor) -> torch.Tensor:
 
 def dct_ortho(x: torch.Tensor) -> torch.Tensor:
     """Orthonormal DCT-II along the last axis, c_k = α_k Σ_n x_n cos(πk(2n+1)/2N), in
-    O(N log N) through one FFT of the even/odd reordered signal (Makhoul 1980)."""
+    O(N log N) through one real FFT of the even/odd reordered signal v (Makhoul 1980):
+    with W_k = e^{-iπk/2N} V_k, c_k = α_k Re W_k for k ≤ N/2 and c_{N-k} = -α_{N-k} Im W_k."""
     N = x.shape[-1]
     v = torch.cat([x[..., ::2], x[..., 1::2].flip(-1)], -1)
-    k = torch.arange(N, dtype=x.dtype, device=x.device)
-    c = (torch.fft.fft(v) * torch.exp(-0.5j * torch.pi * k / N)).real
+    k = torch.arange(N // 2 + 1, dtype=x.dtype, device=x.device)
+    Wk = torch.fft.rfft(v) * torch.exp(-0.5j * torch.pi * k / N)
+    c = torch.cat([Wk.real, -Wk.imag[..., 1:(N + 1) // 2].flip(-1)], -1)
     return c * _dct_scale(N, x)
 
 
 def idct_ortho(c: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`dct_ortho` (orthonormal DCT-III) along the last axis."""
+    """Inverse of :func:`dct_ortho` (orthonormal DCT-III) along the last axis: rebuild the
+    half spectrum V_k = e^{iπk/2N} (X_k - i X_{N-k}), X = c/α, X_N = 0, and one inverse real FFT."""
     N = c.shape[-1]
     X = c / _dct_scale(N, c)
-    X_rev = torch.cat([torch.zeros_like(X[..., :1]), X[..., 1:].flip(-1)], -1)   # X_{N-k}, X_N = 0
-    k = torch.arange(N, dtype=c.dtype, device=c.device)
-    v = torch.fft.ifft(torch.exp(0.5j * torch.pi * k / N) * (X - 1j * X_rev)).real
+    h = N // 2 + 1
+    X_rev = torch.cat([torch.zeros_like(X[..., :1]), X[..., 1:].flip(-1)], -1)[..., :h]
+    k = torch.arange(h, dtype=c.dtype, device=c.device)
+    v = torch.fft.irfft(torch.exp(0.5j * torch.pi * k / N) * (X[..., :h] - 1j * X_rev), n=N)
     x = torch.empty_like(v)
     x[..., ::2] = v[..., : (N + 1) // 2]
     x[..., 1::2] = v[..., (N + 1) // 2:].flip(-1)
