@@ -11,15 +11,20 @@ __all__ = ["DiffusionModel", "GaussianPrior", "GMMPrior", "linear_betas", "cosin
 
 def builtin_names() -> list[str]:
     """Priors that ship with dmir (no download)."""
-    return ["natural"]
+    return ["natural", "patch-gmm"]
 
 
 def load(name_or_path, **kwargs) -> DiffusionModel:
-    """A prior by built-in name (``natural``: the stationary power-law natural-image prior)."""
+    """A prior by built-in name: ``natural`` (stationary power-law Gaussian, exact) or
+    ``patch-gmm`` (learned EPLL-style colour patch mixture)."""
     if name_or_path == "natural":
         from .natural import NaturalImagePrior
 
         return NaturalImagePrior(**kwargs)
+    if name_or_path == "patch-gmm":
+        from .patch_gmm import PatchGMMPrior
+
+        return PatchGMMPrior(**kwargs)
     raise UnknownNameError(
         f"unknown model {name_or_path!r}; available: {', '.join(builtin_names())} "
         f"(pretrained checkpoint formats are not supported in this version)")
