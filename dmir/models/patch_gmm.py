@@ -39,7 +39,7 @@ class PatchGMMPrior(GMMPrior):
         params: optional dict with weights (K,), means (K, 3·p·p), covs (K, D, D), patch p.
     """
 
-    def __init__(self, stride: int = 2, chunk: int = 4096, schedule="linear", T: int = 1000,
+    def __init__(self, stride: int = 3, chunk: int = 4096, schedule="linear", T: int = 1000,
                  params=None):
         if params is None:
             with np.load(PARAMS) as d:
