@@ -114,9 +114,13 @@ class WalshHadamardCS(LinearOperator):
         return self._sing
 
 
-def random_orthogonal(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """A Haar-distributed n×n orthogonal matrix (QR of a Gaussian matrix, signs fixed)."""
-    G = torch.randn(n, n, generator=generator, dtype=torch.float64)
+def random_orthogonal(n: int, generator: torch.Generator | None = None,
+                      dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A Haar-distributed n×n orthogonal matrix (QR of a Gaussian matrix, signs fixed).
+
+    float32 by default (the operators store float32; |QᵀQ - I| ≈ 6e-7 at n = 1024, and the QR
+    is twice as fast as in float64); pass dtype=torch.float64 for a float64 operator."""
+    G = torch.randn(n, n, generator=generator, dtype=dtype)
     Q, R = torch.linalg.qr(G)
     return Q * torch.sign(torch.diagonal(R)).reshape(1, n)
 
