@@ -2,7 +2,7 @@
 
 Data: tests/data/kodim05_crop64.png and kodim23_crop64.png are 64×64 crops of Kodak images
 (kodim05 at rows 200:264, cols 200:264; kodim23 at rows 140:204, cols 320:384 of the 500×500
-versions in ../shared/data/eval/Kodak24).
+versions in the project data set Kodak24, shared/data/eval).
 """
 import math
 import os

@@ -1,7 +1,7 @@
 """Tests of dmir.operators: reference conformance, linear-algebra properties, errors.
 
 * Conformance: every DDNM/EquS protocol operator reproduces the reference code's outputs in
-  ``tests/data/operators_ref64.npz`` (see ../shared/fixtures/README.md for the definitions).
+  ``tests/data/operators_ref64.npz`` (definitions: the fixtures README of the shared data set).
 * Properties, for every registered operator at small odd / non-square sizes, in float64:
   exact adjoint (inner products and autograd), the four Penrose conditions, the spectral
   protocol (orthonormal V, isometric Ut, A = U Σ Vᵀ), projection, batching, dtype/device.
