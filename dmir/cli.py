@@ -11,7 +11,6 @@ behind by a failure, a crash or Ctrl-C (exit status 130).
 from __future__ import annotations
 
 import argparse
-import inspect
 import math
 import os
 import sys
@@ -200,15 +199,9 @@ _FLAG_PARAM = {"scale": "scale", "ratio": "ratio", "block": "block", "mask": "ma
 
 def _task_params(task: str) -> tuple[list[str], bool]:
     """(parameter names, accepts generator) of a registered operator."""
-    reg = getattr(operators, "_REGISTRY", {})
-    if task in reg:
-        fn, params = reg[task][0], list(reg[task][1])
-        try:
-            takes_gen = "generator" in inspect.signature(fn).parameters
-        except (TypeError, ValueError):
-            takes_gen = False
-        return params, takes_gen
-    return [], False
+    if task not in operators.names():
+        return [], False
+    return operators.params(task)
 
 
 def _parse_weights(text: str) -> list[float]:

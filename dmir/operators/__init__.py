@@ -15,6 +15,7 @@
 """
 from __future__ import annotations
 
+import inspect
 import os
 
 import numpy as np
@@ -30,7 +31,7 @@ from .pointwise import AveragePooling, Colorization, Identity, Inpainting
 from .separable import ProtocolDeblur, SeparableSVD
 
 __all__ = [
-    "build", "names", "describe", "LinearOperator", "GaussianNoise", "PoissonNoise",
+    "build", "names", "params", "describe", "LinearOperator", "GaussianNoise", "PoissonNoise",
     "sigma_to_model", "sigma_from_model", "SeparableSVD", "ProtocolDeblur", "AveragePooling",
     "Inpainting", "Colorization", "Identity", "WalshHadamardCS", "BlockCS", "CircularBlur",
 ]
@@ -48,6 +49,15 @@ def _register(name, params, help):
 def names() -> list[str]:
     """All registered operator names."""
     return list(_REGISTRY)
+
+
+def params(name: str) -> tuple[list[str], bool]:
+    """(parameter names, whether it draws random numbers from ``generator=``) of an operator."""
+    if name not in _REGISTRY:
+        raise UnknownNameError(f"unknown task/operator {name!r}; available: "
+                               f"{', '.join(_REGISTRY)}")
+    fn, allowed, _ = _REGISTRY[name]
+    return list(allowed), "generator" in inspect.signature(fn).parameters
 
 
 def describe() -> dict[str, str]:
