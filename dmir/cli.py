@@ -92,12 +92,6 @@ def _restore_epilog() -> str:
 
 
 def _models_listing() -> dict:
-    desc = getattr(models, "describe", None)
-    if callable(desc):
-        try:
-            return dict(desc())
-        except Exception:  # noqa: BLE001
-            pass
     out = {}
     for n in models.builtin_names():
         text = ""
@@ -322,20 +316,6 @@ def _operator_params(a, task: str, C: int) -> dict:
     return params
 
 
-def _check_cs_size(task: str, params: dict, H: int, W: int) -> None:
-    if task == "cs_walshhadamard":
-        N = H * W
-        if N & (N - 1):
-            raise ShapeError(f"cs_walshhadamard: image size {H}x{W} has H·W = {N} pixels, which "
-                             f"is not a power of two; H and W must be powers of two "
-                             f"(e.g. 64x64, 128x256)")
-    elif task == "cs_blockbased":
-        b = int(params.get("block", 32))
-        if H % b or W % b:
-            raise ShapeError(f"cs_blockbased: image size {H}x{W} must be a multiple of the block "
-                             f"size {b} in both directions (choose another size with --block)")
-
-
 # ----------------------------------------------------------------------------- restore
 class _Progress:
     def __init__(self, desc: str):
@@ -404,7 +384,6 @@ def _restore(a) -> int:
         shape = (3, H, W)
     else:
         shape = (C, H, W)
-    _check_cs_size(task, params, shape[1], shape[2])
     op = operators.build(task, shape, **params, **({"generator": gen} if takes_gen else {}))
 
     noise = (operators.PoissonNoise(a.poisson) if a.poisson is not None

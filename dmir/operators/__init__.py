@@ -201,7 +201,7 @@ def _cs_block(shape, ratio=0.25, basis=None, block=32, generator=None):
         C, H, W = shape
         if b < 1 or H % b or W % b:
             raise ShapeError(f"cs_blockbased: image size {H}x{W} must be a multiple of the "
-                             f"block size {b}")
+                             f"block size {b} in both directions (choose the block with block=)")
         return BlockCS(shape, r, random_orthogonal(b * b, generator), check_orthogonal=False)
     return BlockCS(shape, r, basis)
 

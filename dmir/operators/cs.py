@@ -42,8 +42,8 @@ class WalshHadamardCS(LinearOperator):
         C, H, W = shape
         N = H * W
         if N & (N - 1):
-            raise ShapeError(f"{name}: H·W must be a power of two for the Walsh–Hadamard "
-                             f"transform, got {H}x{W}")
+            raise ShapeError(f"{name}: image size {H}x{W} has H·W = {N} pixels, not a power of "
+                             f"two as the Walsh–Hadamard transform needs (e.g. 64x64, 128x256)")
         m = int(N * ratio)
         if not (0 < m <= N):
             raise ParameterError(f"{name}: ratio must be in (0, 1] with at least one "

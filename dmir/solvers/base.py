@@ -59,6 +59,8 @@ class Sampler:
                               int(travel_repeat))
         self.equs = (Equivariance(equs, op.x_shape, equs_map_eps_back, equs_shift)
                      if equs else None)
+        # ᾱ as Python floats, read once: no device-to-host sync inside the sampling loop
+        self._abar = [float(a) for a in model.alphas_cumprod.cpu()]
         self.nfe = 0
 
     # -------------------------------------------------------------- to implement
@@ -73,7 +75,8 @@ class Sampler:
 
     # -------------------------------------------------------------- shared mechanics
     def alpha_bar(self, t: int) -> float:
-        return float(self.model.alpha_bar(t))
+        """ᾱ_t of the model's schedule; t = -1 gives 1."""
+        return 1.0 if t < 0 else self._abar[t]
 
     def noise_like(self, x, generator):
         return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
@@ -111,7 +114,7 @@ class Sampler:
             if k_j < k_i:          # denoising step
                 t = self.plan.timestep(k_i)
                 g = self.equs.transform_for_step(k_i, generator) if self.equs else None
-                x0, eps = predict(self.model, x, t, g,
+                x0, eps = predict(self.model, x, t, self.alpha_bar(t), g,
                                   self.equs.map_eps_back if self.equs else False)
                 self.nfe += 1
                 x = self.update(x, x0, eps, t, t_next, y, state, generator)

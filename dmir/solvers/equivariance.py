@@ -102,14 +102,15 @@ class Equivariance:
         return self.g if k % 2 == 0 else None
 
 
-def predict(model, x_t: torch.Tensor, t: int, g: Transform | None, map_eps_back: bool = False):
+def predict(model, x_t: torch.Tensor, t: int, a: float, g: Transform | None,
+            map_eps_back: bool = False):
     """One network evaluation, optionally in a transformed frame.
 
-    Returns (x̂0, ε) with x̂0 = (x_t - √(1-ᾱ_t) ε)/√ᾱ_t (DDNM Eq. 12) in the original frame.
+    ``a`` is ᾱ_t. Returns (x̂0, ε) with x̂0 = (x_t - √(1-ᾱ_t) ε)/√ᾱ_t (DDNM Eq. 12) in the
+    original frame.
     With a transform g: ε_g = ε_θ(T_g x_t), x̂0 = T_g⁻¹((T_g x_t - √(1-ᾱ) ε_g)/√ᾱ), and ε is
     ε_g (reference) or T_g⁻¹ ε_g (``map_eps_back``).
     """
-    a = float(model.alpha_bar(t))
     xg = x_t if g is None else g.apply(x_t)
     eps = model.eps(xg, t)
     if eps.shape[1] == 2 * x_t.shape[1]:   # learned-sigma networks: ε is the first half
