@@ -141,8 +141,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--method", default="ddnm-equs+", metavar="NAME",
                    help="solver (default ddnm-equs+)")
     s.add_argument("--model", default="natural", metavar="NAME", help="prior (default natural)")
-    s.add_argument("--steps", type=int, default=100, metavar="N", help="sampling steps (100)")
-    s.add_argument("--eta", type=float, default=0.85, metavar="E", help="η in [0, 1] (0.85)")
+    s.add_argument("--steps", type=int, metavar="N",
+                   help="sampling steps (default: the method's own, e.g. 100 for ddnm)")
+    s.add_argument("--eta", type=float, metavar="E",
+                   help="η in [0, 1] (default: the method's own, e.g. 0.85 for ddnm)")
     s.add_argument("--travel-length", type=int, default=1, metavar="L",
                    help="time-travel length (1 = none)")
     s.add_argument("--travel-repeat", type=int, default=1, metavar="R",
@@ -161,9 +163,9 @@ def _parser() -> argparse.ArgumentParser:
 
 # ----------------------------------------------------------------------------- option checks
 def _check_numbers(a) -> None:
-    if a.steps < 1:
+    if a.steps is not None and a.steps < 1:
         raise UsageError(f"--steps must be a positive integer, got {a.steps}")
-    if not (0.0 <= a.eta <= 1.0):
+    if a.eta is not None and not (0.0 <= a.eta <= 1.0):
         raise UsageError(f"--eta must be in [0, 1], got {a.eta}")
     if not (0.0 <= a.sigma_y <= 1.0):
         raise UsageError(f"--sigma-y must be in [0, 1] (pixel units), got {a.sigma_y}")
@@ -428,13 +430,13 @@ def _restore(a) -> int:
     x = x.detach().to("cpu", torch.float32)
     if not torch.isfinite(x).all():
         print(f"{PROG}: error: the sampler produced NaN/Inf values (method {a.method}, "
-              f"{a.steps} steps); no output written", file=sys.stderr)
+              f"{solver.steps} steps); no output written", file=sys.stderr)
         return 1
 
     if clean is not None:
         base = op.pinv(y).detach().to("cpu", torch.float32)
         rows = [("A+y (pinv)", base), (a.method, x)]
-        print(f"task {task}, {C}x{H}x{W}, method {a.method}, {a.steps} steps, eta {a.eta:g}, "
+        print(f"task {task}, {C}x{H}x{W}, method {a.method}, {solver.steps} steps, eta {solver.eta:g}, "
               + (f"mean of {a.samples} samples, " if a.samples > 1 else "")
               + (f"poisson peak {a.poisson:g}" if a.poisson is not None
                  else f"sigma_y {a.sigma_y:g}") + f", seed {a.seed}")

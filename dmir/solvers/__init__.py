@@ -36,16 +36,24 @@ def describe() -> dict[str, str]:
     return {b + v: h + vh for b, (_, h) in _BASE.items() for v, (_, vh) in _VARIANTS.items()}
 
 
-def build(method: str, model, op, steps: int = 100, eta: float = 0.85, sigma_y: float = 0.0,
-          **options) -> Sampler:
-    """Build sampler ``method`` for ``model`` and operator ``op`` (see :func:`names`)."""
+def build(method: str, model, op, steps: int | None = None, eta: float | None = None,
+          sigma_y: float = 0.0, **options) -> Sampler:
+    """Build sampler ``method`` for ``model`` and operator ``op`` (see :func:`names`).
+
+    ``steps`` and ``eta`` default to the method's own published defaults (DDNM 100 / 0.85)
+    when left as ``None``.
+    """
     for b, (cls, _) in _BASE.items():
         for v, (preset, _) in _VARIANTS.items():
             if method == b + v:
                 kw = dict(preset)
                 kw.update(options)
+                if steps is not None:
+                    kw["steps"] = steps
+                if eta is not None:
+                    kw["eta"] = eta
                 try:
-                    return cls(model, op, steps=steps, eta=eta, sigma_y=sigma_y, **kw)
+                    return cls(model, op, sigma_y=sigma_y, **kw)
                 except TypeError as e:  # unexpected keyword
                     raise ParameterError(f"{method}: {e}") from None
     raise UnknownNameError(f"unknown method {method!r}; available: {', '.join(names())}")

@@ -55,6 +55,7 @@ class Sampler:
         self.eta = _as_unit("eta", eta)
         self.sigma_y = _as_unit("sigma_y", sigma_y)
         self.sigma_model = sigma_to_model(self.sigma_y)
+        self.steps = int(steps)
         self.plan = make_plan(steps, model.num_timesteps, schedule, int(travel_length),
                               int(travel_repeat))
         self.equs = (Equivariance(equs, op.x_shape, equs_map_eps_back, equs_shift)
