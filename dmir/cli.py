@@ -11,6 +11,7 @@ behind by a failure, a crash or Ctrl-C (exit status 130).
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -156,8 +157,22 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cpu or cuda")
     s.add_argument("--bits", type=int, default=8, choices=[8, 16], help="output bit depth (8)")
 
-    sub.add_parser("models", help="list the available models",
-                   description="List the available models.")
+    s.add_argument("--dtype", choices=["float32", "float16", "bfloat16"],
+                   help="checkpoint models: weights/inference precision (float32)")
+    s.add_argument("--class-label", type=int, metavar="K",
+                   help="class-conditional checkpoints: the class to condition on")
+
+    m = sub.add_parser("models", help="list the available models, or fetch one",
+                       description="List the built-in priors and the named pretrained "
+                       "checkpoints (format, config, download URLs, size, checksum, local "
+                       "copy), or download one. Local copies are searched in $DMIR_HOME, "
+                       "then ~/.cache/dmir.")
+    m.add_argument("action", nargs="?", choices=["list", "fetch"], default="list",
+                   help="list (default) or fetch")
+    m.add_argument("name", nargs="?", metavar="NAME", help="fetch: the model to download")
+    m.add_argument("--dest", metavar="DIR", help="fetch: download folder (default: "
+                   "$DMIR_HOME or ~/.cache/dmir)")
+    m.add_argument("--json", action="store_true", help="list: machine-readable output")
     return p
 
 
@@ -404,8 +419,11 @@ def _restore(a) -> int:
                       f"{', '.join(f'{float(w):g}' for w in op.w.flatten())}")
             y = op.A(inp)
 
-    model = models.load(a.model)
     device = torch.device(a.device)
+    load_kw = {} if a.class_label is None else {"class_labels": a.class_label}
+    model = models.load(a.model, dtype=a.dtype, **load_kw)
+    for note in getattr(model, "info", {}).get("notes", []):
+        _note(f"model: {note}")
     options = {}
     if a.travel_length != 1 or a.travel_repeat != 1:
         options.update(travel_length=a.travel_length, travel_repeat=a.travel_repeat)
@@ -456,10 +474,40 @@ def _restore(a) -> int:
 
 
 def _models(a) -> int:
-    items = _models_listing()
-    width = max((len(k) for k in items), default=0) + 2
-    for k, v in items.items():
-        print(f"{k:<{width}}{v}")
+    if a.action == "fetch":
+        if not a.name:
+            raise UsageError("dmir models fetch NAME: a model name is required; named models: "
+                             + ", ".join(models.registry.names()))
+        entry = models.registry.get(a.name)
+        path = models.registry.fetch(entry.name, dest_dir=a.dest)
+        print(f"{entry.name}: {path}")
+        return 0
+    if a.name:
+        raise UsageError(f"unexpected argument {a.name!r} (did you mean: dmir models fetch "
+                         f"{a.name}?)")
+    builtin = _models_listing()
+    named = [models.registry.status(e) for e in models.registry.ENTRIES.values()]
+    if a.json:
+        print(json.dumps({"builtin": builtin, "named": named}, indent=1))
+        return 0
+    print("built-in priors (no download):")
+    for k, v in builtin.items():
+        print(f"  {k:<31}{v}")
+    print(f"\npretrained checkpoints (searched in {' then '.join(models.registry.home_dirs())}):")
+    for st in named:
+        size = f"{st['size'] / 1e9:.2f} GB" if st["size"] else "size unknown"
+        check = (f"sha256 {st['sha256']}" if st["sha256"] else
+                 f"md5 {st['md5']} (sha256 computed at first load)" if st["md5"] else
+                 "sha256 computed at first load")
+        print(f"  {st['name']:<31}{st['description']}")
+        print(f"  {'':<31}format {st['format']}, config {st['config'] or 'from its folder'}; "
+              f"used by {st['used_by']}")
+        for u in st["urls"]:
+            print(f"  {'':<31}{u}")
+        for note in st["manual"]:
+            print(f"  {'':<31}note: {note}")
+        print(f"  {'':<31}{size}; {check}")
+        print(f"  {'':<31}local: {st['local'] or 'not found (dmir models fetch ' + st['name'] + ')'}")
     return 0
 
 

@@ -1,12 +1,24 @@
-"""Priors: anything with ``eps(x_t, t)`` and ``alphas_cumprod`` (see :mod:`dmir.models.base`)."""
+"""Priors: anything with ``eps(x_t, t)`` and ``alphas_cumprod`` (see :mod:`dmir.models.base`).
+
+- analytic priors with exact scores: :class:`GaussianPrior`, :class:`GMMPrior`;
+- built-in priors that ship with dmir: ``natural``, ``patch-gmm``;
+- pretrained checkpoints in their original formats (guided-diffusion ADM, DDPM/SDEdit/DDIM,
+  diffusers), by registry name or path: :func:`load`, wrapped as :class:`NetworkPrior`.
+"""
 from __future__ import annotations
 
-from ..errors import UnknownNameError
+from . import registry
 from .analytic import GaussianPrior, GMMPrior, operator_matrix
 from .base import DiffusionModel, cosine_betas, linear_betas, make_schedule
+from .checkpoint import CheckpointError, read_checkpoint, read_safetensors, write_safetensors
+from .loading import FORMATS, InferredConfigWarning, ModelNotFoundError, load, num_parameters
+from .network import NetworkPrior
 
-__all__ = ["DiffusionModel", "GaussianPrior", "GMMPrior", "linear_betas", "cosine_betas",
-           "make_schedule", "operator_matrix", "load", "builtin_names"]
+__all__ = ["DiffusionModel", "GaussianPrior", "GMMPrior", "NetworkPrior", "linear_betas",
+           "cosine_betas", "make_schedule", "operator_matrix", "load", "builtin_names",
+           "registry", "read_checkpoint", "read_safetensors", "write_safetensors",
+           "num_parameters", "CheckpointError", "ModelNotFoundError", "InferredConfigWarning",
+           "FORMATS"]
 
 
 def builtin_names() -> list[str]:
@@ -14,17 +26,11 @@ def builtin_names() -> list[str]:
     return ["natural", "patch-gmm"]
 
 
-def load(name_or_path, **kwargs) -> DiffusionModel:
-    """A prior by built-in name: ``natural`` (stationary power-law Gaussian, exact) or
-    ``patch-gmm`` (learned EPLL-style colour patch mixture)."""
-    if name_or_path == "natural":
+def _builtin(name, **kwargs) -> DiffusionModel:
+    if name == "natural":
         from .natural import NaturalImagePrior
 
         return NaturalImagePrior(**kwargs)
-    if name_or_path == "patch-gmm":
-        from .patch_gmm import PatchGMMPrior
+    from .patch_gmm import PatchGMMPrior
 
-        return PatchGMMPrior(**kwargs)
-    raise UnknownNameError(
-        f"unknown model {name_or_path!r}; available: {', '.join(builtin_names())} "
-        f"(pretrained checkpoint formats are not supported in this version)")
+    return PatchGMMPrior(**kwargs)

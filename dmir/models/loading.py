@@ -1,0 +1,305 @@
+"""``models.load``: one entry point for built-in priors, named checkpoints, files and folders.
+
+Resolution order for ``name_or_path``:
+
+1. a built-in prior (``natural``, ``patch-gmm``);
+2. a registry name (``adm-imagenet256-uncond``, ``ddpm-celebahq256``, …; see
+   :mod:`dmir.models.registry`), found in ``$DMIR_HOME`` or ``~/.cache/dmir``;
+3. a path: a checkpoint file (``.pt``/``.pth``/``.ckpt``/``.bin``/``.safetensors``), a diffusers
+   folder (``config.json`` with ``_class_name: UNet2DModel``, or a pipeline folder with
+   ``unet/`` and ``scheduler/``), or a dmir folder (``config.json`` holding
+   ``{"format": ..., "config": {...}}`` next to one weights file).
+
+The format is detected from the state-dict keys unless ``format=`` is given. The configuration
+is, in order of precedence: ``config=`` (a named config or a dict of overrides), the registry
+entry / a known official file name, a ``config.json`` next to the weights, and finally what can
+be inferred from the tensor shapes — the inferred settings are listed in ``prior.info["notes"]``
+and reported once with a warning.
+"""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+
+import torch
+
+from ..errors import DmirError, ParameterError, UnknownNameError
+from . import registry
+from .checkpoint import (SAFETENSORS_SUFFIXES, TORCH_SUFFIXES, CheckpointError, fit_state_dict,
+                         read_checkpoint)
+from .network import NetworkPrior, parse_dtype
+
+FORMATS = ("adm", "ddpm", "diffusers")
+_ALIASES = {"guided-diffusion": "adm", "openai": "adm", "adm": "adm", "ddpm": "ddpm",
+            "simple": "ddpm", "sdedit": "ddpm", "ddim": "ddpm", "diffusers": "diffusers"}
+
+
+class ModelNotFoundError(DmirError, FileNotFoundError):
+    """A named model without a local copy, or a path that does not exist."""
+
+
+class InferredConfigWarning(UserWarning):
+    """A checkpoint was loaded with settings inferred from its tensor shapes."""
+
+
+def _format_module(fmt: str):
+    if fmt == "adm":
+        from . import adm
+        return adm
+    if fmt == "ddpm":
+        from . import ddpm_unet
+        return ddpm_unet
+    from . import diffusers_unet
+    return diffusers_unet
+
+
+def _canonical_format(fmt):
+    if fmt is None:
+        return None
+    key = str(fmt).lower()
+    if key not in _ALIASES:
+        raise ParameterError(f"unknown checkpoint format {fmt!r}; supported: "
+                             f"{', '.join(FORMATS)} (aliases: {', '.join(sorted(_ALIASES))})")
+    return _ALIASES[key]
+
+
+def detect_format(keys) -> str | None:
+    """The format whose key layout ``keys`` has, or ``None``."""
+    keys = set(keys)
+    from . import adm, ddpm_unet
+    if adm.matches(keys):
+        return "adm"
+    if ddpm_unet.matches(keys):
+        return "ddpm"
+    if "conv_in.weight" in keys and any(k.startswith("down_blocks.") for k in keys):
+        return "diffusers"
+    return None
+
+
+def _describe_keys(keys) -> str:
+    keys = sorted(keys)
+    head = ", ".join(keys[:4])
+    return f"{len(keys)} tensors, e.g. {head}" if keys else "no tensors"
+
+
+def _entry_for_file(path) -> registry.Entry | None:
+    base = os.path.basename(path)
+    for e in registry.ENTRIES.values():
+        if not e.is_folder and os.path.basename(e.main_file.name) == base:
+            return e
+    return None
+
+
+# --------------------------------------------------------------------------- public entry
+def load(name_or_path, format: str | None = None, config=None, dtype=None, device=None,
+         **kwargs):
+    """Load a prior. See the module docstring for how ``name_or_path`` is resolved.
+
+    Args:
+        format: ``adm`` (guided-diffusion), ``ddpm`` (DDPM/SDEdit/DDIM "simple" UNet) or
+            ``diffusers``; detected from the keys when ``None``.
+        config: a named config of that format (e.g. ``"adm-ffhq256"``) or a dict overriding
+            the detected/inferred one.
+        dtype: ``float32`` (default), ``float16`` or ``bfloat16``: weights and inference dtype.
+            ε is returned in the input's dtype.
+        device: where the weights go (``"cpu"``, ``"cuda"``, …).
+        kwargs: for built-in priors, their constructor options; for checkpoints,
+            ``class_labels=`` (class-conditional models), ``image_size=`` (helps inference).
+    """
+    from . import builtin_names
+    if isinstance(name_or_path, str) and name_or_path in builtin_names():
+        if format is not None or config is not None:
+            raise ParameterError(f"{name_or_path!r} is a built-in prior; format/config do "
+                                 f"not apply to it")
+        from . import _builtin
+        prior = _builtin(name_or_path, **kwargs)
+        if dtype is not None:
+            prior = prior.to(parse_dtype(dtype))
+        return prior.to(device) if device is not None else prior
+    dtype = parse_dtype(dtype)
+    if dtype == torch.float64:
+        raise ParameterError("checkpoints load as float32, float16 or bfloat16, not float64")
+    entry = None
+    path = os.fspath(name_or_path)
+    if isinstance(name_or_path, str) and name_or_path in registry.ENTRIES:
+        entry = registry.ENTRIES[name_or_path]
+        path = registry.local_path(entry)
+        if path is None:
+            raise ModelNotFoundError(_not_downloaded(entry))
+    elif not os.path.exists(path):
+        raise ModelNotFoundError(
+            f"unknown model {path!r}: not a built-in prior ({', '.join(builtin_names())}), not a "
+            f"named model ({', '.join(registry.names())}; see `dmir models`), and no such "
+            f"file or folder")
+    else:
+        entry = _entry_for_file(path) if os.path.isfile(path) else None
+    prior = _load_path(path, _canonical_format(format), config, dtype, device, entry, kwargs)
+    if entry is not None and registry.recorded_sha256(entry) is None and os.path.isfile(path):
+        prior.info["sha256"] = registry.remember_sha256(entry, path)
+    return prior
+
+
+def _not_downloaded(entry) -> str:
+    f = entry.main_file
+    where = " or ".join(registry.home_dirs())
+    how = (f"run `dmir models fetch {entry.name}`" if f.urls else f.manual)
+    return (f"model {entry.name} is not available locally (looked for {f.name} in {where}); "
+            f"{how}; or pass the file's path instead of the name")
+
+
+def _load_path(path, fmt, config, dtype, device, entry, kw):
+    if os.path.isdir(path):
+        return _load_folder(path, fmt, config, dtype, device, kw)
+    obj = read_checkpoint(path)
+    return _from_object(obj, path, fmt, config, dtype, device, entry, kw, sidecar=None)
+
+
+def _read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"cannot read {path!r}: {e}") from None
+
+
+def _weights_in(folder, stem_prefix=""):
+    files = sorted(f for f in os.listdir(folder)
+                   if f.endswith(TORCH_SUFFIXES + SAFETENSORS_SUFFIXES)
+                   and not f.endswith(".part") and f.startswith(stem_prefix))
+    st = [f for f in files if f.endswith(SAFETENSORS_SUFFIXES)]
+    return os.path.join(folder, (st or files)[0]) if files else None
+
+
+def _load_folder(folder, fmt, config, dtype, device, kw):
+    cfg_path = os.path.join(folder, "config.json")
+    if os.path.isfile(os.path.join(folder, "unet", "config.json")):       # diffusers pipeline
+        sched = os.path.join(folder, "scheduler", "scheduler_config.json")
+        return _load_diffusers(os.path.join(folder, "unet"), sched, config, dtype, device, kw)
+    if not os.path.isfile(cfg_path):
+        w = _weights_in(folder)
+        if w is None:
+            raise CheckpointError(f"folder {folder!r} holds no config.json and no weights file "
+                                  f"({', '.join(TORCH_SUFFIXES + SAFETENSORS_SUFFIXES)})")
+        return _from_object(read_checkpoint(w), w, fmt, config, dtype, device, None, kw, None)
+    meta = _read_json(cfg_path)
+    if meta.get("_class_name") == "UNet2DModel" or fmt == "diffusers":
+        sched = os.path.join(folder, "scheduler_config.json")
+        if not os.path.isfile(sched):
+            sched = os.path.join(os.path.dirname(os.path.abspath(folder)), "scheduler",
+                                 "scheduler_config.json")
+        return _load_diffusers(folder, sched, config, dtype, device, kw)
+    if "format" not in meta:
+        raise CheckpointError(f"{cfg_path!r} is neither a diffusers UNet2DModel config nor a "
+                              f"dmir folder config ({{'format': ..., 'config': {{...}}}})")
+    w = _weights_in(folder)
+    if w is None:
+        raise CheckpointError(f"folder {folder!r} has a config.json but no weights file")
+    return _from_object(read_checkpoint(w), w, fmt or _canonical_format(meta["format"]),
+                        config, dtype, device, None, kw, sidecar=meta.get("config"))
+
+
+def _load_diffusers(folder, sched_path, config, dtype, device, kw):
+    from . import diffusers_unet as mod
+    unet_cfg = _read_json(os.path.join(folder, "config.json"))
+    if isinstance(config, dict):
+        unet_cfg = {**unet_cfg, **config}
+    sched_cfg = _read_json(sched_path) if sched_path and os.path.isfile(sched_path) else None
+    w = _weights_in(folder, "diffusion_pytorch_model")
+    if w is None:
+        raise CheckpointError(f"diffusers folder {folder!r} has no diffusion_pytorch_model."
+                              f"safetensors/.bin")
+    sd = read_checkpoint(w)
+    net = _build(mod, unet_cfg)
+    fit_state_dict(net, sd, f"diffusers weights {w!r}", dtype, device)
+    prior = mod.prior(net, unet_cfg, sched_cfg, **_prior_kw(kw))
+    prior.compute_dtype = dtype
+    prior.info.setdefault("path", folder)
+    return prior
+
+
+def _build(mod, cfg):
+    with torch.device("meta"):
+        return mod.build(cfg)
+
+
+def _prior_kw(kw):
+    allowed = {"class_labels", "name", "info"}
+    bad = set(kw) - allowed - {"image_size"}
+    if bad:
+        raise ParameterError(f"unknown option(s) for a checkpoint: {', '.join(sorted(bad))}; "
+                             f"allowed: class_labels, image_size")
+    return {k: v for k, v in kw.items() if k in allowed}
+
+
+def _from_object(obj, path, fmt, config, dtype, device, entry, kw, sidecar):
+    from . import ddpm_unet
+    sd, notes = ddpm_unet.normalize_state_dict(obj)
+    detected = detect_format(sd.keys())
+    if fmt is None:
+        fmt = entry.format if entry is not None else detected
+        if fmt is None:
+            raise CheckpointError(
+                f"{path!r} is not a checkpoint of a supported format ({', '.join(FORMATS)}): "
+                f"its state dict has {_describe_keys(sd.keys())}. Other architectures: build the "
+                f"network yourself and wrap it in dmir.models.NetworkPrior")
+    elif detected != fmt:
+        raise CheckpointError(
+            f"{path!r} is not a {fmt} checkpoint: its keys look like "
+            f"{detected or 'none of the supported formats'} ({_describe_keys(sd.keys())})")
+    if fmt == "diffusers":
+        raise CheckpointError(f"{path!r} holds diffusers UNet2DModel weights; load the folder "
+                              f"that holds it with its config.json instead")
+    mod = _format_module(fmt)
+    cfg, cfg_notes = _resolve_config(mod, sd, config, entry, sidecar, kw.get("image_size"))
+    notes += cfg_notes
+    if fmt == "adm":
+        # the reference runs the ADM torso in float16 (use_fp16); dmir keeps float32 weights
+        # unless float16 is asked for
+        cfg = dict(cfg, use_fp16=(dtype == torch.float16))
+    net = _build(mod, cfg)
+    fit_state_dict(net, sd, f"checkpoint {path!r}", dtype, device)
+    info = {"format": fmt, "path": os.fspath(path), "config": cfg, "notes": notes}
+    name = entry.name if entry is not None else os.path.basename(os.fspath(path))
+    prior = mod.prior(net, cfg, **_prior_kw(kw), name=name, info=info)
+    if dtype is not None:
+        prior.compute_dtype = dtype
+    inferred = [n for n in cfg_notes if n]
+    if inferred and config is None and sidecar is None and entry is None:
+        warnings.warn(f"{name}: configuration inferred from the state dict: "
+                      + "; ".join(inferred), InferredConfigWarning, stacklevel=3)
+    return prior
+
+
+def _resolve_config(mod, sd, config, entry, sidecar, image_size):
+    """(full config, notes) by precedence: explicit > registry/sidecar > inferred."""
+    if isinstance(config, str):
+        if config not in mod.CONFIGS:
+            raise UnknownNameError(f"unknown {mod.FORMAT} config {config!r}; named configs: "
+                                   f"{', '.join(mod.CONFIGS)}")
+        return dict(mod.CONFIGS[config]), [f"config {config} (given)"]
+    if entry is not None and entry.config is not None:
+        base, notes = dict(mod.CONFIGS[entry.config]), [f"config {entry.config} (registry)"]
+    elif sidecar is not None:
+        base, notes = mod.full_config(sidecar), ["config from config.json"]
+    else:
+        kws = {"image_size": image_size} if image_size is not None else {}
+        base, notes = mod.infer_config(sd, **kws)
+    if config is not None:
+        if not isinstance(config, dict):
+            raise ParameterError(f"config must be a named config or a dict, got "
+                                 f"{type(config).__name__}")
+        base = mod.full_config({**base, **config})
+        notes = notes + [f"overridden: {', '.join(sorted(config))}"]
+    return base, notes
+
+
+def num_parameters(fmt: str, config) -> int:
+    """Parameter count of a configuration, built on the meta device (no memory)."""
+    mod = _format_module(_canonical_format(fmt))
+    cfg = mod.CONFIGS[config] if isinstance(config, str) else mod.full_config(config)
+    return sum(p.numel() for p in _build(mod, cfg).parameters())
+
+
+__all__ = ["load", "detect_format", "num_parameters", "ModelNotFoundError", "NetworkPrior",
+           "InferredConfigWarning", "FORMATS"]

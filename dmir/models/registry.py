@@ -1,0 +1,293 @@
+"""The named pretrained checkpoints of the papers, where to get them, and where they live locally.
+
+Each :class:`Entry` records the checkpoint's format and named config, its official download
+URL(s), and its size and checksum where known. Checksums not recorded here are computed at
+first load, printed once, and remembered in ``<home>/checksums.json``.
+
+Local copies are looked up in this order: an explicit path, ``$DMIR_HOME``, then
+``~/.cache/dmir``. :func:`fetch` downloads with a progress bar, resumes an interrupted download
+(HTTP Range on ``<file>.part``), verifies the checksum and renames into place atomically; with
+no network it fails at once with a clear message.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+
+from ..errors import DmirError, UnknownNameError
+from .checkpoint import file_digest
+
+
+class FetchError(DmirError):
+    """A download that could not be done (no network, HTTP error, checksum mismatch)."""
+
+
+@dataclass(frozen=True)
+class File:
+    """One file of a model: its local name, download URL(s) and known size/checksums."""
+    name: str
+    urls: tuple = ()
+    size: int | None = None
+    sha256: str | None = None
+    md5: str | None = None          # where only the publisher's MD5 is known (DDIM repo)
+    manual: str | None = None       # instructions when there is no direct download
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    format: str                     # adm | ddpm | diffusers
+    config: str | None              # a named config of that format (None: inferred/folder)
+    files: tuple
+    description: str
+    used_by: str = ""
+    options: dict = field(default_factory=dict)
+
+    @property
+    def main_file(self) -> File:
+        return self.files[0]
+
+    @property
+    def is_folder(self) -> bool:
+        return self.format == "diffusers"
+
+
+_OPENAI = "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/"
+_HEIBOX = "https://heibox.uni-heidelberg.de/f/{}/?dl=1"
+_SDEDIT = "https://image-editing-test-12345.s3-us-west-2.amazonaws.com/checkpoints/"
+_HF = "https://huggingface.co/google/ddpm-ema-celebahq-256/resolve/main/"
+
+ENTRIES: dict[str, Entry] = {e.name: e for e in [
+    Entry("adm-imagenet256-uncond", "adm", "adm-imagenet256-uncond",
+          (File("256x256_diffusion_uncond.pt", (_OPENAI + "256x256_diffusion_uncond.pt",)),),
+          "OpenAI guided-diffusion, ImageNet 256×256, unconditional (552.8 M params)",
+          "EquS, DeqIR, DCDP, DDNM, DDRM"),
+    Entry("adm-imagenet256-cond", "adm", "adm-imagenet256-cond",
+          (File("256x256_diffusion.pt", (_OPENAI + "256x256_diffusion.pt",)),),
+          "OpenAI guided-diffusion, ImageNet 256×256, class-conditional (needs class_labels)",
+          "DDNM, DDRM (class-conditional runs)"),
+    Entry("adm-lsun-bedroom256", "adm", "adm-lsun-bedroom256",
+          (File("lsun_bedroom.pt", (_OPENAI + "lsun_bedroom.pt",)),),
+          "OpenAI guided-diffusion, LSUN bedroom 256×256", "DDRM, ΠGDM"),
+    Entry("adm-ffhq256", "adm", "adm-ffhq256",
+          (File("ffhq_10m.pt", (), manual=(
+              "the DPS authors distribute ffhq_10m.pt through Google Drive only: "
+              "https://drive.google.com/drive/folders/1jElnRoFv7b31fG0v6pTSQkelbSX3xGZh — "
+              "download it by hand and place it in the dmir home folder")),),
+          "DPS FFHQ 256×256 ADM (ffhq_10m.pt)", "DPS, DiffPIR, DCDP"),
+    Entry("ddpm-celebahq256", "ddpm", "ddpm-celebahq256",
+          (File("celeba_hq.ckpt", (_SDEDIT + "celeba_hq.ckpt",), manual=(
+              "if the SDEdit S3 link is refused, the DDNM authors mirror celeba_hq.ckpt at "
+              "https://drive.google.com/file/d/1wSoA5fm_d6JBZk4RZ1SzWLMgev4WqH21 — download "
+              "it by hand and place it in the dmir home folder")),),
+          "SDEdit DDPM, CelebA-HQ 256×256 (113.7 M params)", "EquS, DeqIR, DDNM"),
+    Entry("ddpm-cifar10", "ddpm", "ddpm-cifar10",
+          (File("ema_cifar10.ckpt", (_HEIBOX.format("2e4f01e2d9ee49bab1d5"),),
+                md5="1fa350b952534ae442b1d5235cce5cd3"),),
+          "DDPM CIFAR-10 32×32, EMA weights (pytorch_diffusion conversion, DDIM repo)", "DDIM"),
+    Entry("ddpm-lsun-bedroom256", "ddpm", "ddpm-lsun-bedroom256",
+          (File("ema_lsun_bedroom.ckpt", (_HEIBOX.format("b95206528f384185889b"),),
+                md5="1921fa46b66a3665e450e42f36c2720f"),),
+          "DDPM LSUN bedroom 256×256, EMA weights (DDIM repo)", "DDIM, DDRM"),
+    Entry("ddpm-lsun-church256", "ddpm", "ddpm-lsun-church256",
+          (File("ema_lsun_church.ckpt", (_HEIBOX.format("44ccb50ef3c6436db52e"),),
+                md5="fdc68a23938c2397caba4a260bc2445f"),),
+          "DDPM LSUN church 256×256, EMA weights (DDIM repo)", "DDIM, DDRM"),
+    Entry("ddpm-lsun-cat256", "ddpm", "ddpm-lsun-cat256",
+          (File("ema_lsun_cat.ckpt", (_HEIBOX.format("0701aac3aa69457bbe34"),),
+                md5="646f23f4821f2459b8bafc57fd824558"),),
+          "DDPM LSUN cat 256×256, EMA weights (DDIM repo)", "DDIM"),
+    Entry("diffusers-ddpm-ema-celebahq256", "diffusers", None,
+          (File("ddpm-ema-celebahq-256/diffusion_pytorch_model.bin",
+                (_HF + "diffusion_pytorch_model.bin",)),
+           File("ddpm-ema-celebahq-256/config.json", (_HF + "config.json",)),
+           File("ddpm-ema-celebahq-256/scheduler_config.json", (_HF + "scheduler_config.json",))),
+          "google/ddpm-ema-celebahq-256 (diffusers UNet2DModel folder; pip install dmir[diffusers])",
+          "diffusers"),
+]}
+
+
+def names() -> list[str]:
+    return list(ENTRIES)
+
+
+def get(name: str) -> Entry:
+    if name not in ENTRIES:
+        raise UnknownNameError(f"unknown model {name!r}; named models: {', '.join(ENTRIES)}")
+    return ENTRIES[name]
+
+
+# ------------------------------------------------------------------------------ local copies
+def home_dirs() -> list[str]:
+    """Where local copies are searched, in order: ``$DMIR_HOME``, then ``~/.cache/dmir``."""
+    dirs = []
+    if os.environ.get("DMIR_HOME"):
+        dirs.append(os.path.expanduser(os.environ["DMIR_HOME"]))
+    dirs.append(os.path.join(os.path.expanduser("~"), ".cache", "dmir"))
+    return dirs
+
+
+def download_dir() -> str:
+    """Where :func:`fetch` writes: ``$DMIR_HOME`` if set, else ``~/.cache/dmir``."""
+    return home_dirs()[0]
+
+
+def local_path(entry: Entry, path=None) -> str | None:
+    """The local copy of ``entry``: ``path`` if given (file or folder), else the first home
+    directory holding all its files. For folder formats the folder is returned."""
+    if path is not None:
+        return os.fspath(path) if os.path.exists(path) else None
+    for d in home_dirs():
+        if all(os.path.isfile(os.path.join(d, f.name)) for f in entry.files):
+            p = os.path.join(d, entry.main_file.name)
+            return os.path.dirname(p) if entry.is_folder else p
+    return None
+
+
+def _checksum_db() -> str:
+    return os.path.join(download_dir(), "checksums.json")
+
+
+def recorded_sha256(entry: Entry) -> str | None:
+    """The sha256 of the main file: recorded in the registry, else remembered at first load."""
+    if entry.main_file.sha256:
+        return entry.main_file.sha256
+    try:
+        with open(_checksum_db()) as f:
+            return json.load(f).get(entry.name)
+    except (OSError, ValueError):
+        return None
+
+
+def remember_sha256(entry: Entry, path: str, stream=sys.stderr) -> str:
+    """Compute, print and remember the sha256 of a registry model's main file (first load)."""
+    digest = file_digest(path)
+    print(f"dmir: sha256 of {entry.name} ({os.path.basename(path)}): {digest} "
+          f"(not recorded in the registry; remembered in {_checksum_db()})", file=stream)
+    db = _checksum_db()
+    try:
+        os.makedirs(os.path.dirname(db), exist_ok=True)
+        data = {}
+        if os.path.exists(db):
+            with open(db) as f:
+                data = json.load(f)
+        data[entry.name] = digest
+        tmp = db + ".part"
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=1, sort_keys=True)
+        os.replace(tmp, db)
+    except (OSError, ValueError):
+        pass   # a read-only home only loses the memo
+    return digest
+
+
+def status(entry: Entry) -> dict:
+    """A JSON-able description of one named model, including whether a local copy exists."""
+    f = entry.main_file
+    return {"name": entry.name, "format": entry.format, "config": entry.config,
+            "description": entry.description, "used_by": entry.used_by,
+            "urls": [u for x in entry.files for u in x.urls],
+            "manual": [x.manual for x in entry.files if x.manual],
+            "size": f.size, "sha256": recorded_sha256(entry), "md5": f.md5,
+            "local": local_path(entry)}
+
+
+# ------------------------------------------------------------------------------ downloading
+def _open(url, start: int, timeout: float):
+    req = urllib.request.Request(url, headers={"User-Agent": "dmir"})
+    if start:
+        req.add_header("Range", f"bytes={start}-")
+    return urllib.request.urlopen(req, timeout=timeout)
+
+
+def download(url: str, dest: str, *, size: int | None = None, sha256: str | None = None,
+             md5: str | None = None, timeout: float = 15.0, progress: bool = True,
+             chunk: int = 1 << 20) -> str:
+    """Download ``url`` to ``dest``: resumable (``dest.part``), verified, atomic.
+
+    Returns the sha256 of the file. Raises :class:`FetchError` on network errors, HTTP
+    errors, size or checksum mismatch (a corrupt partial file is then removed).
+    """
+    os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
+    part = dest + ".part"
+    start = os.path.getsize(part) if os.path.exists(part) else 0
+    try:
+        r = _open(url, start, timeout)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and start:        # range not satisfiable: the part file is complete
+            r = None
+        else:
+            raise FetchError(f"download of {url} failed: HTTP {e.code} {e.reason}") from None
+    except (urllib.error.URLError, socket.timeout, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise FetchError(f"cannot reach {url} ({reason}); no network? Download the file by "
+                         f"hand and place it at {dest}") from None
+    if r is not None:
+        with r:
+            if start and r.status != 206:    # server ignored the Range header: start over
+                start = 0
+            length = r.headers.get("Content-Length")
+            total = (start + int(length)) if length is not None else size
+            from tqdm import tqdm
+            with open(part, "ab" if start else "wb") as f, \
+                    tqdm(total=total, initial=start, unit="B", unit_scale=True,
+                         desc=os.path.basename(dest), disable=not progress,
+                         file=sys.stderr) as bar:
+                while True:
+                    try:
+                        b = r.read(chunk)
+                    except (OSError, socket.timeout) as e:
+                        raise FetchError(f"download of {url} interrupted ({e}); run the same "
+                                         f"command again to resume") from None
+                    if not b:
+                        break
+                    f.write(b)
+                    bar.update(len(b))
+    got = os.path.getsize(part)
+    if size is not None and got != size:
+        if got > size:
+            os.remove(part)
+        raise FetchError(f"download of {url} has {got:,} bytes, expected {size:,}"
+                         + ("; run again to resume" if got < size else "; removed it"))
+    digest = file_digest(part)
+    bad = (sha256 and digest != sha256.lower()) or (md5 and file_digest(part, "md5") != md5)
+    if bad:
+        os.remove(part)
+        want = f"sha256 {sha256}" if sha256 else f"md5 {md5}"
+        raise FetchError(f"checksum mismatch for {url}: expected {want}, got sha256 {digest}; "
+                         f"the partial file was removed")
+    os.replace(part, dest)
+    return digest
+
+
+def fetch(name: str, dest_dir: str | None = None, progress: bool = True,
+          timeout: float = 15.0) -> str:
+    """Download the named model into ``dest_dir`` (default :func:`download_dir`); returns the
+    local path. Files already present (and matching recorded checksums) are kept."""
+    entry = get(name)
+    dest_dir = dest_dir or download_dir()
+    for f in entry.files:
+        dest = os.path.join(dest_dir, f.name)
+        if os.path.isfile(dest):
+            continue
+        if not f.urls:
+            raise FetchError(f"{name}: no direct download for {f.name}; {f.manual}")
+        errors = []
+        for url in f.urls:
+            try:
+                download(url, dest, size=f.size, sha256=f.sha256, md5=f.md5, timeout=timeout,
+                         progress=progress)
+                break
+            except FetchError as e:
+                errors.append(str(e))
+        else:
+            hint = f" ({f.manual})" if f.manual else ""
+            raise FetchError("; ".join(errors) + hint)
+    return local_path(entry, os.path.join(dest_dir, entry.main_file.name)
+                      if not entry.is_folder else
+                      os.path.dirname(os.path.join(dest_dir, entry.main_file.name)))
