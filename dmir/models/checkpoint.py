@@ -148,7 +148,7 @@ def write_safetensors(tensors: dict[str, torch.Tensor], path, metadata: dict | N
         t = tensors[name].detach().to("cpu").contiguous()
         if t.dtype not in _ST_NAMES:
             raise ParameterError(f"cannot store {name!r} of dtype {t.dtype} in safetensors")
-        data = t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        data = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
         header[name] = {"dtype": _ST_NAMES[t.dtype], "shape": list(t.shape),
                         "data_offsets": [offset, offset + len(data)]}
         offset += len(data)
