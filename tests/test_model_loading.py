@@ -91,19 +91,24 @@ def test_config_precedence_and_inference():
     assert _rel_err(explicit, "adm_ffhq_like") < 1e-4
 
 
-@pytest.mark.parametrize("dtype,bound", [("bfloat16", 0.1), ("float16", 0.02)])
+@pytest.mark.parametrize("dtype,bound", [("bfloat16", 0.06), ("float16", 0.01)])
 def test_half_precision_inference(dtype, bound):
     """fp16/bf16 weights and activations: ε keeps the input dtype; the error against float32
-    is that of the format's mantissa (measured on the ADM fixture: bf16 ≈ 2.5e-2, fp16 ≈
-    3e-3 of the output's max magnitude; bounds 4× those)."""
+    is that of the format's mantissa (measured on the ADM fixture, 32×32 crop, relative to
+    max|ε|: bf16 1.1e-2, fp16 1.0e-3; bounds 5-10× those). Half-precision convolutions are slow
+    on CPU (no fast kernels): this is a GPU option."""
     name = "adm_imagenet_like"
+    ref = models.load(os.path.join(MODELS, name))
     p = models.load(os.path.join(MODELS, name), dtype=dtype)
-    assert p.param_dtype == getattr(torch, dtype) or dtype == "float16"
-    x, t, ref = _io(name)
+    assert p.compute_dtype == getattr(torch, dtype)
+    x, t, _ = _io(name)
+    x, t = x[:2, :, :32, :32], t[:2].long()
     with torch.no_grad():
-        eps = p.eps(x, t.long())
+        e32, eps = ref.eps(x, t), p.eps(x, t)
     assert eps.dtype == torch.float32 and torch.isfinite(eps).all()
-    assert float((eps - ref[:, :3]).abs().max() / ref.abs().max()) < bound
+    err = float((eps - e32).abs().max() / e32.abs().max())
+    print(f"{dtype}: {err:.2e}")
+    assert err < bound
 
 
 def test_registry_name_resolves_local_copy(tmp_path, monkeypatch):

@@ -10,15 +10,30 @@ from __future__ import annotations
 
 from ..errors import ParameterError, UnknownNameError
 from .base import Sampler
+from .cddb import CDDB
 from .ddnm import DDNM
+from .ddrm import DDRM
+from .diffpir import DiffPIR
+from .dps import DPS
 from .equivariance import GROUPS as EQUS_GROUPS
+from .pigdm import PiGDM
 from .schedules import jump_schedule, make_plan
 
-__all__ = ["build", "names", "describe", "Sampler", "DDNM", "make_plan", "jump_schedule",
-           "EQUS_GROUPS"]
+__all__ = ["build", "names", "describe", "Sampler", "DDNM", "DDRM", "PiGDM", "make_plan",
+           "jump_schedule", "EQUS_GROUPS", "DPS", "CDDB", "DiffPIR"]
 
 _BASE = {
     "ddnm": (DDNM, "DDNM (noise-free range–null-space projection) / DDNM+ when sigma_y > 0"),
+    "ddrm": (DDRM, "DDRM (spectral variational sampler; operators with an SVD; 20 steps, "
+                   "eta 0.85, eta_b 1)"),
+    "pigdm": (PiGDM, "ΠGDM (pseudoinverse guidance, a VJP through the network; 100 steps, "
+                     "eta 1)"),
+    "dps": (DPS, "DPS (DDPM + gradient of ||y - A x0_hat|| through the network; 1000 steps, "
+                 "scale per task 0.3/0.5)"),
+    "cddb": (CDDB, "CDDB data consistency (one A^T gradient step) in the DDNM sampler "
+                   "(step_size 1.0)"),
+    "diffpir": (DiffPIR, "DiffPIR (HQS: closed-form/CG data step + zeta re-noising; 100 steps, "
+                         "diffpir_quad schedule)"),
 }
 _VARIANTS = {
     "": ({}, ""),

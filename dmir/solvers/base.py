@@ -36,15 +36,27 @@ class Sampler:
         steps: number of schedule indices T (network evaluations without time travel).
         eta: stochasticity of the re-noising (0 = deterministic DDIM-like, 1 = fresh noise).
         sigma_y: measurement noise level in [0, 1] pixel units (converted once to model units).
-        schedule: 'uniform' or 'quadratic' (EquS+ TAS).
+        schedule: 'uniform', 'quadratic' (EquS+ TAS) or 'diffpir_quad' (DiffPIR).
         equs: None or an EquS group name ('hflip', 'vflip', 'rot90', 'shift', 'random').
         equs_map_eps_back: map ε back from the transformed frame (reference: False).
         equs_shift: (dy, dx) for the 'shift' group.
         travel_length, travel_repeat: RePaint-style time travel (1, 1 = none).
+
+    Autograd: :meth:`sample` runs the whole loop under ``torch.no_grad()`` — no graph is kept
+    between steps. A solver that needs gradients through the network (DPS, ΠGDM) sets the class
+    attribute ``needs_grad = True``; then, at every denoising step, the loop evaluates the
+    network (EquS transform included) with autograd enabled on ``x_t.detach().requires_grad_()``
+    and calls :meth:`update` still inside ``torch.enable_grad()``, so ``update`` receives an
+    ``x_t`` that is a graph leaf and an ``x0``/``eps`` differentiable with respect to it. It
+    takes its gradients with ``torch.autograd.grad(..., x_t)`` (never ``.backward()``: model
+    parameters must not accumulate ``.grad``); the loop detaches what it returns, so the graph
+    lives for one step only. One network evaluation per step either way.
     """
 
     #: short name used by the registry
     method = "sampler"
+    #: run predict + update with autograd enabled (see the class docstring)
+    needs_grad: bool = False
 
     def __init__(self, model, op, steps: int = 100, eta: float = 0.85, sigma_y: float = 0.0,
                  schedule: str = "uniform", equs: str | None = None,
@@ -107,18 +119,30 @@ class Sampler:
         elif tuple(x_T.shape) != (B, *self.op.x_shape):
             raise ShapeError(f"x_T must have shape {(B, *self.op.x_shape)}, got "
                              f"{tuple(x_T.shape)}")
+        with torch.no_grad():
+            return self._loop(y, x_T, generator, progress)
+
+    def _loop(self, y, x_T, generator, progress):
         state = self.prepare(y)
         x, x0 = x_T, None
         total, self.nfe = self.plan.nfe, 0
+        map_back = self.equs.map_eps_back if self.equs else False
         for k_i, k_j in self.plan.pairs:
             t_next = self.plan.timestep(k_j)
             if k_j < k_i:          # denoising step
                 t = self.plan.timestep(k_i)
                 g = self.equs.transform_for_step(k_i, generator) if self.equs else None
-                x0, eps = predict(self.model, x, t, self.alpha_bar(t), g,
-                                  self.equs.map_eps_back if self.equs else False)
-                self.nfe += 1
-                x = self.update(x, x0, eps, t, t_next, y, state, generator)
+                if self.needs_grad:
+                    with torch.enable_grad():
+                        x = x.detach().requires_grad_(True)
+                        x0, eps = predict(self.model, x, t, self.alpha_bar(t), g, map_back)
+                        self.nfe += 1
+                        x = self.update(x, x0, eps, t, t_next, y, state, generator)
+                    x, x0 = x.detach(), x0.detach()
+                else:
+                    x0, eps = predict(self.model, x, t, self.alpha_bar(t), g, map_back)
+                    self.nfe += 1
+                    x = self.update(x, x0, eps, t, t_next, y, state, generator)
                 if progress is not None:
                     progress(self.nfe, total)
             else:                  # time travel: re-noise the last x̂0 (DDNM/RePaint)

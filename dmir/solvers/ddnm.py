@@ -34,7 +34,11 @@ from .base import Sampler
 
 def ddnm_step(x0, eps, y, op, a_next: float, eta: float, z):
     """Noise-free DDNM update (Eq. 13 + DDIM re-noising). ``z`` white noise or None (η = 0)."""
-    x0_hat = op.project(x0, y)                                   # Eq. 13
+    return ddim_renoise(op.project(x0, y), eps, a_next, eta, z)  # Eq. 13
+
+
+def ddim_renoise(x0_hat, eps, a_next: float, eta: float, z):
+    """The re-noising of the reference code: √ᾱ_s x̂0' + σ_s (η z + √(1-η²) ε)."""
     sigma = (1 - a_next) ** 0.5
     noise = (1 - eta ** 2) ** 0.5 * eps
     if z is not None:

@@ -9,6 +9,11 @@ table[k_j]; k_j > k_i is a time-travel (re-noising) step.
 * quadratic (EquS+ Timestep-Aware Schedule): table[k] = ⌊(√(T_train-1) · k/(T-1))²⌋, i.e. the
   reference ``int(linspace(√999, 0, T)²)`` read backwards. It spends most steps at low noise and
   contains repeated 0 → 0 steps at the end (kept: they are part of the published protocol).
+* diffpir_quad (DiffPIR's ``skip_type='quad'``, yuanzhi-zhu/DiffPIR): the reference visits
+  t_i = (T_train-1) - s_i with s_i = ⌊√(linspace(0, T_train², T))_i⌋ (last entry minus 1), so
+  table[k] = (T_train-1) - s_{T-1-k}. Not the EquS TAS: its spacing is ∝ √ near the start and
+  *linear* near t = 0 (t ≈ 500·k/(T-1) for small k), where TAS is quadratic (t ≈ 999(k/(T-1))²).
+  Like TAS it spends more steps at low noise than uniform; for T ≳ 200 it repeats timesteps.
 """
 from __future__ import annotations
 
@@ -67,7 +72,8 @@ class Plan:
 
 def make_plan(steps: int, num_train_timesteps: int = 1000, schedule: str = "uniform",
               travel_length: int = 1, travel_repeat: int = 1) -> Plan:
-    """Build a sampling plan. ``schedule``: 'uniform' or 'quadratic' (EquS+ TAS)."""
+    """Build a sampling plan. ``schedule``: 'uniform', 'quadratic' (EquS+ TAS) or
+    'diffpir_quad' (DiffPIR's quad spacing)."""
     try:
         steps = int(steps)
     except (TypeError, ValueError):
@@ -80,6 +86,14 @@ def make_plan(steps: int, num_train_timesteps: int = 1000, schedule: str = "unif
     elif schedule in ("quadratic", "tas"):
         seq = np.linspace(np.sqrt(num_train_timesteps - 1), 0, steps) ** 2
         table = [int(s) for s in seq][::-1]
+    elif schedule == "diffpir_quad":
+        if steps == 1:
+            table = [num_train_timesteps - 1]
+        else:
+            seq = [int(s) for s in np.sqrt(np.linspace(0, num_train_timesteps ** 2, steps))]
+            seq[-1] -= 1
+            table = [num_train_timesteps - 1 - s for s in seq][::-1]
     else:
-        raise ParameterError(f"schedule must be 'uniform' or 'quadratic', got {schedule!r}")
+        raise ParameterError(f"schedule must be 'uniform', 'quadratic' or 'diffpir_quad', got "
+                             f"{schedule!r}")
     return Plan(tuple(table), tuple(jump_schedule(steps, travel_length, travel_repeat)))
