@@ -135,6 +135,8 @@ def test_network_prior_errors():
     p = models.load(os.path.join(MODELS, "ddpm_celebahq_like"))
     with pytest.raises(ShapeError, match=r"\(B, 3, H, W\)"):
         p.eps(torch.zeros(1, 1, 64, 64), 10)
+    with pytest.raises(ShapeError, match="divisible by 8"):
+        p.eps(torch.zeros(1, 3, 60, 64), 10)
     with pytest.raises(ParameterError, match="not class-conditional"):
         p.set_class_labels(3)
 

@@ -72,7 +72,8 @@ def detect_format(keys) -> str | None:
         return "adm"
     if ddpm_unet.matches(keys):
         return "ddpm"
-    if "conv_in.weight" in keys and any(k.startswith("down_blocks.") for k in keys):
+    from . import diffusers_unet
+    if diffusers_unet.matches(keys):
         return "diffusers"
     return None
 
@@ -135,6 +136,8 @@ def load(name_or_path, format: str | None = None, config=None, dtype=None, devic
     else:
         entry = _entry_for_file(path) if os.path.isfile(path) else None
     prior = _load_path(path, _canonical_format(format), config, dtype, device, entry, kwargs)
+    if entry is not None:
+        prior.name = entry.name
     if entry is not None and registry.recorded_sha256(entry) is None and os.path.isfile(path):
         prior.info["sha256"] = registry.remember_sha256(entry, path)
     return prior
@@ -205,14 +208,18 @@ def _load_diffusers(folder, sched_path, config, dtype, device, kw):
     if isinstance(config, dict):
         unet_cfg = {**unet_cfg, **config}
     sched_cfg = _read_json(sched_path) if sched_path and os.path.isfile(sched_path) else None
-    w = _weights_in(folder, "diffusion_pytorch_model")
+    w = _weights_in(folder, "diffusion_pytorch_model") or _weights_in(folder)
     if w is None:
         raise CheckpointError(f"diffusers folder {folder!r} has no diffusion_pytorch_model."
                               f"safetensors/.bin")
-    sd = read_checkpoint(w)
+    sd, notes = mod.normalize_state_dict(read_checkpoint(w))
     net = _build(mod, unet_cfg)
     fit_state_dict(net, sd, f"diffusers weights {w!r}", dtype, device)
-    prior = mod.prior(net, unet_cfg, sched_cfg, **_prior_kw(kw))
+    pkw = {"name": os.path.basename(os.path.abspath(folder)), **_prior_kw(kw)}
+    prior = mod.prior(net, unet_cfg, sched_cfg, **pkw)
+    prior.info.setdefault("notes", [])
+    prior.info["notes"] = notes + list(prior.info["notes"])
+    prior.size_multiple = 2 ** (len(unet_cfg.get("block_out_channels", (0,))) - 1)
     prior.compute_dtype = dtype
     prior.info.setdefault("path", folder)
     return prior
@@ -262,6 +269,7 @@ def _from_object(obj, path, fmt, config, dtype, device, entry, kw, sidecar):
     info = {"format": fmt, "path": os.fspath(path), "config": cfg, "notes": notes}
     name = entry.name if entry is not None else os.path.basename(os.fspath(path))
     prior = mod.prior(net, cfg, **_prior_kw(kw), name=name, info=info)
+    prior.size_multiple = 2 ** (len(cfg["channel_mult" if fmt == "adm" else "ch_mult"]) - 1)
     if dtype is not None:
         prior.compute_dtype = dtype
     inferred = [n for n in cfg_notes if n]

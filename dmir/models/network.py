@@ -54,6 +54,7 @@ class NetworkPrior(DiffusionModel):
             improved DDPM); ``eps`` returns the first half and :meth:`forward_raw` both.
         num_classes: for class-conditional networks; ``class_labels`` (int or (B,) tensor) is
             then required, set at construction or with :meth:`set_class_labels`.
+        size_multiple: H and W must be multiples of it (2^(levels-1) for a UNet).
         compute_dtype: run the network in float16/bfloat16 (inputs cast down, ε cast back to
             the input dtype); ``None`` runs in the weights' dtype.
         name, info: human-readable provenance (format, source, inferred settings).
@@ -62,7 +63,7 @@ class NetworkPrior(DiffusionModel):
     def __init__(self, net: nn.Module, alphas_cumprod: torch.Tensor, *, in_channels: int = 3,
                  image_size=None, prediction: str = "epsilon", learned_sigma: bool = False,
                  num_classes: int | None = None, class_labels=None, compute_dtype=None,
-                 name: str = "network", info: dict | None = None):
+                 size_multiple: int = 1, name: str = "network", info: dict | None = None):
         super().__init__(alphas_cumprod)
         if prediction not in PREDICTIONS:
             raise ParameterError(f"prediction must be one of {', '.join(PREDICTIONS)}, "
@@ -74,6 +75,7 @@ class NetworkPrior(DiffusionModel):
         self.learned_sigma = bool(learned_sigma)
         self.num_classes = num_classes
         self.compute_dtype = parse_dtype(compute_dtype)
+        self.size_multiple = int(size_multiple)
         self.name = name
         self.info = dict(info or {})
         self.class_labels = None
