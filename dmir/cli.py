@@ -421,9 +421,12 @@ def _restore(a) -> int:
 
     device = torch.device(a.device)
     load_kw = {} if a.class_label is None else {"class_labels": a.class_label}
-    model = models.load(a.model, dtype=a.dtype, **load_kw)
-    for note in getattr(model, "info", {}).get("notes", []):
-        _note(f"model: {note}")
+    with warnings.catch_warnings():   # inferred settings are reported in the note below
+        warnings.simplefilter("ignore", models.InferredConfigWarning)
+        model = models.load(a.model, dtype=a.dtype, **load_kw)
+    info = getattr(model, "info", {})
+    if info.get("notes"):
+        _note(f"model {model.name} ({info.get('format', '?')}): {'; '.join(info['notes'])}")
     options = {}
     if a.travel_length != 1 or a.travel_repeat != 1:
         options.update(travel_length=a.travel_length, travel_repeat=a.travel_repeat)

@@ -151,3 +151,19 @@ def test_restoration_runs_with_a_checkpoint_model():
         out = s.sample(op.A(x), generator=torch.Generator().manual_seed(0))
     assert out.shape == x.shape and torch.isfinite(out).all()
     assert torch.allclose(op.A(out), op.A(x), atol=1e-4)
+
+
+def test_cli_restores_with_a_checkpoint(tmp_path, capsys):
+    from dmir.cli import main
+    img = os.path.join(os.path.dirname(__file__), "data", "kodim05_crop64.png")
+    out = tmp_path / "o.png"
+    model_file = os.path.join(MODELS, "adm_ffhq_like", "model.pt")
+    rc = main(["restore", img, "-o", str(out), "--task", "sr_averagepooling", "--scale", "4",
+               "--degrade", "--model", model_file, "--steps", "2"])
+    err = capsys.readouterr().err
+    assert rc == 0 and out.exists()
+    assert "num_head_channels=64 (assumed" in err       # inferred settings are reported
+    rc = main(["restore", img, "-o", str(tmp_path / "p.png"), "--task", "sr_averagepooling",
+               "--scale", "4", "--degrade", "--model", model_file, "--class-label", "3"])
+    assert rc == 2 and "not class-conditional" in capsys.readouterr().err
+    assert not (tmp_path / "p.png").exists()
