@@ -34,8 +34,9 @@ import torch
 from dmir import models
 
 OUT = Path(__file__).parent / "results"
-CONFIGS = {"adm": ("adm", "adm-imagenet256-uncond", "256x256_diffusion_uncond.pt"),
-           "ddpm": ("ddpm", "ddpm-celebahq256", "celeba_hq.ckpt")}
+# file names differ from the official ones so the registry does not adopt (and checksum) them
+CONFIGS = {"adm": ("adm", "adm-imagenet256-uncond", "random_adm_imagenet256_uncond.pt"),
+           "ddpm": ("ddpm", "ddpm-celebahq256", "random_ddpm_celebahq256.ckpt")}
 
 _CHILD = r"""
 import json, sys, time, torch
@@ -134,7 +135,7 @@ def main():
         rows.append(res)
         if not a.keep:
             path.unlink()
-    print(f"\n| model | params | file | load dmir | peak RSS dmir | load reference | "
+    print("\n| model | params | file | load dmir | peak RSS dmir | load reference | "
           f"peak RSS reference |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:

@@ -125,7 +125,11 @@ def test_registry_name_resolves_local_copy(tmp_path, monkeypatch):
     assert _rel_err(prior, "adm_ffhq_like") < 1e-4
     assert prior.name == "adm-toy" and len(prior.info["sha256"]) == 64
     db = json.loads((tmp_path / "checksums.json").read_text())
-    assert db["adm-toy"] == prior.info["sha256"] == registry.recorded_sha256(entry)
+    memo = db[str(tmp_path / "toy_adm.pt")]
+    assert memo["name"] == "adm-toy" and memo["sha256"] == prior.info["sha256"]
+    assert registry.recorded_sha256(entry) == prior.info["sha256"]
+    os.utime(tmp_path / "toy_adm.pt", (1, 1))          # a changed file is not trusted
+    assert registry.recorded_sha256(entry) is None
     # the official file name alone selects the registry config too
     prior2 = models.load(str(tmp_path / "toy_adm.pt"))
     assert prior2.info["config"] == {**cfg, "use_fp16": False}

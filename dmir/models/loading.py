@@ -138,8 +138,9 @@ def load(name_or_path, format: str | None = None, config=None, dtype=None, devic
     prior = _load_path(path, _canonical_format(format), config, dtype, device, entry, kwargs)
     if entry is not None:
         prior.name = entry.name
-    if entry is not None and registry.recorded_sha256(entry) is None and os.path.isfile(path):
-        prior.info["sha256"] = registry.remember_sha256(entry, path)
+    if entry is not None and os.path.isfile(path):
+        prior.info["sha256"] = (registry.recorded_sha256(entry, path)
+                                or registry.remember_sha256(entry, path))
     return prior
 
 

@@ -153,35 +153,50 @@ def _checksum_db() -> str:
     return os.path.join(download_dir(), "checksums.json")
 
 
-def recorded_sha256(entry: Entry) -> str | None:
-    """The sha256 of the main file: recorded in the registry, else remembered at first load."""
-    if entry.main_file.sha256:
-        return entry.main_file.sha256
+def _file_key(path: str) -> dict:
+    st = os.stat(path)
+    return {"size": st.st_size, "mtime": int(st.st_mtime)}
+
+
+def _read_db() -> dict:
     try:
         with open(_checksum_db()) as f:
-            return json.load(f).get(entry.name)
+            return json.load(f)
     except (OSError, ValueError):
+        return {}
+
+
+def recorded_sha256(entry: Entry, path: str | None = None) -> str | None:
+    """The sha256 of the main file: recorded in the registry, else the one computed at first
+    load of the local copy ``path`` (default: the one found), if that file is unchanged."""
+    if entry.main_file.sha256:
+        return entry.main_file.sha256
+    path = path or local_path(entry)
+    if path is None or not os.path.isfile(path):
         return None
+    memo = _read_db().get(os.path.abspath(path))
+    if memo and memo.get("name") == entry.name and \
+            {k: memo.get(k) for k in ("size", "mtime")} == _file_key(path):
+        return memo.get("sha256")
+    return None
 
 
 def remember_sha256(entry: Entry, path: str, stream=sys.stderr) -> str:
-    """Compute, print and remember the sha256 of a registry model's main file (first load)."""
+    """Compute, print and remember the sha256 of a registry model's local file (first load).
+    The memo is keyed by the file's absolute path, size and mtime."""
     digest = file_digest(path)
-    print(f"dmir: sha256 of {entry.name} ({os.path.basename(path)}): {digest} "
-          f"(not recorded in the registry; remembered in {_checksum_db()})", file=stream)
     db = _checksum_db()
+    print(f"dmir: sha256 of {entry.name} ({path}): {digest} (not recorded in the registry; "
+          f"remembered in {db})", file=stream)
     try:
         os.makedirs(os.path.dirname(db), exist_ok=True)
-        data = {}
-        if os.path.exists(db):
-            with open(db) as f:
-                data = json.load(f)
-        data[entry.name] = digest
+        data = _read_db()
+        data[os.path.abspath(path)] = {"name": entry.name, "sha256": digest, **_file_key(path)}
         tmp = db + ".part"
         with open(tmp, "w") as f:
             json.dump(data, f, indent=1, sort_keys=True)
         os.replace(tmp, db)
-    except (OSError, ValueError):
+    except OSError:
         pass   # a read-only home only loses the memo
     return digest
 
