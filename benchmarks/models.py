@@ -136,7 +136,7 @@ def main():
         if not a.keep:
             path.unlink()
     print("\n| model | params | file | load dmir | peak RSS dmir | load reference | "
-          f"peak RSS reference |")
+          "peak RSS reference |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         d, ref = r["dmir"], r["reference"]
