@@ -86,6 +86,12 @@ class Sampler:
         """One step of the method: (x_t, x̂0, ε at t) → x_{t_next}."""
         raise NotImplementedError
 
+    def initial_state(self, z: torch.Tensor, y: torch.Tensor, state: dict) -> torch.Tensor:
+        """The first state x_T from the white noise ``z`` (the ``x_T`` given to
+        :meth:`sample`); the default is z itself. Methods with a y-dependent start (DDRM's
+        p(x_T | y), ΠGDM's √ᾱ_T A⁺y + √(1-ᾱ_T) z) override it."""
+        return z
+
     # -------------------------------------------------------------- shared mechanics
     def alpha_bar(self, t: int) -> float:
         """ᾱ_t of the model's schedule; t = -1 gives 1."""
@@ -124,7 +130,7 @@ class Sampler:
 
     def _loop(self, y, x_T, generator, progress):
         state = self.prepare(y)
-        x, x0 = x_T, None
+        x, x0 = self.initial_state(x_T, y, state), None
         total, self.nfe = self.plan.nfe, 0
         map_back = self.equs.map_eps_back if self.equs else False
         for k_i, k_j in self.plan.pairs:

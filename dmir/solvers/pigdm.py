@@ -11,30 +11,31 @@ a vector–Jacobian product through the network (one backward pass, no extra net
 r_t² is the posterior variance of a unit-variance Gaussian datum: r_t² = σ_t²/(1 + σ_t²) in the
 paper's VE form (σ_t² = (1−ᾱ_t)/ᾱ_t), i.e. r_t² = 1 − ᾱ_t in our VP form — the same number.
 
-We use the guidance with the paper's adaptive weight r_t² (the reference's default ``awd``):
+The authors' (noise-free) code guides with (∂x̂0/∂x_t)ᵀ A⁺(y − A x̂0) — r_t² times the σ_y → 0
+limit of the score above (the paper's adaptive weight; ``awd``), i.e. the pseudoinverse form.
+We apply the same factor r_t² to the noisy score, so the rule is continuous in σ_y:
 
     g = r_t² (∂x̂0/∂x_t)ᵀ Aᵀ (r_t² A Aᵀ + σ_y² I)⁻¹ (y − A x̂0)
-      = (∂x̂0/∂x_t)ᵀ V diag(r_t² s_i / (r_t² s_i² + σ_y²)) Uᵀ (y − A x̂0),
-
-which for σ_y = 0 is exactly the reference's noise-free guidance (∂x̂0/∂x_t)ᵀ A⁺(y − A x̂0)
-(the paper's Eq. 5 form with h† = A⁺), so the noisy rule is continuous in σ_y.
+      = (∂x̂0/∂x_t)ᵀ V diag(r_t² s_i / (r_t² s_i² + σ_y²)) Uᵀ (y − A x̂0)
+      → (∂x̂0/∂x_t)ᵀ A⁺ (y − A x̂0)                     (σ_y = 0: exactly the reference).
 
 Update t → s (DDIM with η; the reference's ``awd = True`` branch):
 
     c1 = η √((1 − ᾱ_t/ᾱ_s)(1 − ᾱ_s)/(1 − ᾱ_t)),   c2 = √(1 − ᾱ_s − c1²)
     x_s = √ᾱ_s x̂0 + c1 z + c2 ε + w · √ᾱ_s √ᾱ_t · g                                 (Alg. 1)
 
-with w the guidance weight (reference ``grad_term_weight``, default 1). The paper's Algorithm 1
-writes the guidance coefficient as √ᾱ_t; the authors' code (and e.g. azula's PGDMSampler)
-multiplies by √ᾱ_s as well — we follow the code. It equals the Tweedie-consistent coefficient
-√ᾱ_s/√ᾱ_t (exact for a unit-variance Gaussian prior) damped by ᾱ_t, i.e. weak guidance at high
-noise. Initialisation as in the code: x_T = √ᾱ_T A⁺y + √(1 − ᾱ_T) z. The last step (to t = -1,
-c1 = c2 = 0) returns x̂0 + w √ᾱ_0 g, as the reference.
+with w the guidance weight (reference ``grad_term_weight``, default 1). Re-implementations that
+follow the paper's Algorithm 1 use the coefficient √ᾱ_t; the authors' code (and e.g. azula's
+PGDMSampler) multiplies by √ᾱ_s as well — we follow the code. It equals the
+Tweedie-consistent coefficient √ᾱ_s/√ᾱ_t (exact for a unit-variance Gaussian prior) damped by
+ᾱ_t, i.e. weak guidance at high noise. Initialisation as in the code:
+x_T = √ᾱ_T A⁺y + √(1 − ᾱ_T) z. The last step (to t = -1, c1 = c2 = 0) returns x̂0 + w √ᾱ_0 g,
+as the reference.
 
 Operators: noise-free, any operator (A⁺ only). Noisy: the SVD formula above where the operator
-has one; otherwise (r_t² A Aᵀ + σ_y² I)⁻¹ is applied by conjugate gradients on the measurement
-space (A Aᵀ is applied with ``A``/``At``; the system is SPD for σ_y > 0), which is our addition —
-the reference implements only the noise-free case.
+has one; otherwise, with the push-through identity r² Aᵀ(r² A Aᵀ + σ_y² I)⁻¹ =
+(AᵀA + (σ_y²/r²) I)⁻¹ Aᵀ, by conjugate gradients (:mod:`dmir.solvers.cg`, only ``A``/``At``;
+SPD for σ_y > 0) — our addition: the reference implements only the noise-free case.
 
 Defaults: 100 steps, η = 1.0 (the paper's ImageNet setting as we understand it; the RED-diff
 config defaults to η = 0 and 50 steps — pass ``steps``/``eta`` to change).
@@ -45,38 +46,16 @@ import math
 
 import torch
 
-from ..errors import ParameterError, ShapeError
+from ..errors import ParameterError
 from .base import Sampler
+from .cg import conjugate_gradient
 
 
-def _bdot(a, b):
-    """Per-sample inner products, shape (B, 1, …, 1)."""
-    return (a * b).flatten(1).sum(1).reshape(-1, *([1] * (a.dim() - 1)))
-
-
-def conjugate_gradient(apply, b, iters: int = 100, tol: float = 1e-6):
-    """Solve apply(x) = b (SPD, batched over dim 0) by CG from x = 0; stops at ‖r‖ ≤ tol‖b‖."""
-    x = torch.zeros_like(b)
-    r = b.clone()
-    p = r.clone()
-    rr = _bdot(r, r)
-    stop = (tol ** 2) * rr
-    for _ in range(iters):
-        if bool((rr <= stop).all()):
-            break
-        Ap = apply(p)
-        alpha = rr / _bdot(p, Ap).clamp_min(1e-300)
-        x = x + alpha * p
-        r = r - alpha * Ap
-        rr_new = _bdot(r, r)
-        p = r + (rr_new / rr.clamp_min(1e-300)) * p
-        rr = rr_new
-    return x
-
-
-def pigdm_vector(x0, y, op, r2: float, sigma_y: float, state, cg_iters: int = 100):
+def pigdm_vector(x0, y, op, r2: float, sigma_y: float, state, cg_iters: int = 100,
+                 cg_tol: float = 1e-6):
     """The vector v with g = (∂x̂0/∂x_t)ᵀ v:  v = r² Aᵀ(r² A Aᵀ + σ_y² I)⁻¹(y − A x̂0);
-    σ_y = 0: v = A⁺(y − A x̂0)."""
+    σ_y = 0: v = A⁺(y − A x̂0). Without an SVD, by the push-through identity
+    v = (AᵀA + (σ_y²/r²) I)⁻¹ Aᵀ(y − A x̂0), solved by conjugate gradients."""
     res = y - op.A(x0)
     if sigma_y == 0:
         return op.pinv(res)
@@ -84,8 +63,8 @@ def pigdm_vector(x0, y, op, r2: float, sigma_y: float, state, cg_iters: int = 10
         s = state["s"]
         w = torch.where(s > 0, r2 * s / (r2 * s ** 2 + sigma_y ** 2), torch.zeros_like(s))
         return op.V(w * op.Ut(res))
-    u = conjugate_gradient(lambda v: r2 * op.A(op.At(v)) + sigma_y ** 2 * v, res, cg_iters)
-    return r2 * op.At(u)
+    v, _ = conjugate_gradient(op, op.At(res), sigma_y ** 2 / r2, max_iter=cg_iters, tol=cg_tol)
+    return v
 
 
 def pigdm_step(x_t, x0, eps, v, a_t: float, a_s: float, eta: float, weight: float, z):
@@ -102,10 +81,10 @@ def pigdm_step(x_t, x0, eps, v, a_t: float, a_s: float, eta: float, weight: floa
 
 class PiGDM(Sampler):
     """ΠGDM. Args (beyond :class:`~dmir.solvers.base.Sampler`): ``guidance`` (w, default 1.0),
-    ``cg_iters`` (CG iterations for noisy y on operators without an SVD).
+    ``cg_iters`` (CG iteration cap for noisy y on operators without an SVD).
 
-    The network is differentiated once per step (``needs_grad``): the loop must evaluate it with
-    autograd enabled on a tensor x_t that requires grad, so that x̂0 carries the graph to x_t.
+    The network is differentiated once per step (``needs_grad``: the shared loop evaluates it
+    with autograd on a leaf x_t, so x̂0 carries the graph to x_t for the VJP).
     ``x_T`` given to :meth:`sample` is the initial white noise z; the reference initialisation
     √ᾱ_T A⁺y + √(1−ᾱ_T) z is applied to it.
     """
@@ -130,24 +109,10 @@ class PiGDM(Sampler):
             return {"s": self.op.singulars().to(device=y.device, dtype=y.dtype)}
         return {}
 
-    def sample(self, y, x_T=None, generator=None, progress=None):
-        """As :meth:`Sampler.sample`; ``x_T`` is the initial white noise (drawn if None)."""
-        self.check_measurement(y)
-        B = y.shape[0]
-        if x_T is None:
-            x_T = torch.randn((B, *self.op.x_shape), generator=generator, dtype=y.dtype,
-                              device=y.device)
-        elif tuple(x_T.shape) != (B, *self.op.x_shape):
-            raise ShapeError(f"x_T must have shape {(B, *self.op.x_shape)}, got "
-                             f"{tuple(x_T.shape)}")
+    def initial_state(self, z, y, state):
+        """x_T = √ᾱ_T A⁺y + √(1-ᾱ_T) z, as the reference code starts."""
         a = self.alpha_bar(self.plan.timestep(self.plan.walk[0]))
-        x_T = a ** 0.5 * self.op.pinv(y) + (1 - a) ** 0.5 * x_T.detach()
-        # the graph for the VJP: every state fed to the network requires grad (update() returns
-        # leaves that do); autograd on even if the caller runs under torch.no_grad()
-        with torch.enable_grad():
-            out = super().sample(y, x_T=x_T.requires_grad_(True), generator=generator,
-                                 progress=progress)
-        return out.detach()
+        return a ** 0.5 * self.op.pinv(y) + (1 - a) ** 0.5 * z
 
     def update(self, x_t, x0, eps, t, t_next, y, state, generator):
         if not (x_t.requires_grad and x0.requires_grad):
@@ -159,5 +124,4 @@ class PiGDM(Sampler):
                              self.cg_iters)
         c1_needed = self.eta > 0 and a_s < 1.0 and t_next != t
         z = self.noise_like(x0, generator) if c1_needed else None
-        x_s = pigdm_step(x_t, x0, eps, v, a_t, a_s, self.eta, self.guidance, z)
-        return x_s.detach().requires_grad_(True)
+        return pigdm_step(x_t, x0, eps, v, a_t, a_s, self.eta, self.guidance, z)
