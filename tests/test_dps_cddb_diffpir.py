@@ -347,8 +347,13 @@ def test_diffpir_cg_path_on_fft_blur():
                      eta=0.0) < 1e-6
 
 
-def test_registry_has_the_new_methods():
+def test_registry_has_the_new_methods_and_all_variants_run():
     names = solvers.names()
+    prior, op = _prior(), _ops()["cs_walshhadamard"]
+    y = op.A(prior.sample(2, generator=torch.Generator().manual_seed(0)).float())
     for b in ("dps", "cddb", "diffpir"):
         for v in ("", "-equs", "-equs+"):
             assert b + v in names
+            s = solvers.build(b + v, prior, op, steps=6, sigma_y=0.01)
+            out = s.sample(y, generator=torch.Generator().manual_seed(1))
+            assert torch.isfinite(out).all() and s.nfe == 6, b + v

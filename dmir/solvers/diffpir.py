@@ -47,8 +47,6 @@ from __future__ import annotations
 
 import math
 
-import torch
-
 from ..errors import ParameterError, UnknownNameError
 from .base import Sampler
 from .cg import conjugate_gradient
