@@ -228,25 +228,35 @@ def test_cddb_equals_ddnm_for_orthonormal_rows(opname):
 
 def test_cddb_differs_from_ddnm_without_orthonormal_rows():
     """sr_averagepooling ×2: A Aᵀ = I/4, so step 1 under-corrects (differs from DDNM) and step 4
-    = 1/c is DDNM again. Colorization: A Aᵀ = ‖w‖² I ≈ I/3 (protocol weights), same story."""
+    = 1/c — the default "auto" step 1/‖A‖² — is DDNM again. Colorization: A Aᵀ = ‖w‖² I ≈ I/3
+    (protocol weights), same story."""
     ap = _ops()["sr_averagepooling"]
     M = operator_matrix(ap)
     assert torch.allclose(M @ M.T, torch.eye(16, dtype=M.dtype) / 4)
-    assert _same_run("cddb", "ddnm", ap) > 1e-2
+    assert _same_run("cddb", "ddnm", ap, kw_a={"step_size": 1.0}) > 1e-2
     assert _same_run("cddb", "ddnm", ap, kw_a={"step_size": 4.0}) < 1e-12
+    assert _same_run("cddb", "ddnm", ap) < 1e-12
     col = operators.build("colorization", (3, 4, 4))
     M = operator_matrix(col)
     c = float((M @ M.T)[0, 0])
     assert abs(c - 1 / 3) < 1e-4
     assert torch.allclose(M @ M.T, c * torch.eye(16, dtype=M.dtype))
-    assert _same_run("cddb", "ddnm", col) > 1e-2
+    assert _same_run("cddb", "ddnm", col, kw_a={"step_size": 1.0}) > 1e-2
     assert _same_run("cddb", "ddnm", col, kw_a={"step_size": 1 / c}) < 1e-10
+    assert _same_run("cddb", "ddnm", col) < 1e-6
 
 
 def test_cddb_errors_and_defaults():
     prior, op = _prior(), _ops()["inpainting"]
     s = solvers.build("cddb", prior, op)
-    assert (s.steps, s.eta, s.step_size) == (100, 0.85, 1.0)
+    assert (s.steps, s.eta) == (100, 0.85) and abs(s.step_size - 1.0) < 1e-6
+    bic = operators.build("sr_bicubic", (1, 32, 32), scale=4)        # σ_max = 1/4
+    assert abs(solvers.build("cddb", prior, bic).step_size - 16.0) < 1e-3
+    fft = _fft_blur((1, 12, 12)).double()                             # no SVD: power iteration
+    M = operator_matrix(fft)
+    lam = float(torch.linalg.eigvalsh(M.T @ M).max())
+    # the power iteration approaches λ_max from below; within 1% here (clustered top of a blur)
+    assert 0 <= solvers.build("cddb", _prior(), fft).step_size * lam - 1 < 1e-2
     for bad in (0, -1, float("nan"), "x"):
         with pytest.raises(ParameterError, match="step_size"):
             solvers.build("cddb", prior, op, step_size=bad)

@@ -31,6 +31,13 @@ with step = 1/c is DDNM; with step 1 it under- (c < 1) or over- (c > 1) corrects
 sr_averagepooling ×s, A Aᵀ = I/s² (step 1 moves the block means only 1/s² of the way to y);
 for colorization with weights w, A Aᵀ = ‖w‖² I (≈ 1/3 for the protocol weights).
 
+Step size: the default ``step_size="auto"`` is the Landweber step 1/‖A‖₂² (one over the largest
+eigenvalue of A Aᵀ: from the operator's singular values, or 50 power iterations on AᵀA for
+operators without an SVD). It equals 1 for orthonormal rows (so CDDB is DDNM there, as above),
+s² for average pooling ×s (DDNM again), and 16 for the protocol bicubic ×4 (σ_max = 1/4), where a
+fixed step 1 corrects only 1/16 of the range-space residual per step and leaves the result
+below A⁺y. ``step_size=1.0`` gives the fixed-step form.
+
 Noise: the step does not depend on σ_y (CDDB has no noise-aware variant); with σ_y > 0 the same
 update runs (unlike DDNM+, which shrinks the correction).
 """
@@ -38,9 +45,29 @@ from __future__ import annotations
 
 import math
 
+import torch
+
 from ..errors import ParameterError
 from .base import Sampler
 from .ddnm import ddim_renoise
+
+
+def operator_norm_sq(op, iters: int = 50) -> float:
+    """‖A‖₂² = σ_max(A)²: from the singular values, else power iteration on AᵀA (Rayleigh
+    quotient; converges from below, slowly when the top eigenvalues cluster, as for blurs)."""
+    if op.has_svd:
+        return float(op.singulars().max()) ** 2
+    ref = next((b for b in op.buffers() if b.is_floating_point()), torch.zeros(()))
+    g = torch.Generator().manual_seed(0)
+    v = torch.randn((1, *op.x_shape), generator=g).to(device=ref.device, dtype=ref.dtype)
+    v = v / v.flatten().norm()
+    lam = 0.0
+    with torch.no_grad():
+        for _ in range(iters):
+            w = op.At(op.A(v))
+            lam = float((w * v).sum())                       # v has unit norm
+            v = w / max(float(w.flatten().norm()), 1e-30)
+    return lam
 
 
 def cddb_step(x0, eps, y, op, step: float, a_next: float, eta: float, z):
@@ -53,15 +80,17 @@ class CDDB(Sampler):
     """CDDB data consistency (one Aᵀ gradient step) in the DDNM sampler.
 
     Args:
-        step_size: multiplier of Aᵀ(A x̂0 - y) (default 1.0: equal to DDNM when A has
-            orthonormal rows).
+        step_size: multiplier of Aᵀ(A x̂0 - y): a number > 0, or ``"auto"`` (default) for
+            1/‖A‖₂² (equal to DDNM when A Aᵀ = cI).
         steps, eta: as DDNM (100, 0.85).
     """
 
     method = "cddb"
 
-    def __init__(self, model, op, steps=100, eta=0.85, sigma_y=0.0, step_size=1.0, **kw):
+    def __init__(self, model, op, steps=100, eta=0.85, sigma_y=0.0, step_size="auto", **kw):
         super().__init__(model, op, steps=steps, eta=eta, sigma_y=sigma_y, **kw)
+        if step_size == "auto":
+            step_size = 1.0 / max(operator_norm_sq(op), 1e-12)
         try:
             step_size = float(step_size)
         except (TypeError, ValueError):
