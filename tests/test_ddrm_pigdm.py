@@ -10,18 +10,8 @@ from dmir.models.analytic import operator_matrix
 from dmir.models.base import linear_betas
 from dmir.solvers.ddrm import ddrm_step
 from dmir.solvers.pigdm import pigdm_vector
+from solver_helpers import SMALL, posterior_errors, small_ops
 
-SMALL = (1, 8, 8)
-
-
-def _ops():
-    g = torch.Generator().manual_seed(5)
-    return {
-        "inpainting": operators.build("inpainting", SMALL,
-                                      mask=(torch.rand(8, 8, generator=g) > 0.5).float()),
-        "sr_averagepooling": operators.build("sr_averagepooling", SMALL, scale=2),
-        "cs_walshhadamard": operators.build("cs_walshhadamard", SMALL, ratio=0.25, generator=g),
-    }
 
 
 def _prior():
@@ -40,7 +30,7 @@ def test_registry_and_published_defaults():
     names = solvers.names()
     for n in ["ddrm", "ddrm-equs", "ddrm-equs+", "pigdm", "pigdm-equs", "pigdm-equs+"]:
         assert n in names
-    prior, op = _prior(), _ops()["inpainting"]
+    prior, op = _prior(), small_ops()["inpainting"]
     d = solvers.build("ddrm", prior, op)
     assert (d.steps, d.eta, d.eta_b) == (20, 0.85, 1.0)
     p = solvers.build("pigdm", prior, op)
@@ -53,7 +43,7 @@ def test_registry_and_published_defaults():
 def test_ddrm_timesteps_and_alphas_match_the_reference():
     """Reference: seq = range(0, 1000, 1000 // T), seq_next = [-1] + seq[:-1], ᾱ from the
     cumulative product of (1 - β) with a prepended β = 0, read at index t + 1."""
-    prior, op = _prior(), _ops()["inpainting"]
+    prior, op = _prior(), small_ops()["inpainting"]
     for T in (20, 50, 100):
         s = solvers.build("ddrm", prior, op, steps=T)
         seq = list(range(0, 1000, 1000 // T))
@@ -167,24 +157,6 @@ def test_ddrm_step_cases_and_eta_b():
 
 
 # ----------------------------------------------------------------------------- exactness
-def _posterior_errors(prior, op, sigma_y, method, n=1000, seed=0, **kw):
-    g = torch.Generator().manual_seed(seed)
-    x = prior.sample(1, generator=g).float()
-    y = op.A(x)
-    if sigma_y > 0:
-        y = y + 2 * sigma_y * torch.randn(y.shape, generator=g)
-    mean, cov = prior.posterior(op, y, 2 * sigma_y)
-    s = solvers.build(method, prior, op, sigma_y=sigma_y, **kw)
-    out = s.sample(y.expand(n, *y.shape[1:]).contiguous(), generator=g).double().reshape(n, -1)
-    D = out.shape[1]
-    mean_err = float((out.mean(0) - mean.reshape(-1)).norm() / math.sqrt(D))
-    mc_se = math.sqrt(float(cov.diagonal().clamp_min(0).sum()) / n / D)
-    prior_err = float((prior.mean.reshape(-1) - mean.reshape(-1)).norm() / math.sqrt(D))
-    var_ratio = float(torch.cov(out.T).trace() / cov.trace())
-    dc = float((op.A(out.reshape(n, *op.x_shape).float()) - y).pow(2).mean().sqrt())
-    return mean_err, mc_se, prior_err, var_ratio, dc
-
-
 @pytest.mark.parametrize("opname", ["inpainting", "sr_averagepooling"])
 def test_ddrm_noise_free_posterior(opname):
     """Isotropic Gaussian prior, noise-free y: the posterior is A⁺y + the prior on the null space.
@@ -195,9 +167,9 @@ def test_ddrm_noise_free_posterior(opname):
     variance ratio 0.75 (η = 0; 0.94 at 100 steps), 0.58 (η = 0.85), 0.39 (η = 1; 0.45 at 100
     steps — not a posterior sampler in the limit). Bounds: mean < 2.5 s.e. (≈ 4σ of the
     per-coordinate MC noise averaged over 64 coordinates), variance ratio ±0.07."""
-    prior, op = _prior(), _ops()[opname]
+    prior, op = _prior(), small_ops()[opname]
     for eta, lo, hi in ((0.0, 0.68, 0.82), (0.85, 0.51, 0.65), (1.0, 0.32, 0.46)):
-        me, se, pe, vr, dc = _posterior_errors(prior, op, 0.0, "ddrm", eta=eta)
+        me, se, pe, vr, dc = posterior_errors(prior, op, 0.0, "ddrm", eta=eta)
         assert me < 2.5 * se, (eta, me, se)
         assert me < 0.1 * pe
         assert lo < vr < hi, (eta, vr)
@@ -208,7 +180,7 @@ def test_ddrm_eta0_converges_to_the_posterior():
     """η = 0 at 100 steps: variance ratio 0.94 (inpainting and pooling), as DDNM η = 0."""
     prior = _prior()
     for opname in ("inpainting", "sr_averagepooling"):
-        me, se, pe, vr, dc = _posterior_errors(prior, _ops()[opname], 0.0, "ddrm", eta=0.0,
+        me, se, pe, vr, dc = posterior_errors(prior, small_ops()[opname], 0.0, "ddrm", eta=0.0,
                                                steps=100)
         assert me < 2.5 * se and 0.88 < vr < 1.05, (opname, me, se, vr)
 
@@ -222,7 +194,7 @@ def test_ddrm_noise_free_data_consistency():
     prior = _prior()
     s0 = math.sqrt((1 - prior.alpha_bar(0).item()) / prior.alpha_bar(0).item())
     for opname, sv in (("inpainting", 1.0), ("sr_averagepooling", 0.5)):
-        *_, dc = _posterior_errors(prior, _ops()[opname], 0.0, "ddrm", n=200)
+        *_, dc = posterior_errors(prior, small_ops()[opname], 0.0, "ddrm", n=200)
         assert 0.9 * sv * s0 < dc < 1.1 * sv * s0, (opname, dc, sv * s0)
 
 
@@ -235,7 +207,7 @@ def test_ddrm_noisy_posterior(opname):
     mean error 0.28–0.43), variance ratio 0.59–0.62. Bounds: mean < 0.07 and < 0.2 × the prior
     error, variance ratio in [0.5, 0.72]."""
     prior = _prior()
-    me, se, pe, vr, dc = _posterior_errors(prior, _ops()[opname], 0.05, "ddrm")
+    me, se, pe, vr, dc = posterior_errors(prior, small_ops()[opname], 0.05, "ddrm")
     assert me < 0.07 and me < 0.2 * pe, (me, se, pe)
     assert 0.5 < vr < 0.72, vr
 
@@ -267,7 +239,7 @@ def _ref_pigdm(prior, op, y, x_noise, ws, T, eta):
 @pytest.mark.parametrize("eta", [0.0, 1.0])
 def test_pigdm_matches_a_port_of_the_reference(eta):
     prior = models.GaussianPrior(_prior().mean, 0.25)
-    op = _ops()["sr_averagepooling"].double()
+    op = small_ops()["sr_averagepooling"].double()
     g = torch.Generator().manual_seed(0)
     y = op.A(prior.sample(2, generator=g))
     x_noise = torch.randn(2, *SMALL, generator=g, dtype=torch.float64)
@@ -313,12 +285,12 @@ def test_pigdm_posterior(opname):
     ‖A x̂ - y‖ < 1e-5; σ_y = 0.05: mean error 0.022–0.052, variance ratio 0.86. Prior-sample
     baseline (distance of the prior mean to the posterior mean) 0.31–0.44. Bounds: noise-free
     mean < 2.5 s.e., noisy mean < 0.08, both < 0.25 × the prior error, variance [0.8, 0.97]."""
-    prior, op = _prior(), _ops()[opname]
-    me, se, pe, vr, dc = _posterior_errors(prior, op, 0.0, "pigdm", n=500)
+    prior, op = _prior(), small_ops()[opname]
+    me, se, pe, vr, dc = posterior_errors(prior, op, 0.0, "pigdm", n=500)
     assert me < 2.5 * se and me < 0.25 * pe, (me, se, pe)
     assert 0.8 < vr < 0.97, vr
     assert dc < 1e-4, dc
-    me, se, pe, vr, dc = _posterior_errors(prior, op, 0.05, "pigdm", n=500)
+    me, se, pe, vr, dc = posterior_errors(prior, op, 0.05, "pigdm", n=500)
     assert me < 0.08 and me < 0.25 * pe, (me, se, pe)
     assert 0.8 < vr < 0.97, vr
 
@@ -343,7 +315,7 @@ def test_pigdm_noisy_without_svd_uses_cg():
 
 
 def test_pigdm_runs_under_no_grad_and_counts_one_nfe_per_step():
-    prior, op = _prior(), _ops()["inpainting"]
+    prior, op = _prior(), small_ops()["inpainting"]
     y = op.A(prior.sample(1, generator=torch.Generator().manual_seed(0)).float())
     s = solvers.build("pigdm", prior, op, steps=10)
     with torch.no_grad():
@@ -356,7 +328,7 @@ def test_pigdm_runs_under_no_grad_and_counts_one_nfe_per_step():
 def test_equs_variants_run_and_differ(base):
     prior = models.GaussianPrior(0.3 * torch.randn(*SMALL, generator=torch.Generator()
                                                    .manual_seed(2)), 0.25)
-    op = _ops()["sr_averagepooling"]
+    op = small_ops()["sr_averagepooling"]
     y = op.A(prior.sample(2, generator=torch.Generator().manual_seed(0)).float())
     outs = {}
     for v in ("", "-equs", "-equs+"):
@@ -369,7 +341,7 @@ def test_equs_variants_run_and_differ(base):
 
 @pytest.mark.parametrize("method", ["ddrm", "pigdm-equs+"])
 def test_same_seed_same_output(method):
-    prior, op = _prior(), _ops()["cs_walshhadamard"]
+    prior, op = _prior(), small_ops()["cs_walshhadamard"]
     y = op.A(torch.randn(2, *SMALL, generator=torch.Generator().manual_seed(0)))
     run = lambda seed: solvers.build(method, prior, op, steps=10, sigma_y=0.05).sample(  # noqa
         y, generator=torch.Generator().manual_seed(seed))
@@ -389,7 +361,7 @@ def test_ddrm_needs_an_svd():
 
 
 def test_parameter_and_shape_errors():
-    prior, op = _prior(), _ops()["inpainting"]
+    prior, op = _prior(), small_ops()["inpainting"]
     with pytest.raises(ParameterError, match="eta_b"):
         solvers.build("ddrm", prior, op, eta_b=1.5)
     with pytest.raises(ParameterError, match="guidance"):

@@ -1,5 +1,4 @@
 """DPS, CDDB and DiffPIR: mechanics, equivalences and accuracy against exact Gaussian posteriors."""
-import math
 
 import numpy as np
 import pytest
@@ -13,23 +12,13 @@ from dmir.solvers.diffpir import prox_cg, prox_svd
 from dmir.solvers.dps import ddpm_step
 from dmir.solvers.equivariance import predict
 from dmir.solvers.schedules import make_plan
+from solver_helpers import SMALL, posterior_errors, small_ops
 
-SMALL = (1, 8, 8)
 
 
 def _prior(seed=1, var=0.25):
     g = torch.Generator().manual_seed(seed)
     return models.GaussianPrior(0.3 * torch.randn(*SMALL, generator=g), var)
-
-
-def _ops():
-    g = torch.Generator().manual_seed(5)
-    return {
-        "inpainting": operators.build("inpainting", SMALL,
-                                      mask=(torch.rand(8, 8, generator=g) > 0.5).float()),
-        "sr_averagepooling": operators.build("sr_averagepooling", SMALL, scale=2),
-        "cs_walshhadamard": operators.build("cs_walshhadamard", SMALL, ratio=0.25, generator=g),
-    }
 
 
 def _fft_blur(shape=SMALL):
@@ -39,30 +28,12 @@ def _fft_blur(shape=SMALL):
     return op
 
 
-def _posterior_errors(prior, op, sigma_y, method, n, seed=0, **kw):
-    """(mean error, MC standard error, prior-only error, variance ratio) per pixel (RMS)."""
-    g = torch.Generator().manual_seed(seed)
-    x = prior.sample(1, generator=g).float()
-    y = op.A(x)
-    if sigma_y > 0:
-        y = y + 2 * sigma_y * torch.randn(y.shape, generator=g)
-    mean, cov = prior.posterior(op, y, 2 * sigma_y)
-    s = solvers.build(method, prior, op, sigma_y=sigma_y, **kw)
-    out = s.sample(y.expand(n, *y.shape[1:]).contiguous(), generator=g).double().reshape(n, -1)
-    D = out.shape[1]
-    mean_err = float((out.mean(0) - mean.reshape(-1)).norm() / math.sqrt(D))
-    mc_se = math.sqrt(float(cov.diagonal().clamp_min(0).sum()) / n / D)
-    prior_err = float((prior.mean.reshape(-1) - mean.reshape(-1)).norm() / math.sqrt(D))
-    var_ratio = float(torch.cov(out.T).trace() / cov.trace())
-    return mean_err, mc_se, prior_err, var_ratio
-
-
 # ----------------------------------------------------------------------------- gradient hook
 def test_loop_keeps_no_graph():
     """sample() runs under no_grad: no graph leaks out, not even from a leaf x_T or from a
     needs_grad solver."""
     prior = _prior()
-    op = _ops()["inpainting"]
+    op = small_ops()["inpainting"]
     y = op.A(prior.sample(1).float())
     x_T = torch.randn(1, *SMALL, requires_grad=True)
     for method in ("ddnm", "dps", "diffpir", "cddb"):
@@ -76,7 +47,7 @@ def test_dps_gradient_goes_through_the_network():
     Gaussian prior's Tweedie estimate (c = √ᾱ v/(ᾱv + 1 − ᾱ)), not 1/√ᾱ (network treated as
     constant)."""
     prior = models.GaussianPrior(torch.zeros(SMALL), 0.25)
-    op = _ops()["sr_averagepooling"]
+    op = small_ops()["sr_averagepooling"]
     g = torch.Generator().manual_seed(0)
     y = torch.randn(3, 1, 4, 4, generator=g).double()
     opd = op.double()
@@ -103,7 +74,7 @@ def test_dps_zero_scale_is_ddpm_and_one_nfe_per_step():
     """scale = 0: plain DDPM ancestral sampling (respaced 50-step chain, β̃ variance); one
     network evaluation per step."""
     prior = _prior()
-    op = _ops()["inpainting"]
+    op = small_ops()["inpainting"]
     y = op.A(prior.sample(2).float())
     x_T = torch.randn(2, *SMALL, generator=torch.Generator().manual_seed(3))
     s = solvers.build("dps", prior, op, steps=50, scale=0.0, clip=False)
@@ -131,12 +102,12 @@ def test_dps_posterior_mean_and_its_bias():
     standard error 0.017), 0.04 × the prior-only error. σ_y = 0.1: DPS ignores σ_y and fits the
     noisy y too closely: measured mean error 0.062–0.066 = 3.4–3.6 s.e. (a real bias), still
     0.17 × the prior error. Bounds: < 2 s.e. and < 0.1× prior; > 2.5 s.e. and < 0.3× prior."""
-    prior, op = _prior(), _ops()["inpainting"]
-    me, se, pe, vr = _posterior_errors(prior, op, 0.025, "dps", 400, steps=200, scale=0.3,
+    prior, op = _prior(), small_ops()["inpainting"]
+    me, se, pe, vr, _ = posterior_errors(prior, op, 0.025, "dps", 400, steps=200, scale=0.3,
                                        clip=False)
     assert me < 2 * se and me < 0.1 * pe, (me, se, pe)
     assert 0.8 < vr < 1.1, vr
-    me, se, pe, vr = _posterior_errors(prior, op, 0.1, "dps", 400, steps=200, scale=0.3,
+    me, se, pe, vr, _ = posterior_errors(prior, op, 0.1, "dps", 400, steps=200, scale=0.3,
                                        clip=False)
     assert 2.5 * se < me < 0.3 * pe, (me, se, pe)
 
@@ -145,7 +116,7 @@ def test_dps_equs_flip_inside_the_graph():
     """DPS uses only x̂0 (ε is recomputed from x_t and x̂0), so for a flip-invariant prior
     dps-equs is the same sampler as dps — only if the gradient flows correctly through the flip.
     For a prior that is not flip-invariant the two differ."""
-    op = _ops()["inpainting"]
+    op = small_ops()["inpainting"]
     y = op.A(torch.randn(2, *SMALL, generator=torch.Generator().manual_seed(0)))
     x_T = torch.randn(2, *SMALL, generator=torch.Generator().manual_seed(1))
 
@@ -163,7 +134,7 @@ def test_dps_equs_flip_inside_the_graph():
 
 def test_dps_scale_presets_and_errors():
     prior = _prior()
-    ops = _ops()
+    ops = small_ops()
     assert solvers.build("dps", prior, ops["inpainting"]).scale == 0.5
     assert solvers.build("dps", prior, ops["sr_averagepooling"]).scale == 0.3
     assert solvers.build("dps", prior, ops["cs_walshhadamard"]).scale == 0.3   # not in DPS
@@ -180,7 +151,7 @@ def test_dps_scale_presets_and_errors():
 
 def test_dps_with_a_nonlinear_forward_map():
     """DPS needs only a differentiable op.A: a pointwise nonlinearity around a linear operator."""
-    base = _ops()["sr_averagepooling"]
+    base = small_ops()["sr_averagepooling"]
 
     class Tanh:
         name = "tanh_sr"
@@ -219,7 +190,7 @@ def _same_run(method_a, method_b, op, kw_a=None, kw_b=None, steps=20, eta=0.85):
 def test_cddb_equals_ddnm_for_orthonormal_rows(opname):
     """A Aᵀ = I ⇒ A⁺ = Aᵀ ⇒ x̂0 − Aᵀ(Ax̂0 − y) = A⁺y + (I − A⁺A)x̂0: the same sampler, the
     same noise draws; equal to float64 rounding (the two formulas round differently)."""
-    op = (operators.build("denoising", SMALL) if opname == "denoising" else _ops()[opname])
+    op = (operators.build("denoising", SMALL) if opname == "denoising" else small_ops()[opname])
     M = operator_matrix(op)
     assert torch.allclose(M @ M.T, torch.eye(M.shape[0], dtype=M.dtype), atol=1e-6)
     assert _same_run("cddb", "ddnm", op) < 1e-12
@@ -230,7 +201,7 @@ def test_cddb_differs_from_ddnm_without_orthonormal_rows():
     """sr_averagepooling ×2: A Aᵀ = I/4, so step 1 under-corrects (differs from DDNM) and step 4
     = 1/c — the default "auto" step 1/‖A‖² — is DDNM again. Colorization: A Aᵀ = ‖w‖² I ≈ I/3
     (protocol weights), same story."""
-    ap = _ops()["sr_averagepooling"]
+    ap = small_ops()["sr_averagepooling"]
     M = operator_matrix(ap)
     assert torch.allclose(M @ M.T, torch.eye(16, dtype=M.dtype) / 4)
     assert _same_run("cddb", "ddnm", ap, kw_a={"step_size": 1.0}) > 1e-2
@@ -247,7 +218,7 @@ def test_cddb_differs_from_ddnm_without_orthonormal_rows():
 
 
 def test_cddb_errors_and_defaults():
-    prior, op = _prior(), _ops()["inpainting"]
+    prior, op = _prior(), small_ops()["inpainting"]
     s = solvers.build("cddb", prior, op)
     assert (s.steps, s.eta) == (100, 0.85) and abs(s.step_size - 1.0) < 1e-6
     bic = operators.build("sr_bicubic", (1, 32, 32), scale=4)        # σ_max = 1/4
@@ -294,7 +265,7 @@ def test_diffpir_data_step_closed_form_equals_cg():
     """The SVD closed form V(ΣUᵀy + ρVᵀx̂0)/(Σ² + ρ) is the minimiser CG finds, including the
     null space (kept at x̂0) and for the reference inpainting formula (m·y + ρx̂0)/(m + ρ)."""
     g = torch.Generator().manual_seed(0)
-    for name, op in _ops().items():
+    for name, op in small_ops().items():
         op = op.double()
         x0 = torch.randn(2, *SMALL, generator=g, dtype=torch.float64)
         y = op.A(torch.randn(2, *SMALL, generator=g, dtype=torch.float64))
@@ -311,7 +282,7 @@ def test_diffpir_data_step_closed_form_equals_cg():
 
 def test_diffpir_schedule_and_presets():
     prior = _prior()
-    ops = _ops()
+    ops = small_ops()
     s = solvers.build("diffpir", prior, ops["sr_averagepooling"])
     seq = [int(v) for v in np.sqrt(np.linspace(0, 1000 ** 2, 100))]
     seq[-1] -= 1
@@ -338,8 +309,8 @@ def test_diffpir_noisy_posterior_within_measured_bounds(opname):
     samples. Measured mean error 1.0–1.4 × the MC standard error, 0.03–0.07 × the prior-only
     error; variance ratio 0.89–0.90 (ζ < 1 keeps most of the posterior spread; ζ = 1 gives 0.47).
     Bounds: < 2.5 s.e., < 0.1 × prior, variance ratio in [0.8, 0.97]."""
-    me, se, pe, vr = _posterior_errors(_prior(), _ops()[opname], 0.05, "diffpir", 1000, lam=7,
-                                       zeta=0.3, clip=False)
+    me, se, pe, vr, _ = posterior_errors(_prior(), small_ops()[opname], 0.05, "diffpir", 1000,
+                                         lam=7, zeta=0.3, clip=False)
     assert me < 2.5 * se and me < 0.1 * pe, (me, se, pe)
     assert 0.8 < vr < 0.97, vr
 
@@ -351,15 +322,15 @@ def test_diffpir_cg_path_on_fft_blur():
     SVD-free path of an SVD operator reproduces its closed-form run."""
     prior = models.GaussianPrior(torch.zeros(SMALL), 0.25)
     op = _fft_blur()
-    me, se, pe, vr = _posterior_errors(prior, op, 0.05, "diffpir", 100, steps=50, clip=False)
+    me, se, pe, vr, _ = posterior_errors(prior, op, 0.05, "diffpir", 100, steps=50, clip=False)
     assert me < 0.15 * pe and me < 3 * se, (me, se, pe)
-    assert _same_run("diffpir", "diffpir", _ops()["sr_averagepooling"], kw_a={"svd": False},
+    assert _same_run("diffpir", "diffpir", small_ops()["sr_averagepooling"], kw_a={"svd": False},
                      eta=0.0) < 1e-6
 
 
 def test_registry_has_the_new_methods_and_all_variants_run():
     names = solvers.names()
-    prior, op = _prior(), _ops()["cs_walshhadamard"]
+    prior, op = _prior(), small_ops()["cs_walshhadamard"]
     y = op.A(prior.sample(2, generator=torch.Generator().manual_seed(0)).float())
     for b in ("dps", "cddb", "diffpir"):
         for v in ("", "-equs", "-equs+"):
