@@ -13,6 +13,7 @@ from .base import Sampler
 from .cddb import CDDB
 from .ddnm import DDNM
 from .ddrm import DDRM
+from .deqir import DeqIR
 from .diffpir import DiffPIR
 from .dps import DPS
 from .equivariance import GROUPS as EQUS_GROUPS
@@ -20,7 +21,7 @@ from .pigdm import PiGDM
 from .schedules import jump_schedule, make_plan
 
 __all__ = ["build", "names", "describe", "Sampler", "DDNM", "DDRM", "PiGDM", "make_plan",
-           "jump_schedule", "EQUS_GROUPS", "DPS", "CDDB", "DiffPIR"]
+           "jump_schedule", "EQUS_GROUPS", "DPS", "CDDB", "DiffPIR", "DeqIR"]
 
 _BASE = {
     "ddnm": (DDNM, "DDNM (noise-free range–null-space projection) / DDNM+ when sigma_y > 0"),
@@ -34,6 +35,8 @@ _BASE = {
                    "(step_size 1.0)"),
     "diffpir": (DiffPIR, "DiffPIR (HQS: closed-form/CG data step + zeta re-noising; 100 steps, "
                          "diffpir_quad schedule)"),
+    "deqir": (DeqIR, "DeqIR (the DDNM chain as one fixed point over all steps, Anderson "
+                     "acceleration, batched network calls; 25 steps, nw 0, etw 0.1)"),
 }
 _VARIANTS = {
     "": ({}, ""),
@@ -52,7 +55,7 @@ def describe() -> dict[str, str]:
 
 
 def build(method: str, model, op, steps: int | None = None, eta: float | None = None,
-          sigma_y: float = 0.0, **options) -> Sampler:
+          sigma_y: float = 0.0, **options) -> Sampler | DeqIR:
     """Build sampler ``method`` for ``model`` and operator ``op`` (see :func:`names`).
 
     ``steps`` and ``eta`` default to the method's own published defaults (DDNM 100 / 0.85)
