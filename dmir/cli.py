@@ -163,12 +163,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--class-label", type=int, metavar="K",
                    help="class-conditional checkpoints: the class to condition on")
     d = r.add_argument_group("DeqIR initialisation optimisation (--method deqir only)")
-    d.add_argument("--init-opt", choices=["consistency", "mse"],
+    d.add_argument("--init-opt", choices=["consistency", "mse", "lpips"],
                    help="optimise the initial noise x_T with Adam through the fixed point "
                    "(see --init-grad): 'consistency' minimises ||A x - y||^2 (no ground truth "
                    "needed; needs --sigma-y > 0 or --poisson, as without noise the result "
                    "already fits y exactly); 'mse' minimises the error to the clean INPUT and so "
-                   "needs --degrade (an oracle experiment, not a restoration of unknown images)")
+                   "needs --degrade (an oracle experiment, not a restoration of unknown images); 'lpips' "
+                   "likewise, with LPIPS-VGG (needs 'dmir metrics setup')")
     d.add_argument("--init-iters", type=int, metavar="N",
                    help="--init-opt: maximum Adam steps (default 2000, the DeqIR reference; "
                    "stops early after 20 steps without a 1e-4 relative improvement)")
@@ -251,14 +252,15 @@ def _check_init_opt(a) -> None:
     if a.init_opt is None:
         if a.init_iters is not None or a.init_lr is not None or a.init_grad is not None:
             raise UsageError("--init-iters, --init-lr and --init-grad need --init-opt "
-                             "consistency|mse")
+                             "consistency|mse|lpips")
         return
     if a.method.split("-")[0] != "deqir":
         raise UsageError(f"--init-opt works only with --method deqir (it optimises DeqIR's "
                          f"initial noise through its fixed point), got --method {a.method}")
-    if a.init_opt == "mse" and not a.degrade:
-        raise UsageError("--init-opt mse needs --degrade: the target is the clean INPUT (an "
-                         "oracle experiment); use --init-opt consistency for a degraded photo")
+    if a.init_opt in ("mse", "lpips") and not a.degrade:
+        raise UsageError(f"--init-opt {a.init_opt} needs --degrade: the target is the clean "
+                         "INPUT (an oracle experiment); use --init-opt consistency for a "
+                         "degraded photo")
     if a.init_opt == "consistency" and a.sigma_y == 0 and a.poisson is None:
         raise UsageError("--init-opt consistency needs measurement noise (--sigma-y > 0 or "
                          "--poisson): without it DeqIR's result already satisfies A x = y "
@@ -556,12 +558,12 @@ def _optimize_init(a, solver, ys, clean, device, gen, bar):
     """--init-opt: DeqIR with its initial noise optimised (dmir.solvers.deqir_init)."""
     from .solvers.deqir_init import optimize_init
 
-    kw = {"grad": a.init_grad or ("phantom" if a.init_opt == "mse" else "implicit")}
+    kw = {"grad": a.init_grad or ("implicit" if a.init_opt == "consistency" else "phantom")}
     if a.init_iters is not None:
         kw["iters"] = a.init_iters
     if a.init_lr is not None:
         kw["lr"] = a.init_lr
-    target = clean.to(device, ys.dtype) if a.init_opt == "mse" else None
+    target = clean.to(device, ys.dtype) if a.init_opt in ("mse", "lpips") else None
     x, _, hist = optimize_init(solver, ys, None, loss=a.init_opt, target=target,
                                generator=gen, progress=bar, **kw)
     return x, hist

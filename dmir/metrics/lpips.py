@@ -134,13 +134,17 @@ class LPIPS(nn.Module):
             x = x.expand(-1, 3, -1, -1)
         return x * 2 - 1 if self.input_range == "unit" else x
 
-    def forward(self, x, ref) -> torch.Tensor:
+    def distance(self, x, ref) -> torch.Tensor:
+        """(B,) distances, differentiable in ``x`` and ``ref`` (a loss for optimisation)."""
         x, ref = self._prep(x), self._prep(ref)
         if x.shape != ref.shape:
             raise ShapeError(f"images must have the same shape, got {tuple(x.shape)} and "
                              f"{tuple(ref.shape)}")
+        return self.net(x, ref)
+
+    def forward(self, x, ref) -> torch.Tensor:
         with torch.no_grad():
-            return self.net(x, ref)
+            return self.distance(x, ref)
 
 
 _CACHE: dict = {}

@@ -43,8 +43,8 @@ Losses (the registry :data:`LOSSES`; each is a per-image mean, reported in ``his
 * ``"consistency"``: mean((A x̂0 - y)²) over the measurement entries. Needs no ground truth.
 * ``"mse"``: mean((x̂0 - target)²) over the pixels, target in model units [-1, 1] (an oracle /
   "control the generation direction" experiment).
-* ``"lpips"``: not available yet (raises :class:`~dmir.errors.ParameterError`); the metrics work
-  adds LPIPS to a reference image by filling the ``"lpips"`` entry of :data:`LOSSES`.
+* ``"lpips"``: LPIPS-VGG distance to the reference image ``target`` (model units, fed to the
+  network without rescaling, as the DeqIR code does); needs ``dmir metrics setup``.
 * a callable ``loss(x0) -> (B,) or scalar`` (capture y / targets in a closure).
 
 The optimised objective of the built-in losses is the per-image *sum* of squares (the mean
@@ -110,12 +110,19 @@ def _mse(x0, y, op, target):
     return (x0 - target).pow(2).flatten(1).mean(1)
 
 
-def _lpips_unavailable(x0, y, op, target):  # pragma: no cover - rejected before any work
-    raise ParameterError(_LPIPS_MSG)
+_LPIPS_NET: dict = {}
 
 
-_LPIPS_MSG = ("loss 'lpips' is not available yet (LPIPS arrives with the metrics work); use "
-              "'mse' (to a target image) or 'consistency' (||A x - y||^2, no target needed)")
+def _lpips(x0, y, op, target):
+    """LPIPS-VGG distance to the reference image, on model-domain ([-1, 1]) images as the
+    DeqIR code feeds them; the weights come from ``dmir metrics setup`` (a clear
+    WeightsNotSetUpError otherwise)."""
+    if "vgg" not in _LPIPS_NET:
+        from ..metrics.lpips import LPIPS
+        _LPIPS_NET["vgg"] = LPIPS("vgg", input_range="model")
+    net = _LPIPS_NET["vgg"]
+    net.to(x0.device)
+    return net.distance(x0, target.expand_as(x0))
 
 class LossSpec(NamedTuple):
     """A registered loss. ``fn(x0, y, op, target) -> (B,)`` is the per-image value that is
@@ -131,13 +138,11 @@ def _numel(shape) -> float:
     return float(math.prod(shape))
 
 
-#: The loss registry. The LPIPS hook: replace the "lpips" entry with
-#: ``LossSpec(fn, True, True, lambda op: 1.0)``, fn an LPIPS distance (B,) to the reference
-#: image ``target`` (model units).
+#: The loss registry: name → LossSpec (per-image value, needs a target, available, scale).
 LOSSES: dict[str, LossSpec] = {
     "consistency": LossSpec(_consistency, False, True, lambda op: _numel(op.y_shape)),
     "mse": LossSpec(_mse, True, True, lambda op: _numel(op.x_shape)),
-    "lpips": LossSpec(_lpips_unavailable, True, False, lambda op: 1.0),
+    "lpips": LossSpec(_lpips, True, True, lambda op: 1.0),
 }
 
 
@@ -159,8 +164,7 @@ class _Loss:
                                    f"or a callable loss(x0)")
         spec = LOSSES[loss]
         if not spec.available:
-            raise ParameterError(_LPIPS_MSG if loss == "lpips" else f"loss {loss!r} is not "
-                                 f"available")
+            raise ParameterError(f"loss {loss!r} is not available")
         if spec.needs_target and target is None:
             raise ParameterError(f"loss {loss!r} needs target= (an image (B, C, H, W) in model "
                                  f"units [-1, 1]); 'consistency' needs none")
@@ -303,7 +307,7 @@ def optimize_init(solver, y: torch.Tensor, x_T: torch.Tensor | None = None,
         y: the measurement (B, *op.y_shape).
         x_T: the starting noise (B, *op.x_shape); drawn from ``generator`` when None (before
             the chain noises, as sampling does).
-        loss: "consistency" (default), "mse" (needs ``target``), "lpips" (not yet available)
+        loss: "consistency" (default), "mse" (needs ``target``), "lpips" (needs ``target``)
             or a callable ``loss(x0) -> (B,) or scalar``.
         target: the target image (B or 1, C, H, W) in model units, for "mse" / "lpips".
         lr: Adam learning rate (2e-5, the reference configuration; small images and analytic
