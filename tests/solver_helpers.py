@@ -40,3 +40,16 @@ def posterior_errors(prior, op, sigma_y, method, n=1000, seed=0, **kw):
     var_ratio = float(torch.cov(out.T).trace() / cov.trace())
     dc = float((op.A(out.reshape(n, *op.x_shape).float()) - y).pow(2).mean().sqrt())
     return mean_err, mc_se, prior_err, var_ratio, dc
+
+
+def trajectory_operator(name, o):
+    """The operator of a trajectories_ref64.npz entry; ``o`` is operators_ref64.npz (mask, perm)."""
+    shape = (3, 64, 64)
+    if name == "sr_averagepooling_x4":
+        return operators.build("sr_averagepooling", shape, scale=4)
+    if name == "inpainting":
+        return operators.build("inpainting", shape, mask=torch.from_numpy(o["inpainting_mask"]))
+    if name == "cs_walshhadamard_r4":
+        return operators.build("cs_walshhadamard", shape, ratio=0.25,
+                               perm=torch.from_numpy(o["cs_walshhadamard_r4_perm"]))
+    return operators.build("colorization", shape)

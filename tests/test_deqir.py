@@ -9,6 +9,7 @@ from dmir import models, operators, solvers
 from dmir.errors import ParameterError, ShapeError
 from dmir.solvers.anderson import AndersonMixer, anderson
 from dmir.solvers.deqir import ConvergenceWarning, DeqIR
+from solver_helpers import trajectory_operator
 
 DATA = Path(__file__).parent / "data"
 
@@ -91,21 +92,9 @@ def opref():
     return np.load(DATA / "operators_ref64.npz")
 
 
-def _traj_op(name, o):
-    shape = (3, 64, 64)
-    if name == "sr_averagepooling_x4":
-        return operators.build("sr_averagepooling", shape, scale=4)
-    if name == "inpainting":
-        return operators.build("inpainting", shape, mask=torch.from_numpy(o["inpainting_mask"]))
-    if name == "cs_walshhadamard_r4":
-        return operators.build("cs_walshhadamard", shape, ratio=0.25,
-                               perm=torch.from_numpy(o["cs_walshhadamard_r4_perm"]))
-    return operators.build("colorization", shape)
-
-
 def _setup(traj, opref, opname):
     prior = models.GaussianPrior(torch.from_numpy(traj["prior_mu"]), float(traj["prior_var"]))
-    op = _traj_op(opname, opref)
+    op = trajectory_operator(opname, opref)
     y = op.A(torch.from_numpy(traj["x_true"]))
     return prior, op, y, torch.from_numpy(traj["x_T"]).clone()
 

@@ -9,6 +9,7 @@ import torch
 from dmir import models, operators, solvers
 from dmir.errors import ParameterError, ShapeError, UnknownNameError
 from dmir.solvers.schedules import jump_schedule, make_plan
+from solver_helpers import SMALL, small_ops, trajectory_operator
 
 DATA = Path(__file__).parent / "data"
 
@@ -28,25 +29,13 @@ TRAJ_OPS = ["sr_averagepooling_x4", "inpainting", "cs_walshhadamard_r4", "colori
 TRAJ_METHODS = {"ddnm": "ddnm", "equs": "ddnm-equs", "equs_plus": "ddnm-equs+"}
 
 
-def _traj_op(name, o):
-    shape = (3, 64, 64)
-    if name == "sr_averagepooling_x4":
-        return operators.build("sr_averagepooling", shape, scale=4)
-    if name == "inpainting":
-        return operators.build("inpainting", shape, mask=torch.from_numpy(o["inpainting_mask"]))
-    if name == "cs_walshhadamard_r4":
-        return operators.build("cs_walshhadamard", shape, ratio=0.25,
-                               perm=torch.from_numpy(o["cs_walshhadamard_r4_perm"]))
-    return operators.build("colorization", shape)
-
-
 @pytest.mark.parametrize("opname", TRAJ_OPS)
 @pytest.mark.parametrize("key", list(TRAJ_METHODS))
 @pytest.mark.parametrize("T", [20, 100])
 def test_reference_trajectories(traj, opref, opname, key, T):
     """The reference DDNM/EquS/EquS+ runs (eta = 0) are reproduced within 1e-3."""
     prior = models.GaussianPrior(torch.from_numpy(traj["prior_mu"]), float(traj["prior_var"]))
-    op = _traj_op(opname, opref)
+    op = trajectory_operator(opname, opref)
     y = op.A(torch.from_numpy(traj["x_true"]))
     s = solvers.build(TRAJ_METHODS[key], prior, op, steps=T, eta=0.0)
     out = s.sample(y, x_T=torch.from_numpy(traj["x_T"]).clone())
@@ -173,19 +162,6 @@ def _posterior_errors(prior, op, sigma_y, method, eta, n=2000, steps=100, seed=0
     return mean_err, mc_se, cov_err, cov_mc, prior_err, var_ratio
 
 
-SMALL = (1, 8, 8)
-
-
-def _ops():
-    g = torch.Generator().manual_seed(5)
-    return {
-        "inpainting": operators.build("inpainting", SMALL,
-                                      mask=(torch.rand(8, 8, generator=g) > 0.5).float()),
-        "sr_averagepooling": operators.build("sr_averagepooling", SMALL, scale=2),
-        "cs_walshhadamard": operators.build("cs_walshhadamard", SMALL, ratio=0.25, generator=g),
-    }
-
-
 @pytest.mark.parametrize("opname", ["inpainting", "sr_averagepooling", "cs_walshhadamard"])
 def test_ddnm_eta0_is_exact_when_range_and_null_space_decouple(opname):
     """Gaussian prior N(μ, vI), noise-free y: the posterior is A⁺y + the prior on the null
@@ -197,7 +173,7 @@ def test_ddnm_eta0_is_exact_when_range_and_null_space_decouple(opname):
     10× below the prior-only error (0.28–0.44)."""
     g = torch.Generator().manual_seed(1)
     prior = models.GaussianPrior(0.3 * torch.randn(*SMALL, generator=g), 0.25)
-    me, se, ce, cmc, pe, vr = _posterior_errors(prior, _ops()[opname], 0.0, "ddnm", 0.0)
+    me, se, ce, cmc, pe, vr = _posterior_errors(prior, small_ops()[opname], 0.0, "ddnm", 0.0)
     assert me < 2.5 * se, (me, se)
     assert ce < 1.6 * cmc, (ce, cmc)
     assert me < 0.1 * pe
@@ -211,7 +187,7 @@ def test_ddnm_eta_shrinks_the_posterior_variance():
     0.94 (η=0), 0.70–0.71 (η=0.85, the paper default), 0.46 (η=1). Bounds leave ≈ ±0.1."""
     g = torch.Generator().manual_seed(1)
     prior = models.GaussianPrior(0.3 * torch.randn(*SMALL, generator=g), 0.25)
-    op = _ops()["inpainting"]
+    op = small_ops()["inpainting"]
     r85 = _posterior_errors(prior, op, 0.0, "ddnm", 0.85, n=1000)
     r1 = _posterior_errors(prior, op, 0.0, "ddnm", 1.0, n=1000)
     assert r85[0] < 3 * r85[1] and r1[0] < 3 * r1[1]
@@ -228,7 +204,7 @@ def test_ddnm_plus_noisy_posterior_within_measured_bounds(opname):
     < 3 s.e., covariance < 0.4, and 10× better than the prior mean."""
     g = torch.Generator().manual_seed(1)
     prior = models.GaussianPrior(0.3 * torch.randn(*SMALL, generator=g), 0.25)
-    me, se, ce, cmc, pe, vr = _posterior_errors(prior, _ops()[opname], 0.05, "ddnm", 0.85)
+    me, se, ce, cmc, pe, vr = _posterior_errors(prior, small_ops()[opname], 0.05, "ddnm", 0.85)
     assert me < 3 * se, (me, se)
     assert ce < 0.4, ce
     assert me < 0.1 * pe
@@ -244,7 +220,7 @@ def test_correlated_prior_errors_are_bounded():
     cov = 0.25 * torch.exp(-torch.cdist(ii, ii) / 2.0)
     g = torch.Generator().manual_seed(0)
     prior = models.GaussianPrior(0.3 * torch.randn(*SMALL, generator=g), cov)
-    me, se, ce, cmc, pe, vr = _posterior_errors(prior, _ops()["inpainting"], 0.0, "ddnm", 0.0)
+    me, se, ce, cmc, pe, vr = _posterior_errors(prior, small_ops()["inpainting"], 0.0, "ddnm", 0.0)
     assert me < 0.03, me
     assert ce < 0.2, ce
 
@@ -277,7 +253,7 @@ def test_simplified_ddnm_plus_equals_svd_rule_in_distribution():
     per-singular-value rule; both must land within the same posterior bounds."""
     g = torch.Generator().manual_seed(1)
     prior = models.GaussianPrior(0.3 * torch.randn(*SMALL, generator=g), 0.25)
-    op = _ops()["cs_walshhadamard"]
+    op = small_ops()["cs_walshhadamard"]
     a = _posterior_errors(prior, op, 0.05, "ddnm", 0.85, svd=True)
     b = _posterior_errors(prior, op, 0.05, "ddnm", 0.85, svd=False)
     for r in (a, b):
