@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..errors import ParameterError, ShapeError, UnknownNameError
-from . import kernels
+from . import dps_protocol, kernels
 from .base import LinearOperator
 from .cs import BlockCS, WalshHadamardCS, random_orthogonal
 from .fft import CircularBlur
@@ -273,3 +273,68 @@ def _sr_bicubic_aa(shape, scale=None, threshold=1e-3):
     Mh = kernels.resize_matrix(H, H // s)
     Mw = Mh if W == H else kernels.resize_matrix(W, W // s)
     return SeparableSVD(Mh, Mw, C, threshold=threshold, name="sr_bicubic_aa")
+
+
+# ----------------------------------------------------------------------------- DPS / DCDP
+def _odd_size(name, kernel_size):
+    try:
+        k = int(kernel_size)
+    except (TypeError, ValueError):
+        raise ParameterError(f"{name}: kernel_size must be a positive odd integer") from None
+    if k != kernel_size or k < 1 or k % 2 == 0:
+        raise ParameterError(f"{name}: kernel_size must be a positive odd integer, got "
+                             f"{kernel_size!r}")
+    return k
+
+
+@_register("deblur_dps_gauss", ["kernel_size", "std"], "DPS/DCDP Gaussian blur (61×61, σ=3, "
+           "reflected borders); exact A and Aᵀ, A⁺ by conjugate gradients")
+def _deblur_dps_gauss(shape, kernel_size=61, std=3.0):
+    k = dps_protocol.gaussian_kernel(_odd_size("deblur_dps_gauss", kernel_size), std)
+    return dps_protocol.ReflectBlur(shape, k, name="deblur_dps_gauss")
+
+
+@_register("deblur_dps_motion", ["seed", "intensity", "kernel_size"], "DPS/DCDP motion blur "
+           "(61×61 `motionblur` kernel, intensity 0.5, seeded; reflected borders); exact A and "
+           "Aᵀ, A⁺ by conjugate gradients")
+def _deblur_dps_motion(shape, seed=0, intensity=0.5, kernel_size=61):
+    k = dps_protocol.motion_kernel(_odd_size("deblur_dps_motion", kernel_size), intensity,
+                                   seed)
+    return dps_protocol.ReflectBlur(shape, k, name="deblur_dps_motion")
+
+
+@_register("sr_matlab_bicubic", ["scale", "threshold"], "DPS/DCDP super-resolution: MATLAB "
+           "imresize bicubic with antialiasing (DPS Resizer), output ceil(n/scale), exact SVD")
+def _sr_matlab_bicubic(shape, scale=None, threshold=1e-3):
+    C, H, W = shape
+    if scale is None:
+        raise ParameterError("sr_matlab_bicubic: needs scale=<integer ≥ 2>")
+    try:
+        s = int(scale)
+    except (TypeError, ValueError):
+        raise ParameterError(f"sr_matlab_bicubic: scale must be an integer ≥ 2, got "
+                             f"{scale!r}") from None
+    if s != scale or s < 2:
+        raise ParameterError(f"sr_matlab_bicubic: scale must be an integer ≥ 2, got {scale!r}")
+    if H < s or W < s:
+        raise ShapeError(f"sr_matlab_bicubic: image {H}x{W} is smaller than the scale {s}")
+    Mh = dps_protocol.matlab_resize_matrix(H, 1.0 / s)
+    Mw = Mh if W == H else dps_protocol.matlab_resize_matrix(W, 1.0 / s)
+    return SeparableSVD(Mh, Mw, C, threshold=threshold, name="sr_matlab_bicubic")
+
+
+@_register("inpainting_box", ["box", "margin", "seed"], "DPS/DCDP box inpainting: a box×box "
+           "hole (default 128) at a seeded random position ≥ margin (16) from the borders")
+def _inpainting_box(shape, box=128, margin=16, seed=0):
+    C, H, W = shape
+    mask = dps_protocol.mask_box((H, W), box=box, margin=margin, seed=seed)
+    return Inpainting(shape, mask, name="inpainting_box")
+
+
+@_register("inpainting_random", ["missing", "seed"], "DPS/DCDP random inpainting: drop a "
+           "fraction `missing` of the pixels (default 0.7; a (low, high) range is drawn "
+           "per image as in DPS), seeded")
+def _inpainting_random(shape, missing=0.7, seed=0):
+    C, H, W = shape
+    mask = dps_protocol.mask_random((H, W), missing=missing, seed=seed)
+    return Inpainting(shape, mask, name="inpainting_random")
