@@ -12,6 +12,7 @@ from ..errors import ParameterError, UnknownNameError
 from .base import Sampler
 from .cddb import CDDB
 from .ddnm import DDNM
+from .dcdp import DCDP
 from .ddrm import DDRM
 from .deqir import DeqIR
 from .diffpir import DiffPIR
@@ -21,7 +22,7 @@ from .pigdm import PiGDM
 from .schedules import jump_schedule, make_plan
 
 __all__ = ["build", "names", "describe", "Sampler", "DDNM", "DDRM", "PiGDM", "make_plan",
-           "jump_schedule", "EQUS_GROUPS", "DPS", "CDDB", "DiffPIR", "DeqIR"]
+           "jump_schedule", "EQUS_GROUPS", "DPS", "CDDB", "DiffPIR", "DeqIR", "DCDP"]
 
 _BASE = {
     "ddnm": (DDNM, "DDNM (noise-free range–null-space projection) / DDNM+ when sigma_y > 0"),
@@ -38,6 +39,12 @@ _BASE = {
     "deqir": (DeqIR, "DeqIR (the DDNM chain as one fixed point over all steps, Anderson "
                      "acceleration, batched network calls; 25 steps, nw 0, etw 0.1)"),
 }
+#: methods with no EquS variants (their structure is not one network call per step)
+_STANDALONE = {
+    "dcdp": (DCDP, "DCDP (decoupled data consistency: SGD on mean ||A(x) - y||^2, then "
+                   "diffusion purification by DDIM <= 20 steps from a decaying t*; presets "
+                   "per task; --steps sets K)"),
+}
 _VARIANTS = {
     "": ({}, ""),
     "-equs": ({"equs": "hflip"}, " + EquS (hflip on alternate steps)"),
@@ -47,15 +54,17 @@ _VARIANTS = {
 
 
 def names() -> list[str]:
-    return [b + v for b in _BASE for v in _VARIANTS]
+    return [b + v for b in _BASE for v in _VARIANTS] + list(_STANDALONE)
 
 
 def describe() -> dict[str, str]:
-    return {b + v: h + vh for b, (_, h) in _BASE.items() for v, (_, vh) in _VARIANTS.items()}
+    d = {b + v: h + vh for b, (_, h) in _BASE.items() for v, (_, vh) in _VARIANTS.items()}
+    d.update({m: h for m, (_, h) in _STANDALONE.items()})
+    return d
 
 
 def build(method: str, model, op, steps: int | None = None, eta: float | None = None,
-          sigma_y: float = 0.0, **options) -> Sampler | DeqIR:
+          sigma_y: float = 0.0, **options) -> Sampler | DeqIR | DCDP:
     """Build sampler ``method`` for ``model`` and operator ``op`` (see :func:`names`).
 
     ``steps`` and ``eta`` default to the method's own published defaults (DDNM 100 / 0.85)
@@ -74,4 +83,14 @@ def build(method: str, model, op, steps: int | None = None, eta: float | None = 
                     return cls(model, op, sigma_y=sigma_y, **kw)
                 except TypeError as e:  # unexpected keyword
                     raise ParameterError(f"{method}: {e}") from None
+    if method in _STANDALONE:
+        kw = dict(options)
+        if steps is not None:
+            kw["steps"] = steps
+        if eta is not None:
+            kw["eta"] = eta
+        try:
+            return _STANDALONE[method][0](model, op, sigma_y=sigma_y, **kw)
+        except TypeError as e:  # unexpected keyword
+            raise ParameterError(f"{method}: {e}") from None
     raise UnknownNameError(f"unknown method {method!r}; available: {', '.join(names())}")
