@@ -88,11 +88,18 @@ def test_steps_maps_to_K_and_presets():
     s = solvers.build("dcdp", prior, op, steps=7, T0=100)
     assert s.K == s.steps == 7 and len(s.levels) == 7
     s = solvers.build("dcdp", prior, op)                     # sr → ×4 SR preset
-    assert (s.K, s.tau, s.lr, s.T0) == (10, 100, 1e3, 400) and s.optimizer == "sgd"
+    # the released lr per measurement entry: 1e3 at 3×64×64 entries, here 16 entries
+    assert (s.K, s.tau, s.T0) == (10, 100, 400) and s.optimizer == "sgd"
+    assert s.lr == pytest.approx(1e3 * 16 / (3 * 64 * 64))
+    big = operators.build("sr_averagepooling", (3, 256, 256), scale=4)
+    assert solvers.build("dcdp", prior, big, task="sr4").lr == pytest.approx(1e3)
+    assert solvers.build("dcdp", prior, op, lr=5.0).lr == 5.0          # explicit lr: as given
     s = solvers.build("dcdp", prior, op, task="inpainting")
-    assert (s.K, s.tau, s.lr, s.T0) == (20, 50, 1e3, 700)
+    assert (s.K, s.tau, s.T0) == (20, 50, 700)
+    assert s.lr == pytest.approx(1e3 * 16 / (3 * 256 * 256))
     for t in ("deblur_gauss", "deblur_motion"):
-        assert DCDP_PRESETS[t] == {"K": 10, "tau": 100, "lr": 1e5, "T0": 400}
+        assert {k: v for k, v in DCDP_PRESETS[t].items() if k != "M_ref"} == \
+            {"K": 10, "tau": 100, "lr": 1e5, "T0": 400}
     assert "dcdp" in solvers.names() and "dcdp-equs" not in solvers.names()
 
 

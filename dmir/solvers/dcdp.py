@@ -58,8 +58,11 @@ inpainting         20  50   1e3    700
 
 (One version of the released Gaussian-deblur YAML has τ = 10; the other and the motion-deblur
 file have τ = 100, which we use.) Because the loss is a *mean*, the effective step is
-lr · 2/M for M measurement elements: the presets assume 256×256 RGB images (M = 196 608 for
-deblurring, 12 288 for ×4 SR). On much smaller images pass a smaller ``lr``.
+lr · 2/M for M measurement elements: the released values were tuned for 256×256 RGB images
+(M_ref = 196 608 for deblurring and for DPS's full-size masked inpainting y, 12 288 for ×4 SR).
+When ``lr`` is not given, dmir uses lr_preset · M/M_ref, which is the released step exactly at
+that size and the same per-entry step at any other size (and for dmir's gathered inpainting
+measurement); an explicit ``lr`` is used as given.
 
 Noise: σ_y is accepted for the common ``build`` signature and stored, but DCDP's update does
 not use it (the release only uses it to synthesise y). The DPS/DCDP protocol σ = 0.05 in [-1, 1]
@@ -85,11 +88,13 @@ from .base import Sampler, _as_unit
 from .dps import ddpm_step
 
 #: released per-task settings (purification_configurations/*.yaml): K, tau, lr, T0
+#: M_ref: the number of measurement entries the released lr was tuned for (256×256 RGB; the
+#: DPS inpainting y is the full masked image)
 DCDP_PRESETS = {
-    "deblur_gauss": {"K": 10, "tau": 100, "lr": 1e5, "T0": 400},
-    "deblur_motion": {"K": 10, "tau": 100, "lr": 1e5, "T0": 400},
-    "sr4": {"K": 10, "tau": 100, "lr": 1e3, "T0": 400},
-    "inpainting": {"K": 20, "tau": 50, "lr": 1e3, "T0": 700},
+    "deblur_gauss": {"K": 10, "tau": 100, "lr": 1e5, "T0": 400, "M_ref": 3 * 256 * 256},
+    "deblur_motion": {"K": 10, "tau": 100, "lr": 1e5, "T0": 400, "M_ref": 3 * 256 * 256},
+    "sr4": {"K": 10, "tau": 100, "lr": 1e3, "T0": 400, "M_ref": 3 * 64 * 64},
+    "inpainting": {"K": 20, "tau": 50, "lr": 1e3, "T0": 700, "M_ref": 3 * 256 * 256},
 }
 #: dmir operator name → preset used when no ``task`` is given
 _OP_PRESET = {"deblur_gauss": "deblur_gauss", "deblur": "deblur_gauss",
@@ -220,7 +225,8 @@ class DCDP:
         K = K if K is not None else steps
         self.K = _int("K", p["K"] if K is None else K, 1)
         self.tau = _int("tau", p["tau"] if tau is None else tau, 0)
-        self.lr = _float("lr", p["lr"] if lr is None else lr, positive=True)
+        M = math.prod(op.y_shape)
+        self.lr = _float("lr", p["lr"] * M / p["M_ref"] if lr is None else lr, positive=True)
         self.T0 = _int("T0", p["T0"] if T0 is None else T0, 0)
         self.T_end = _int("T_end", T_end, 0)
         self.mu = _float("mu", mu)
