@@ -86,6 +86,7 @@ import torch
 from ..errors import ParameterError, ShapeError, UnknownNameError
 from .base import Sampler, _as_unit
 from .dps import ddpm_step
+from .equivariance import predict
 
 #: released per-task settings (purification_configurations/*.yaml): K, tau, lr, T0
 #: M_ref: the number of measurement entries the released lr was tuned for (256×256 RGB; the
@@ -296,11 +297,8 @@ class DCDP:
         return x.detach()
 
     def _x0(self, x_t, t):
-        a = self.alpha_bar(t)
-        eps = self.model.eps(x_t, t)
-        if eps.shape[1] == 2 * x_t.shape[1]:      # learned-sigma networks: ε is the first half
-            eps = eps[:, : x_t.shape[1]]
-        x0 = (x_t - (1 - a) ** 0.5 * eps) / a ** 0.5
+        """Clipped Tweedie estimate x̂0 (one network evaluation; learned-sigma handled)."""
+        x0, _ = predict(self.model, x_t, t, self.alpha_bar(t), None)
         return x0.clamp(-1, 1) if self.clip else x0
 
     def purify(self, x, t_star, generator, progress=None):
