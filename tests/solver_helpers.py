@@ -53,3 +53,16 @@ def trajectory_operator(name, o):
         return operators.build("cs_walshhadamard", shape, ratio=0.25,
                                perm=torch.from_numpy(o["cs_walshhadamard_r4_perm"]))
     return operators.build("colorization", shape)
+
+
+def fft_blur_problem(seed=0):
+    """A noisy 8×8 problem on the circular FFT blur (no SVD): (prior, op, y, generator)."""
+    from dmir import models
+    prior = models.GaussianPrior(torch.zeros(1, 8, 8), 0.25)
+    k = torch.tensor([[0.0, 1.0, 0.0], [1.0, 2.0, 0.5], [0.0, 0.5, 0.0]])
+    op = operators.build("deblur", (1, 8, 8), kernel=k / k.sum(), boundary="circular")
+    assert not op.has_svd
+    g = torch.Generator().manual_seed(seed)
+    x = prior.sample(1, generator=g).float()
+    y = op.A(x) + 0.1 * torch.randn(1, 1, 8, 8, generator=g)
+    return prior, op, y, g

@@ -10,7 +10,7 @@ from dmir.models.analytic import operator_matrix
 from dmir.models.base import linear_betas
 from dmir.solvers.ddrm import ddrm_step
 from dmir.solvers.pigdm import pigdm_vector
-from solver_helpers import SMALL, posterior_errors, small_ops
+from solver_helpers import SMALL, fft_blur_problem, posterior_errors, small_ops
 
 
 
@@ -299,13 +299,7 @@ def test_pigdm_noisy_without_svd_uses_cg():
     """The FFT blur has no SVD: noisy ΠGDM solves with CG and stays near the posterior mean.
     Measured (20 steps, 200 samples, seeds 0–2): error 0.028–0.031 vs 0.44–0.48 for the prior
     mean; with 100 samples the MC error adds ≈ 0.02. Bound: 0.2 × the prior error."""
-    prior = models.GaussianPrior(torch.zeros(1, 8, 8), 0.25)
-    k = torch.tensor([[0.0, 1.0, 0.0], [1.0, 2.0, 0.5], [0.0, 0.5, 0.0]])
-    op = operators.build("deblur", (1, 8, 8), kernel=k / k.sum(), boundary="circular")
-    assert not op.has_svd
-    g = torch.Generator().manual_seed(0)
-    x = prior.sample(1, generator=g).float()
-    y = op.A(x) + 0.1 * torch.randn(1, 1, 8, 8, generator=g)
+    prior, op, y, g = fft_blur_problem()
     out = solvers.build("pigdm", prior, op, steps=20, sigma_y=0.05).sample(
         y.expand(100, 1, 8, 8).contiguous(), generator=g)
     mean, _ = prior.posterior(op.double(), y.double(), 0.1)

@@ -1,7 +1,6 @@
 """DeqIR: the batched Anderson solver, the parallel fixed-point chain and its exactness."""
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -82,14 +81,6 @@ def test_anderson_bad_options():
 
 
 # ----------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module")
-def traj():
-    return np.load(DATA / "trajectories_ref64.npz")
-
-
-@pytest.fixture(scope="module")
-def opref():
-    return np.load(DATA / "operators_ref64.npz")
 
 
 def _setup(traj, opref, opname):

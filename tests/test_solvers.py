@@ -1,6 +1,5 @@
 """DDNM / DDNM+ / EquS / EquS+: reference trajectories, exact-posterior accuracy, mechanics."""
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,20 +8,11 @@ import torch
 from dmir import models, operators, solvers
 from dmir.errors import ParameterError, ShapeError, UnknownNameError
 from dmir.solvers.schedules import jump_schedule, make_plan
-from solver_helpers import SMALL, small_ops, trajectory_operator
+from solver_helpers import SMALL, fft_blur_problem, small_ops, trajectory_operator
 
-DATA = Path(__file__).parent / "data"
 
 
 # ----------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module")
-def traj():
-    return np.load(DATA / "trajectories_ref64.npz")
-
-
-@pytest.fixture(scope="module")
-def opref():
-    return np.load(DATA / "operators_ref64.npz")
 
 
 TRAJ_OPS = ["sr_averagepooling_x4", "inpainting", "cs_walshhadamard_r4", "colorization"]
@@ -263,13 +253,7 @@ def test_simplified_ddnm_plus_equals_svd_rule_in_distribution():
 
 def test_ddnm_plus_without_svd_on_fft_blur():
     """The circular FFT blur has no SVD: DDNM+ runs the simplified rule and stays sensible."""
-    prior = models.GaussianPrior(torch.zeros(1, 8, 8), 0.25)
-    k = torch.tensor([[0.0, 1.0, 0.0], [1.0, 2.0, 0.5], [0.0, 0.5, 0.0]])
-    op = operators.build("deblur", (1, 8, 8), kernel=k / k.sum(), boundary="circular")
-    assert not op.has_svd
-    g = torch.Generator().manual_seed(0)
-    x = prior.sample(1, generator=g).float()
-    y = op.A(x) + 0.1 * torch.randn(1, 1, 8, 8, generator=g)
+    prior, op, y, g = fft_blur_problem()
     s = solvers.build("ddnm", prior, op, steps=50, sigma_y=0.05)
     out = s.sample(y.expand(200, 1, 8, 8).contiguous(), generator=g)
     mean, _ = prior.posterior(op.double(), y.double(), 0.1)
