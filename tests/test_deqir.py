@@ -80,9 +80,6 @@ def test_anderson_bad_options():
         mix.drop_front(1)
 
 
-# ----------------------------------------------------------------------------- fixtures
-
-
 def _setup(traj, opref, opname):
     prior = models.GaussianPrior(torch.from_numpy(traj["prior_mu"]), float(traj["prior_var"]))
     op = trajectory_operator(opname, opref)

@@ -11,10 +11,6 @@ from dmir.solvers.schedules import jump_schedule, make_plan
 from solver_helpers import SMALL, fft_blur_problem, small_ops, trajectory_operator
 
 
-
-# ----------------------------------------------------------------------------- fixtures
-
-
 TRAJ_OPS = ["sr_averagepooling_x4", "inpainting", "cs_walshhadamard_r4", "colorization"]
 TRAJ_METHODS = {"ddnm": "ddnm", "equs": "ddnm-equs", "equs_plus": "ddnm-equs+"}
 
