@@ -1,0 +1,1 @@
+"""``dmir bench``: datasets × tasks × methods → per-image results, tables and plots."""
