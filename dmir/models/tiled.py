@@ -1,0 +1,161 @@
+"""Any H×W with a prior trained on small images: overlapping tiles, one batch, a shifting grid.
+
+A UNet trained on ``tile``-sized images (or crops) is evaluated on a larger or non-square image by
+cutting the (reflect-padded) image into overlapping tiles, running all tiles of all images as
+one batch (in chunks of ``max_batch``), and blending the predictions back with a separable
+weight that is (almost) zero on the outer quarter of the overlap and rises as a raised cosine
+over the rest, so every pixel is a convex combination of predictions made away from a tile edge.
+
+The tile grid is shifted between network calls (as in DDNM's high-resolution mode, where the
+patch grid moves every step): call ``n`` offsets the grid by ``shift_n`` pixels, a low-discrepancy
+sequence over [0, stride)², so seams cannot form at fixed positions over a sampling run. The
+sequence depends only on the call count, which :meth:`reset` sets back to zero (solvers'
+``sample`` runs are reproducible when the tiled prior is fresh or reset; the CLI builds a fresh one
+per image).
+
+Units: ε in the model's units, images (B, C, H, W) in [-1, 1], timesteps as the wrapped prior.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import ParameterError, ShapeError
+from .base import DiffusionModel
+
+
+def _window(n: int, overlap: int, device, dtype) -> torch.Tensor:
+    """1-D blending weight of a tile of length n: ~0 (a 1e-3 floor, so single-coverage pixels
+    stay defined) on the outer quarter of the overlap, where the network saw padding instead of
+    the true neighbours, then a raised-cosine ramp to 1 over the rest of the overlap."""
+    w = torch.ones(n, dtype=dtype, device=device)
+    if overlap > 0:
+        margin = overlap // 4
+        k = overlap - margin
+        r = (torch.arange(k, dtype=dtype, device=device) + 0.5) / k
+        ramp = torch.cat([torch.zeros(margin, dtype=dtype, device=device),
+                          0.5 - 0.5 * torch.cos(math.pi * r)])
+        w[:overlap] = ramp
+        w[n - overlap:] = torch.minimum(w[n - overlap:], ramp.flip(0))
+    return w.clamp_min(1e-3)
+
+
+def _starts(length: int, tile: int, stride: int, offset: int) -> list[int]:
+    """Tile starts covering [0, length) of a padded axis, the grid shifted by -offset."""
+    s = [-offset + k * stride for k in range(length // stride + 3)]
+    s = [v for v in s if v + tile > 0 and v < length]
+    return s
+
+
+class TiledPrior(DiffusionModel):
+    """Wrap ``model`` so that ``eps`` works on any H×W through shifted overlapping tiles.
+
+    Args:
+        model: any prior with ``eps(x_t, t)`` and ``alphas_cumprod`` (e.g. a NetworkPrior).
+        tile: tile side in pixels (a multiple of the model's ``size_multiple``).
+        overlap: blending width in pixels, 0 ≤ overlap ≤ tile/2 (default tile/4).
+        max_batch: at most this many tiles per network call (bounds memory).
+        shift: shift the grid between calls (default True).
+
+    Images no larger than one tile are passed through untiled (padded to the size multiple).
+    """
+
+    def __init__(self, model, tile: int = 256, overlap: int | None = None, max_batch: int = 16,
+                 shift: bool = True):
+        super().__init__(model.alphas_cumprod)
+        self.model = model
+        mult = int(getattr(model, "size_multiple", 1) or 1)
+        tile, max_batch = int(tile), int(max_batch)
+        if tile < mult or tile % mult:
+            raise ParameterError(f"tile must be a positive multiple of {mult} (the model's size "
+                                 f"multiple), got {tile}")
+        overlap = tile // 4 if overlap is None else int(overlap)
+        if not 0 <= overlap <= tile // 2:
+            raise ParameterError(f"overlap must be in 0..{tile // 2} (tile/2), got {overlap}")
+        if max_batch < 1:
+            raise ParameterError(f"max_batch must be ≥ 1, got {max_batch}")
+        self.tile, self.overlap, self.max_batch, self.shift = tile, overlap, max_batch, shift
+        self.mult = mult
+        self.name = f"{getattr(model, 'name', 'model')}@tiles{tile}"
+        self.info = dict(getattr(model, "info", {}))
+        self.calls = 0
+
+    def reset(self) -> "TiledPrior":
+        self.calls = 0
+        return self
+
+    @property
+    def stride(self) -> int:
+        return self.tile - self.overlap
+
+    def offset(self, n: int) -> tuple[int, int]:
+        """Grid offset (dy, dx) in [0, stride)² of call n (additive recurrence, golden ratios)."""
+        if not self.shift:
+            return 0, 0
+        g1, g2 = 0.7548776662466927, 0.5698402909980532     # plastic-number R2 sequence
+        return (int(((n * g1) % 1.0) * self.stride), int(((n * g2) % 1.0) * self.stride))
+
+    def _pad_to_multiple(self, x):
+        H, W = x.shape[-2:]
+        ph, pw = (-H) % self.mult, (-W) % self.mult
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(H, W) > max(ph, pw) else "replicate")
+        return x
+
+    def eps(self, x_t: torch.Tensor, t) -> torch.Tensor:
+        if x_t.dim() != 4:
+            raise ShapeError(f"TiledPrior takes (B, C, H, W) inputs, got {tuple(x_t.shape)}")
+        B, C, H, W = x_t.shape
+        tt = torch.as_tensor(t, device=x_t.device)
+        tt = tt.expand(B) if tt.dim() == 0 else tt
+        n, self.calls = self.calls, self.calls + 1
+        if H <= self.tile and W <= self.tile:
+            return self.model.eps(self._pad_to_multiple(x_t), tt)[..., :H, :W]
+        T, S, ov = self.tile, self.stride, self.overlap
+        dy, dx = self.offset(n)
+        ys = _starts(H, T, S, dy) if H > T else [0]
+        xs = _starts(W, T, S, dx) if W > T else [0]
+        # pad so that every tile lies inside the padded image (reflect, then replicate if tiny)
+        top, left = max(0, -ys[0]), max(0, -xs[0])
+        th, tw = min(T, self._ceil(H)), min(T, self._ceil(W))
+        bottom = max(0, ys[-1] + th - H)
+        right = max(0, xs[-1] + tw - W)
+        xp = x_t
+        for p in ((left, right, 0, 0), (0, 0, top, bottom)):   # reflect needs pad < size
+            while any(p):
+                lim = [xp.shape[-1] - 1] * 2 + [xp.shape[-2] - 1] * 2
+                step = tuple(min(a, b) for a, b in zip(p, lim))
+                xp = F.pad(xp, step, mode="reflect")
+                p = tuple(a - b for a, b in zip(p, step))
+        tiles, where = [], []
+        for y0 in ys:
+            for x0 in xs:
+                tiles.append(xp[:, :, y0 + top:y0 + top + th, x0 + left:x0 + left + tw])
+                where.append((y0 + top, x0 + left))
+        batch = torch.stack(tiles, 1).reshape(-1, C, th, tw)       # (B·n_tiles, C, th, tw)
+        tb = tt.repeat_interleave(len(tiles))
+        outs = [self.model.eps(batch[i:i + self.max_batch], tb[i:i + self.max_batch])
+                for i in range(0, batch.shape[0], self.max_batch)]
+        out = torch.cat(outs).reshape(B, len(tiles), -1, th, tw)
+        wy = _window(th, ov if H > T else 0, x_t.device, out.dtype)
+        wx = _window(tw, ov if W > T else 0, x_t.device, out.dtype)
+        w = wy[:, None] * wx[None, :]
+        acc = out.new_zeros(B, out.shape[2], xp.shape[-2], xp.shape[-1])
+        wsum = out.new_zeros(xp.shape[-2], xp.shape[-1])
+        for k, (r, c) in enumerate(where):
+            acc[..., r:r + th, c:c + tw] += out[:, k] * w
+            wsum[r:r + th, c:c + tw] += w
+        return (acc / wsum)[..., top:top + H, left:left + W]
+
+    def _ceil(self, n: int) -> int:
+        return -(-n // self.mult) * self.mult
+
+
+def needs_tiling(model, H: int, W: int, tile: int) -> bool:
+    """Whether an H×W image should go through :class:`TiledPrior` with this tile size."""
+    return max(H, W) > tile
+
+
+__all__ = ["TiledPrior", "needs_tiling"]
