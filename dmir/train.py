@@ -179,7 +179,9 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> str:
     os.makedirs(cfg.out_dir, exist_ok=True)
     device = torch.device(cfg.device)
     mcfg = cfg.model_config()
-    net = ddpm_unet.build(mcfg).to(device)
+    with torch.random.fork_rng(devices=[]):     # seeded initialisation, global RNG untouched
+        torch.manual_seed(cfg.seed)
+        net = ddpm_unet.build(mcfg).to(device)
     ema = {k: v.detach().clone() for k, v in net.state_dict().items()}
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     ab = ddpm_unet.schedule(mcfg).to(device=device, dtype=torch.float32)

@@ -76,7 +76,8 @@ from .base import Sampler
 #: DPS release step sizes (``conditioning.params.scale``) by dmir task/operator name.
 DPS_SCALES = {
     "sr_bicubic": 0.3, "sr_bicubic_aa": 0.3, "sr_averagepooling": 0.3,
-    "inpainting": 0.5,
+    "inpainting": 0.5, "inpainting_box": 0.5, "inpainting_random": 0.5,
+    "deblur_dps_gauss": 0.3, "deblur_dps_motion": 0.3, "sr_matlab_bicubic": 0.3,
     "deblur": 0.3, "deblur_gauss": 0.3, "deblur_aniso": 0.3, "deblur_uni": 0.3,
 }
 #: scale for tasks the DPS release did not cover (the value of most of its configs)
