@@ -140,8 +140,9 @@ def image_grid(rows: list, path: str, col_titles=None, row_titles=None, pad: int
                     "white")
     d = ImageDraw.Draw(img)
     font = _font()
+    fit = max(3, min(40, (cw + pad) // 7))        # characters that fit over a column (≈7 px)
     for j, t in enumerate(col_titles or []):
-        d.text((left + pad + j * (cw + pad) + 2, 1), str(t)[:40], fill="black", font=font)
+        d.text((left + pad + j * (cw + pad) + 2, 1), str(t)[:fit], fill="black", font=font)
     for i, r in enumerate(cells):
         if row_titles:
             d.text((2, top + pad + i * (ch + pad) + ch // 2 - 6), str(row_titles[i])[:14],

@@ -46,7 +46,12 @@ def imgs(tmp_path):
 
 
 def run(capsys, *args):
-    rc = cli.main([str(a) for a in args])
+    """Run the CLI; restore runs use the fast analytic prior unless a test names a model (the
+    default learned prior is exercised in test_learned_prior.py)."""
+    args = [str(a) for a in args]
+    if args and args[0] == "restore" and "--model" not in args and "--help" not in args:
+        args += ["--model", "natural"]
+    rc = cli.main(args)
     out, err = capsys.readouterr()
     return rc, out, err
 

@@ -49,6 +49,10 @@ class DatasetSpec:
     list_file: str | None = None       # DDNM list format: "filename label" per line
     limit: int | None = None           # first N images only
     model: str | None = None           # model name/path for this dataset (None = the run's default)
+    crop: str = "center"               # dmir.data.CROP_MODES: "center" (DDNM/EquS ImageNet-1k
+                                       # list loader), "adm" (guided-diffusion center_crop_arr),
+                                       # "resize" (DDNM CelebA-HQ: no crop), "none"
+    channels: int = 3                  # 3 (gray files repeated) or 1
 
 
 @dataclass

@@ -21,12 +21,34 @@ __all__ = ["DiffusionModel", "GaussianPrior", "GMMPrior", "NetworkPrior", "linea
            "FORMATS"]
 
 
+#: The learned natural-image prior shipped in the package (trained with ``dmir train``, see
+#: docs/prior.md): a DDPM UNet folder (config.json + model.safetensors) under dmir/data/.
+LEARNED_PRIOR = "dmir-ddpm"
+DEFAULT_MODEL = LEARNED_PRIOR
+
+
+def learned_prior_path() -> str:
+    import os
+
+    return os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", LEARNED_PRIOR)
+
+
 def builtin_names() -> list[str]:
     """Priors that ship with dmir (no download)."""
-    return ["natural", "patch-gmm"]
+    return [LEARNED_PRIOR, "natural", "patch-gmm"]
 
 
 def _builtin(name, **kwargs) -> DiffusionModel:
+    if name == LEARNED_PRIOR:
+        import os
+
+        path = learned_prior_path()
+        if not os.path.exists(os.path.join(path, "model.safetensors")):
+            raise ModelNotFoundError(f"the built-in prior {LEARNED_PRIOR} is missing from this "
+                                     f"installation ({path}); reinstall dmir")
+        prior = load(path, **kwargs)
+        prior.name = LEARNED_PRIOR
+        return prior
     if name == "natural":
         from .natural import NaturalImagePrior
 

@@ -65,6 +65,17 @@ def _looks_like_safetensors(path) -> bool:
     return head[8:9] == b"{" and 2 <= n < 100_000_000
 
 
+class _LightningMetadata:
+    """Inert stand-in for classes that PyTorch Lightning (1.x) pickles into the training
+    metadata of a ``.ckpt`` (the ``callbacks`` dict is keyed by the callback class, e.g. in
+    the CompVis latent-diffusion checkpoints). Only the name is resolved; nothing is imported
+    or run, and the weights are unaffected."""
+
+
+_INERT_GLOBALS = [(_LightningMetadata,
+                   "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint")]
+
+
 def _read_torch(path, mmap):
     size = os.path.getsize(path)
     if size == 0:
@@ -81,7 +92,9 @@ def _read_torch(path, mmap):
                 f"{path!r} is not a PyTorch checkpoint (expected a torch.save zip/pickle file or "
                 f".safetensors; first bytes {head!r})")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=bool(mmap and is_zip))
+        with torch.serialization.safe_globals(_INERT_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True,
+                              mmap=bool(mmap and is_zip))
     except pickle.UnpicklingError as e:
         msg = str(e)
         if "weights_only" in msg or "Unsupported global" in msg or "Weights only" in msg:

@@ -13,6 +13,7 @@ from .base import Sampler
 from .cddb import CDDB
 from .ddnm import DDNM
 from .dcdp import DCDP
+from .dcdp_latent import LatentDCDP, is_latent_prior
 from .ddrm import DDRM
 from .deqir import DeqIR
 from .diffpir import DiffPIR
@@ -22,7 +23,8 @@ from .pigdm import PiGDM
 from .schedules import jump_schedule, make_plan
 
 __all__ = ["build", "names", "describe", "Sampler", "DDNM", "DDRM", "PiGDM", "make_plan",
-           "jump_schedule", "EQUS_GROUPS", "DPS", "CDDB", "DiffPIR", "DeqIR", "DCDP"]
+           "jump_schedule", "EQUS_GROUPS", "DPS", "CDDB", "DiffPIR", "DeqIR", "DCDP",
+           "LatentDCDP"]
 
 _BASE = {
     "ddnm": (DDNM, "DDNM (noise-free range–null-space projection) / DDNM+ when sigma_y > 0"),
@@ -43,7 +45,8 @@ _BASE = {
 _STANDALONE = {
     "dcdp": (DCDP, "DCDP (decoupled data consistency: SGD on mean ||A(x) - y||^2, then "
                    "diffusion purification by DDIM <= 20 steps from a decaying t*; presets "
-                   "per task; --steps sets K)"),
+                   "per task; --steps sets K; with a latent-diffusion prior (ldm) it runs in "
+                   "latent space, consistency latent|pixel)"),
 }
 _VARIANTS = {
     "": ({}, ""),
@@ -90,7 +93,10 @@ def build(method: str, model, op, steps: int | None = None, eta: float | None = 
         if eta is not None:
             kw["eta"] = eta
         try:
-            return _STANDALONE[method][0](model, op, sigma_y=sigma_y, **kw)
+            cls = _STANDALONE[method][0]
+            if cls is DCDP and is_latent_prior(model):   # a latent-diffusion prior
+                cls = LatentDCDP
+            return cls(model, op, sigma_y=sigma_y, **kw)
         except TypeError as e:  # unexpected keyword
             raise ParameterError(f"{method}: {e}") from None
     raise UnknownNameError(f"unknown method {method!r}; available: {', '.join(names())}")

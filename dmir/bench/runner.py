@@ -1,0 +1,535 @@
+"""The ``dmir bench`` runner: datasets × tasks × methods (× each dataset's model) → per-image
+results (JSON lines), restored PNGs, summaries and plots.
+
+``run(preset, RunOptions(out=...))`` executes a plan (a :class:`~dmir.bench.spec.Preset`: a
+paper preset or an ad-hoc one built by the CLI):
+
+1. For each dataset (a folder or a DDNM list, centre-cropped/resized to its size), each task
+   and each image of this process's shard, the clean image is degraded once (seeded by the run
+   seed, dataset, task and image id — :mod:`dmir.bench.pipeline`), then restored by every
+   method (``apy`` = A⁺y) and measured: PSNR, SSIM (Gaussian σ = 1.5 and uniform 7×7), Cons,
+   the LPIPS variants the plan names (None with a note when their weights are not set up),
+   NFE and wall time. One JSON line per (dataset, task, method, image) is appended to this
+   process's results file (:mod:`dmir.bench.results`: one write + fsync per complete line).
+2. Resuming: keys already present in any results file of ``out`` are skipped, so a run killed
+   at any moment (SIGKILL included) and restarted loses at most the image in flight.
+   A key that was computed with different settings (model, steps, seed, size, task or method
+   parameters) stops the run with an error instead of mixing results.
+3. Processes: ``shard=(i, n)`` takes the images whose dataset position ≡ i (mod n). Under
+   ``torchrun`` (``WORLD_SIZE`` > 1) each rank takes its share of that (gloo on the CPU, NCCL on
+   GPUs: rank r uses ``cuda:LOCAL_RANK``), writes ``results.part-R-of-N.jsonl``, and rank 0
+   merges all files into ``results.jsonl`` after a barrier and writes the summaries
+   (:mod:`dmir.bench.summary`).
+
+Methods that dmir does not implement (yet) are never silently skipped: they appear in the
+summary as "missing" with the reason; a method that cannot run on a task (e.g. DDRM without an
+SVD) records the error on every image and appears as "error: …".
+"""
+from __future__ import annotations
+
+import copy
+import datetime
+import hashlib
+import json
+import os
+import sys
+import warnings
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from .. import io as dio
+from .. import models, solvers
+from ..data import ImageDataset, shard as shard_items
+from ..errors import DmirError, InputError, ParameterError
+from . import results as res
+from .pipeline import (LPIPS_METRICS, PIXEL_METRICS, LpipsBank, check_finite, degrade, measure,
+                       on_device, restore, seed_for, task_operator)
+from .spec import DatasetSpec, MethodSpec, Preset, TaskSpec
+
+__all__ = ["RunOptions", "Plan", "make_plan", "run", "safe_name", "dist_env", "record_order",
+           "DEFAULT_METRICS", "PLAN_FILE"]
+
+PLAN_FILE = "plan.json"
+#: per-image metrics of an ad-hoc run (a preset names its own; PIXEL_METRICS are always in)
+DEFAULT_METRICS = ["psnr", "ssim", "ssim_uniform", "lpips_alex", "cons", "nfe", "time"]
+SUMMARY_METRICS = ("fid", "kid")
+
+
+@dataclass
+class RunOptions:
+    """How to run a plan (everything that is not the protocol itself)."""
+
+    out: str
+    data: dict = field(default_factory=dict)     # dataset name → folder (fills DatasetSpec.path)
+    lists: dict = field(default_factory=dict)    # dataset name → DDNM list file
+    model: str | None = None      # every dataset's model (else DatasetSpec.model, else natural)
+    models: dict = field(default_factory=dict)   # dataset name → model (wins over `model`)
+    steps: int | None = None      # overrides every method's steps
+    seed: int | None = None       # None = the preset's seed
+    size: int | None = None       # overrides every dataset's size
+    crop: str | None = None       # overrides every dataset's crop rule
+    limit: int | None = None      # first N images of each dataset
+    device: str = "cpu"
+    dtype: str | None = None
+    save_images: bool = False     # restored PNGs under out/images/
+    fid: bool = False             # FID per (dataset, task, method) in the summary (saves PNGs)
+    kid: bool = False
+    grid: int = 4                 # images shown in the comparison grids
+    shard: tuple = (0, 1)
+    metrics: list | None = None   # per-image metrics (None: the preset's)
+    progress: bool | None = None  # progress bars (None: when stderr is a terminal)
+    log: object = None            # callable(str) for notes (default: stderr)
+
+
+@dataclass
+class DatasetPlan:
+    spec: DatasetSpec
+    dataset: ImageDataset | None
+    model: str
+    missing: str | None = None
+
+
+@dataclass
+class Plan:
+    preset: Preset
+    datasets: list
+    tasks: list
+    methods: list                 # [(MethodSpec, None | "missing: reason")]
+    metrics: list                 # per-image metrics measured
+    seed: int
+    steps: int | None
+    wanted: list = field(default_factory=list)   # every metric asked for (fid, kid included)
+
+
+def record_order(plan: dict):
+    """Sort key of result records for a stored plan (``plan.json``): plan order of dataset,
+    task and method, then the image's dataset position."""
+    pos = {k: {x["name"]: i for i, x in enumerate(plan[k])}
+           for k in ("datasets", "tasks", "methods")}
+
+    def key(r):
+        return (pos["datasets"].get(r.get("dataset"), 1 << 30),
+                pos["tasks"].get(r.get("task"), 1 << 30),
+                pos["methods"].get(r.get("method"), 1 << 30),
+                r.get("index") if isinstance(r.get("index"), int) else 1 << 62,
+                str(r.get("image")))
+    return key
+
+
+def _note(opts, msg):
+    (opts.log or (lambda s: print(f"dmir bench: {s}", file=sys.stderr, flush=True)))(msg)
+
+
+def safe_name(s: str) -> str:
+    """A label as a file/folder name (letters, digits, . _ + - kept)."""
+    out = "".join(c if c.isalnum() or c in "._+-" else "_" for c in str(s))
+    return out.strip(".") or "_"
+
+
+# ----------------------------------------------------------------------------- planning
+def _method_status(m: MethodSpec) -> str | None:
+    if m.method == "apy" or m.method in solvers.names():
+        return None
+    return (f"missing: method {m.method!r} is not implemented in dmir (available: apy, "
+            f"{', '.join(solvers.names())})")
+
+
+def make_plan(preset: Preset, opts: RunOptions) -> Plan:
+    """Resolve a preset against the run options: dataset folders, sizes, models, metrics."""
+    names = [d.name for d in preset.datasets]
+    for what, mapping in (("--data", opts.data), ("--list", opts.lists),
+                          ("--model", opts.models)):
+        unknown = sorted(set(mapping) - set(names))
+        if unknown:
+            raise ParameterError(f"{what}: unknown dataset name(s) {', '.join(unknown)}; the "
+                                 f"plan's datasets: {', '.join(names) or 'none'}")
+    datasets = []
+    for spec in preset.datasets:
+        spec = copy.deepcopy(spec)
+        if spec.name in opts.data:
+            spec.path = opts.data[spec.name]
+        if spec.name in opts.lists:
+            spec.list_file = opts.lists[spec.name]
+        if opts.size is not None:
+            spec.size = int(opts.size)
+        if opts.crop is not None:
+            spec.crop = opts.crop
+        if opts.limit is not None:
+            spec.limit = min(opts.limit, spec.limit) if spec.limit else opts.limit
+        model = opts.models.get(spec.name) or opts.model or spec.model or "natural"
+        spec.model = model
+        if spec.path is None:
+            datasets.append(DatasetPlan(spec, None, model, f"missing: no images given (--data "
+                                                           f"{spec.name}=FOLDER)"))
+            continue
+        datasets.append(DatasetPlan(spec, ImageDataset.from_spec(spec), model))
+    if not any(d.dataset is not None for d in datasets):
+        raise InputError(f"no dataset to run: give the images of "
+                         f"{' / '.join(names) or 'a dataset'} with --data NAME=FOLDER")
+    seen = set()
+    for t in preset.tasks:
+        if t.name in seen:
+            raise ParameterError(f"task label {t.name!r} is used twice")
+        seen.add(t.name)
+    seen = set()
+    for m in preset.methods:
+        if m.name in seen:
+            raise ParameterError(f"method label {m.name!r} is used twice")
+        seen.add(m.name)
+    wanted = list(opts.metrics) if opts.metrics is not None else list(preset.metrics)
+    known = set(PIXEL_METRICS) | set(LPIPS_METRICS) | {"nfe", "time"} | set(SUMMARY_METRICS)
+    bad = [m for m in wanted if m not in known]
+    if bad:
+        raise ParameterError(f"unknown metric(s) {', '.join(bad)}; available: "
+                             f"{', '.join(sorted(known))}")
+    per_image = list(PIXEL_METRICS) + [m for m in LPIPS_METRICS if m in wanted]
+    return Plan(preset, datasets, list(preset.tasks),
+                [(m, _method_status(m)) for m in preset.methods],
+                per_image, int(preset.seed if opts.seed is None else opts.seed), opts.steps,
+                wanted)
+
+
+def _param_id(v):
+    """A task parameter as it enters the fingerprint: files by content (a preset's absolute
+    path to a mask shipped with dmir must not change when the installation moves)."""
+    if isinstance(v, str) and len(v) < 4096:
+        try:
+            from .pipeline import _resolve_file
+            path = _resolve_file(v)
+        except (DmirError, OSError):
+            return v
+        if os.path.isfile(path):
+            h = hashlib.sha256()
+            with open(path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+            return "file-sha256:" + h.hexdigest()
+    return v
+
+
+def _fingerprint(plan: Plan, dp: DatasetPlan, task: TaskSpec, method: MethodSpec) -> str:
+    """Hash of every setting that changes a (dataset, task, method) result."""
+    t = {k: v for k, v in asdict(task).items() if k != "note"}
+    t["params"] = {k: _param_id(v) for k, v in t["params"].items()}
+    m = {k: v for k, v in asdict(method).items() if k != "name"}
+    if plan.steps is not None and method.method != "apy":
+        m["steps"] = plan.steps
+    d = {"v": 1, "size": dp.spec.size, "crop": dp.spec.crop, "channels": dp.spec.channels,
+         "task": t, "method": m, "seed": plan.seed,
+         "model": None if method.method == "apy" else dp.model}
+    s = json.dumps(d, sort_keys=True, default=str)
+    return hashlib.sha256(s.encode()).hexdigest()[:16]
+
+
+def plan_json(plan: Plan, opts: RunOptions) -> dict:
+    """The plan as stored in ``out/plan.json`` (what :mod:`dmir.bench.summary` reads)."""
+    p = plan.preset
+    return {
+        "preset": {"name": p.name, "title": p.title, "protocol": p.protocol, "source": p.source,
+                   "metrics": list(plan.wanted), "seed": plan.seed,
+                   "paper": [{"dataset": k[0], "task": k[1], "method": k[2], "values": v}
+                             for k, v in p.paper.items()]},
+        "datasets": [dict(asdict(d.spec), n=len(d.dataset) if d.dataset else 0,
+                          missing=d.missing, path=d.dataset.root if d.dataset else None,
+                          list_file=d.dataset.list_file if d.dataset else d.spec.list_file)
+                     for d in plan.datasets],
+        "tasks": [json.loads(json.dumps(asdict(t), default=str)) for t in plan.tasks],
+        "methods": [dict(asdict(m), status=s) for m, s in plan.methods],
+        "run": {"seed": plan.seed, "steps": plan.steps, "device": opts.device,
+                "dtype": opts.dtype, "save_images": opts.save_images or opts.fid,
+                "fid": opts.fid, "kid": opts.kid, "grid": opts.grid,
+                "per_image_metrics": plan.metrics},
+    }
+
+
+# ----------------------------------------------------------------------------- processes
+def dist_env() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from the torchrun environment (0, 1, 0 without it)."""
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+        local = int(os.environ.get("LOCAL_RANK", str(rank)))
+    except ValueError:
+        raise ParameterError("RANK / WORLD_SIZE / LOCAL_RANK must be integers") from None
+    return (rank, world, local) if world > 1 else (0, 1, 0)
+
+
+class _Dist:
+    """torch.distributed for the duration of a run (only when launched by torchrun)."""
+
+    def __init__(self, device: str):
+        self.rank, self.world, self.local = dist_env()
+        self.device = device
+        self.active = False
+        if self.world > 1:
+            import torch.distributed as dist
+            cuda = torch.device(device).type == "cuda"
+            if cuda:
+                torch.cuda.set_device(self.local)
+                self.device = f"cuda:{self.local}"
+            if not dist.is_initialized():
+                # long timeout: ranks wait for the slowest one at the final barrier
+                dist.init_process_group("nccl" if cuda else "gloo",
+                                        timeout=datetime.timedelta(days=7))
+                self.active = True
+            self.cuda = cuda
+
+    def barrier(self):
+        if self.world > 1:
+            import torch.distributed as dist
+            if self.cuda:
+                dist.barrier(device_ids=[self.local])
+            else:
+                dist.barrier()
+
+    def close(self):
+        if self.active:
+            import torch.distributed as dist
+            dist.destroy_process_group()
+            self.active = False
+
+
+# ----------------------------------------------------------------------------- progress
+class _Bar:
+    def __init__(self, total, desc, enabled):
+        self.bar = None
+        if enabled and total:
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, desc=desc, unit="img", file=sys.stderr,
+                            dynamic_ncols=True, leave=True)
+        self.sums = {}
+
+    def update(self, method, psnr):
+        if psnr is not None:
+            s, n = self.sums.get(method, (0.0, 0))
+            self.sums[method] = (s + psnr, n + 1)
+        if self.bar is not None:
+            self.bar.set_postfix_str(" ".join(f"{m} {s / n:.2f}" for m, (s, n)
+                                              in self.sums.items()) + " dB", refresh=False)
+            self.bar.update(1)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _isatty(f) -> bool:
+    try:
+        return f.isatty()
+    except Exception:  # noqa: BLE001
+        return False
+
+
+# ----------------------------------------------------------------------------- the run
+def _load_model(name, opts, device, cache):
+    if name not in cache:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", models.InferredConfigWarning)
+            m = models.load(name, dtype=opts.dtype)
+        info = getattr(m, "info", {}) or {}
+        if info.get("notes"):
+            _note(opts, f"model {name}: {'; '.join(info['notes'])}")
+        if torch.device(device).type != "cpu":
+            m = m.to(device)
+        cache[name] = m
+    return cache[name]
+
+
+def _check_done(plan, done, fps, out):
+    """Stop if a finished key was computed with other settings than the plan's."""
+    for key, rec in done.items():
+        fp = fps.get(key[:3])
+        if fp is not None and rec.get("cfg") not in (None, fp):
+            d, t, m, _ = key
+            raise InputError(
+                f"'{out}' already holds results for {d}/{t}/{m} computed with other settings "
+                f"(stored: model {rec.get('model')}, steps {rec.get('steps')}, seed "
+                f"{rec.get('run_seed')}); use a new --out folder, or delete those results")
+
+
+def _grid_dir(out, ds, task, item):
+    stem = os.path.splitext(item.id)[0]
+    return os.path.join(out, "grid", safe_name(ds), safe_name(task),
+                        f"{item.index:06d}_{safe_name(stem)}")
+
+
+def _image_path(out, ds, task, method, image_id):
+    """out/images/DATASET/TASK/METHOD/<image id with .png> (sub-folders kept)."""
+    stem = os.path.splitext(image_id)[0]
+    parts = [safe_name(p) for p in stem.split("/")]
+    return os.path.join(out, "images", safe_name(ds), safe_name(task), safe_name(method),
+                        *parts[:-1], parts[-1] + ".png")
+
+
+def _save_png(path, x):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    dio.write_image(path, x)
+
+
+def run(preset: Preset, opts: RunOptions) -> dict:
+    """Run ``preset`` with ``opts``; returns {"records": n, "summary": path or None}."""
+    si, sn = opts.shard
+    if not (sn >= 1 and 0 <= si < sn):
+        raise ParameterError(f"--shard must be I/N with 0 ≤ I < N, got {si}/{sn}")
+    if opts.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ParameterError(f"--device {opts.device}: no CUDA device is available here; use "
+                             f"--device cpu")
+    if opts.grid < 0:
+        raise ParameterError(f"--grid must be ≥ 0, got {opts.grid}")
+    plan = make_plan(preset, opts)
+    out = os.path.abspath(opts.out)
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"cannot create output folder '{opts.out}': {e.strerror or e}") from None
+    dist = _Dist(opts.device)
+    try:
+        device = dist.device
+        idx, cnt = si * dist.world + dist.rank, sn * dist.world
+        for dp in plan.datasets:
+            if dp.missing:
+                _note(opts, f"dataset {dp.spec.name}: {dp.missing}")
+        for m, status in plan.methods:
+            if status:
+                _note(opts, f"method {m.name}: {status}")
+        if dist.rank == 0:
+            res.atomic_write(os.path.join(out, PLAN_FILE),
+                             json.dumps(plan_json(plan, opts), indent=1, default=str))
+        fps = {(dp.spec.name, t.name, m.name): _fingerprint(plan, dp, t, m)
+               for dp in plan.datasets for t in plan.tasks for m, _ in plan.methods}
+        done, bad = res.load(out)
+        done = {k: r for k, r in done.items() if "error" not in r}   # errors are retried
+        if bad:
+            _note(opts, f"ignored {bad} unreadable line(s) in the results files (a write "
+                        f"interrupted by a crash)")
+        _check_done(plan, done, fps, out)
+        n = 0
+        with res.ResultWriter(os.path.join(out, res.part_name(idx, cnt))) as writer:
+            if writer.repaired:
+                _note(opts, f"removed a truncated last line ({writer.repaired} bytes) from "
+                            f"{os.path.basename(writer.path)}")
+            n = _execute(plan, opts, out, device, (idx, cnt), done, fps, writer, dist)
+        dist.barrier()
+        summary_path = None
+        if dist.rank == 0:
+            stored = plan_json(plan, opts)
+            rows = res.merge(out, record_order(stored))
+            from . import summary
+            summary_path = summary.write(out, stored, rows, log=opts.log, device=device)
+        dist.barrier()
+        return {"records": n, "summary": summary_path, "plan": plan}
+    finally:
+        dist.close()
+
+
+def _error_record(base, err):
+    r = dict(base)
+    r["error"] = " ".join(str(err).split())
+    return r
+
+
+def _execute(plan, opts, out, device, shard, done, fps, writer, dist) -> int:
+    runnable = [m for m, s in plan.methods if s is None]
+    lpips_bank = LpipsBank(device)
+    model_cache: dict = {}
+    show = opts.progress if opts.progress is not None else _isatty(sys.stderr)
+    written = 0
+    for dp in plan.datasets:
+        ds = dp.dataset
+        if ds is None:
+            continue
+        if dp.model not in model_cache:
+            model_cache.clear()          # one model in memory at a time
+        items = shard_items(ds.items, *shard)
+        for task in plan.tasks:
+            todo = []
+            for it in items:
+                ms = [m for m in runnable if (ds.name, task.name, m.name, it.id) not in done]
+                if ms:
+                    todo.append((it, ms))
+            if not todo:
+                continue
+            desc = f"{ds.name}/{task.name}" + (f" [rank {dist.rank}]" if dist.world > 1 else "")
+            bar = _Bar(sum(len(ms) for _, ms in todo), desc, show)
+            try:
+                written += _run_task(plan, opts, out, device, dp, task, todo, fps, writer,
+                                     lpips_bank, model_cache, bar)
+            finally:
+                bar.close()
+    for name, why in lpips_bank.missing.items():
+        _note(opts, f"{name} not measured: {why}")
+    return written
+
+
+def _run_task(plan, opts, out, device, dp, task, todo, fps, writer, lpips_bank, model_cache,
+              bar) -> int:
+    ds = dp.dataset
+    seed = plan.seed
+    op_err = None
+    op = per_image = None
+    try:
+        op, per_image = task_operator(task, ds, None, seed)
+    except DmirError as e:
+        op_err = e
+    op_dev = on_device(op, device) if op is not None else None
+    save = opts.save_images or opts.fid
+    # a model that cannot be loaded stops the run (it is not a per-image result)
+    model = (_load_model(dp.model, opts, device, model_cache)
+             if any(m.method != "apy" for _, ms in todo for m in ms) else None)
+    written = 0
+    for it, ms in todo:
+        base = {"dataset": ds.name, "task": task.name, "image": it.id, "index": it.index}
+
+        def emit(rec, method):
+            nonlocal written
+            rec = dict(rec, method=method.name, solver=method.method,
+                       model=None if method.method == "apy" else dp.model, run_seed=seed,
+                       cfg=fps[(ds.name, task.name, method.name)])
+            writer.write(rec)
+            written += 1
+            bar.update(method.name, rec.get("psnr"))
+
+        err = op_err
+        if err is None:
+            try:
+                x = ds.load(it)
+                if per_image:
+                    op, _ = task_operator(task, ds, it, seed)
+                    op_dev = on_device(op, device)
+                y = degrade(op, x, task.sigma_y,
+                            seed_for(seed, ds.name, task.name, it.id, "noise"))
+            except DmirError as e:
+                err = e
+        if err is not None:
+            for m in ms:
+                emit(_error_record(base, err), m)
+            continue
+        grid = it.index < opts.grid
+        if grid:
+            gdir = _grid_dir(out, ds.name, task.name, it)
+            _save_png(os.path.join(gdir, "gt.png"), x)
+            _save_png(os.path.join(gdir, "apy.png"), op.pinv(y))
+            # the measurement as an image: y itself, else Aᵀy (inpainting: the kept pixels)
+            shown = y if y.dim() == 4 and y.shape[1] in (1, 3) else op.At(y)
+            if shown.dim() == 4 and shown.shape[1] in (1, 3):
+                _save_png(os.path.join(gdir, "input.png"), shown)
+        sample_seed = seed_for(seed, ds.name, task.name, it.id, "sample")
+        for m in ms:
+            rec = dict(base, seed=sample_seed, sigma_y=task.sigma_y, shape=list(x.shape[1:]))
+            try:
+                xr, info = restore(m, None if m.method == "apy" else model, op_dev, y,
+                                   task.sigma_y, sample_seed, device, plan.steps)
+                check_finite(xr, f"{m.name} on {it.id}")
+            except DmirError as e:
+                emit(_error_record(rec, e), m)
+                continue
+            rec.update(measure(xr, x, y, op, plan.metrics, lpips_bank))
+            rec.update(nfe=info["nfe"], time=info["time"], steps=info["steps"])
+            if save:
+                _save_png(_image_path(out, ds.name, task.name, m.name, it.id), xr)
+            if grid and m.method != "apy":
+                _save_png(os.path.join(gdir, f"m_{safe_name(m.name)}.png"), xr)
+            emit(rec, m)
+    return written
+
