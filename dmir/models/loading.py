@@ -30,9 +30,11 @@ from .checkpoint import (SAFETENSORS_SUFFIXES, TORCH_SUFFIXES, CheckpointError, 
                          read_checkpoint)
 from .network import NetworkPrior, parse_dtype
 
-FORMATS = ("adm", "ddpm", "diffusers")
+FORMATS = ("adm", "ddpm", "diffusers", "cm", "ldm")
 _ALIASES = {"guided-diffusion": "adm", "openai": "adm", "adm": "adm", "ddpm": "ddpm",
-            "simple": "ddpm", "sdedit": "ddpm", "ddim": "ddpm", "diffusers": "diffusers"}
+            "cm": "cm", "consistency": "cm", "consistency-model": "cm", "edm": "cm",
+            "simple": "ddpm", "sdedit": "ddpm", "ddim": "ddpm", "diffusers": "diffusers",
+            "ldm": "ldm", "latent-diffusion": "ldm", "compvis": "ldm"}
 
 
 class ModelNotFoundError(DmirError, FileNotFoundError):
@@ -44,6 +46,12 @@ class InferredConfigWarning(UserWarning):
 
 
 def _format_module(fmt: str):
+    if fmt == "ldm":
+        from . import ldm
+        return ldm
+    if fmt == "cm":
+        from . import consistency
+        return consistency
     if fmt == "adm":
         from . import adm
         return adm
@@ -66,8 +74,12 @@ def _canonical_format(fmt):
 
 def detect_format(keys) -> str | None:
     """The format whose key layout ``keys`` has, or ``None``."""
+    from . import adm, consistency, ddpm_unet, ldm
+    if ldm.matches(keys):               # model.diffusion_model.* + first_stage_model.*
+        return "ldm"
+    if consistency.matches(keys):       # needs the tensors: ADM keys with 4-D attention convs
+        return "cm"
     keys = set(keys)
-    from . import adm, ddpm_unet
     if adm.matches(keys):
         return "adm"
     if ddpm_unet.matches(keys):
@@ -125,6 +137,10 @@ def load(name_or_path, format: str | None = None, config=None, dtype=None, devic
     path = os.fspath(name_or_path)
     if isinstance(name_or_path, str) and name_or_path in registry.ENTRIES:
         entry = registry.ENTRIES[name_or_path]
+        if entry.format == "autoencoder":
+            raise ParameterError(f"{entry.name} is a first-stage autoencoder, not a diffusion "
+                                 f"prior: load it with dmir.models.autoencoder.load("
+                                 f"{entry.name!r})")
         path = registry.local_path(entry)
         if path is None:
             raise ModelNotFoundError(_not_downloaded(entry))
@@ -233,7 +249,7 @@ def _build(mod, cfg):
 
 def _prior_kw(kw):
     allowed = {"class_labels", "name", "info"}
-    bad = set(kw) - allowed - {"image_size"}
+    bad = set(kw) - allowed - {"image_size", "ema"}
     if bad:
         raise ParameterError(f"unknown option(s) for a checkpoint: {', '.join(sorted(bad))}; "
                              f"allowed: class_labels, image_size")
@@ -243,7 +259,7 @@ def _prior_kw(kw):
 def _from_object(obj, path, fmt, config, dtype, device, entry, kw, sidecar):
     from . import ddpm_unet
     sd, notes = ddpm_unet.normalize_state_dict(obj)
-    detected = detect_format(sd.keys())
+    detected = detect_format(sd)
     if fmt is None:
         fmt = entry.format if entry is not None else detected
         if fmt is None:
@@ -261,16 +277,19 @@ def _from_object(obj, path, fmt, config, dtype, device, entry, kw, sidecar):
     mod = _format_module(fmt)
     cfg, cfg_notes = _resolve_config(mod, sd, config, entry, sidecar, kw.get("image_size"))
     notes += cfg_notes
-    if fmt == "adm":
+    if fmt in ("adm", "cm"):
         # the reference runs the ADM torso in float16 (use_fp16); dmir keeps float32 weights
         # unless float16 is asked for
         cfg = dict(cfg, use_fp16=(dtype == torch.float16))
     net = _build(mod, cfg)
+    if hasattr(mod, "select_weights"):   # ldm: EMA copies of the UNet, schedule buffers
+        sd = mod.select_weights(sd, cfg, notes, ema=kw.get("ema", True))
     fit_state_dict(net, sd, f"checkpoint {path!r}", dtype, device)
     info = {"format": fmt, "path": os.fspath(path), "config": cfg, "notes": notes}
     name = entry.name if entry is not None else os.path.basename(os.fspath(path))
     prior = mod.prior(net, cfg, **_prior_kw(kw), name=name, info=info)
-    prior.size_multiple = 2 ** (len(cfg["channel_mult" if fmt == "adm" else "ch_mult"]) - 1)
+    prior.size_multiple = (mod.size_multiple(cfg) if hasattr(mod, "size_multiple") else
+                           2 ** (len(cfg["ch_mult" if fmt == "ddpm" else "channel_mult"]) - 1))
     if dtype is not None:
         prior.compute_dtype = dtype
     inferred = [n for n in cfg_notes if n]

@@ -14,6 +14,8 @@ turns that into the model protocol of :mod:`dmir.models.base` (``eps``, ``alphas
 """
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch import nn
 
@@ -100,7 +102,8 @@ class NetworkPrior(DiffusionModel):
         if self.class_labels is None:
             raise ParameterError(f"{self.name} is class-conditional ({self.num_classes} "
                                  f"classes): pass class_labels=... when loading")
-        lab = self.class_labels.to(device)
+        # kept on the device after the first call: no host-to-device copy at every step
+        lab = self.class_labels = self.class_labels.to(device)
         if lab.dim() == 0:
             return lab.expand(B)
         if lab.shape[0] != B:
@@ -119,8 +122,11 @@ class NetworkPrior(DiffusionModel):
             raise ShapeError(f"{self.name} takes (B, {self.in_channels}, H, W) inputs, got "
                              f"{tuple(x_t.shape)}")
         B = x_t.shape[0]
-        tt = torch.as_tensor(t, device=x_t.device)
-        tt = (tt.expand(B) if tt.dim() == 0 else tt).to(torch.float32)
+        if isinstance(t, numbers.Real):   # filled on the device: no host-to-device copy
+            tt = torch.full((B,), float(t), dtype=torch.float32, device=x_t.device)
+        else:
+            tt = torch.as_tensor(t, device=x_t.device)
+            tt = (tt.expand(B) if tt.dim() == 0 else tt).to(torch.float32)
         dt = self.compute_dtype or self.param_dtype
         out = self.net(x_t.to(dt), tt, self._labels(B, x_t.device))
         return out.to(x_t.dtype)

@@ -41,7 +41,7 @@ class File:
 @dataclass(frozen=True)
 class Entry:
     name: str
-    format: str                     # adm | ddpm | diffusers
+    format: str                     # adm | ddpm | diffusers | cm
     config: str | None              # a named config of that format (None: inferred/folder)
     files: tuple
     description: str
@@ -110,6 +110,69 @@ ENTRIES: dict[str, Entry] = {e.name: e for e in [
           "google/ddpm-ema-celebahq-256 (diffusers UNet2DModel folder; pip install dmir[diffusers])",
           "diffusers"),
 ]}
+
+#: OpenAI consistency_models checkpoints (download links of github.com/openai/consistency_models
+#: README; format "cm", see dmir.models.consistency). CD = consistency distillation (from the
+#: EDM teacher, LPIPS or l2 metric), CT = consistency training; the edm-* files are the EDM
+#: teachers (denoisers, no boundary condition). ImageNet-64 models are class-conditional.
+_CM = "https://openaipublic.blob.core.windows.net/consistency/"
+_CM_MODELS = [  # (name, file, config, description)
+    ("cd-lsun-bedroom256-lpips", "cd_bedroom256_lpips.pt", "cm-lsun256",
+     "consistency model (CD, LPIPS), LSUN bedroom 256×256 (526.3 M params)"),
+    ("cd-lsun-bedroom256-l2", "cd_bedroom256_l2.pt", "cm-lsun256",
+     "consistency model (CD, l2), LSUN bedroom 256×256"),
+    ("ct-lsun-bedroom256", "ct_bedroom256.pt", "cm-lsun256",
+     "consistency model (CT), LSUN bedroom 256×256"),
+    ("cd-lsun-cat256-lpips", "cd_cat256_lpips.pt", "cm-lsun256",
+     "consistency model (CD, LPIPS), LSUN cat 256×256"),
+    ("cd-lsun-cat256-l2", "cd_cat256_l2.pt", "cm-lsun256",
+     "consistency model (CD, l2), LSUN cat 256×256"),
+    ("ct-lsun-cat256", "ct_cat256.pt", "cm-lsun256",
+     "consistency model (CT), LSUN cat 256×256"),
+    ("cd-imagenet64-lpips", "cd_imagenet64_lpips.pt", "cm-imagenet64",
+     "consistency model (CD, LPIPS), ImageNet 64×64, class-conditional (needs class_labels)"),
+    ("cd-imagenet64-l2", "cd_imagenet64_l2.pt", "cm-imagenet64",
+     "consistency model (CD, l2), ImageNet 64×64, class-conditional (needs class_labels)"),
+    ("ct-imagenet64", "ct_imagenet64.pt", "cm-imagenet64",
+     "consistency model (CT), ImageNet 64×64, class-conditional (needs class_labels)"),
+    ("edm-lsun-bedroom256", "edm_bedroom256_ema.pt", "edm-lsun256",
+     "EDM teacher of the consistency models, LSUN bedroom 256×256 (denoiser D(x, σ))"),
+    ("edm-lsun-cat256", "edm_cat256_ema.pt", "edm-lsun256",
+     "EDM teacher of the consistency models, LSUN cat 256×256 (denoiser D(x, σ))"),
+    ("edm-imagenet64", "edm_imagenet64_ema.pt", "edm-imagenet64",
+     "EDM teacher of the consistency models, ImageNet 64×64, class-conditional"),
+]
+ENTRIES.update({name: Entry(name, "cm", config, (File(file, (_CM + file,)),), what,
+                            "DCDP (consistency purification)")
+                for name, file, config, what in _CM_MODELS})
+
+#: CompVis latent-diffusion checkpoints (links of the latent-diffusion README and of the
+#: DCDP-LDM README; format "ldm", see dmir.models.ldm). The .zip downloads hold model.ckpt
+#: (+ config.yaml): unpack them by hand.
+_LDM = "https://ommer-lab.com/files/latent-diffusion/"
+
+
+def _unzip_note(zip_name, local):
+    return (f"download {_LDM}{zip_name}, unzip it and place its model.ckpt in the dmir home "
+            f"folder as {local}")
+
+
+ENTRIES.update({e.name: e for e in [
+    Entry("ldm-ffhq256-vq4", "ldm", "ldm-ffhq256-vq4",
+          (File("ldm-ffhq256-vq4.ckpt", (), manual=_unzip_note("ffhq.zip",
+                                                                "ldm-ffhq256-vq4.ckpt")),),
+          "latent diffusion LDM-VQ-4, FFHQ 256×256, unconditional (274.1 M UNet + 55.3 M VQ-f4)",
+          "DCDP (latent)"),
+    Entry("ldm-cin256-v2", "ldm", "ldm-cin256-v2",
+          (File("ldm-cin256-v2.ckpt", (_LDM + "nitro/cin/model.ckpt",)),),
+          "latent diffusion LDM-4 cin256-v2, ImageNet 256×256, class-conditional by "
+          "cross-attention (400.9 M UNet + 55.3 M VQ-f4; class 1000 = unconditional)",
+          "DCDP (latent, ImageNet)"),
+    Entry("vq-f4", "autoencoder", "vq-f4",
+          (File("vq-f4.ckpt", (), manual=_unzip_note("vq-f4.zip", "vq-f4.ckpt")),),
+          "first-stage VQ-f4 autoencoder (Z = 8192, d = 3; 55.3 M) of the LDM-VQ-4 models; "
+          "load with dmir.models.autoencoder.load", "latent diffusion"),
+]})
 
 
 def names() -> list[str]:
