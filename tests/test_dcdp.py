@@ -197,7 +197,8 @@ def test_dcdp_with_mnist_ddpm_beats_pinv(mnist_prior, digits, task):
 
 # ----------------------------------------------------------------------------- errors
 @pytest.mark.parametrize("kw, word", [
-    (dict(optimizer="lbfgs"), "sgd, adam"), (dict(purifier="cm"), "ddim, tweedie"),
+    (dict(optimizer="lbfgs"), "sgd, adam"), (dict(purifier="heun"), "ddim, tweedie, consistency"),
+    (dict(purifier="cm"), "needs a consistency model"),
     (dict(schedule="exp"), "linear, constant"), (dict(init="noise"), "zeros, pinv"),
     (dict(K=0), "K"), (dict(lr=-1), "lr"), (dict(T0=5000), "T0"), (dict(K=50, T0=10), "K"),
     (dict(mu=float("nan")), "mu"), (dict(steps=3, K=4), "alias"), (dict(eta=2), "eta"),
@@ -215,3 +216,83 @@ def test_unknown_task_and_keyword():
         solvers.build("dcdp", _gauss_prior(), op, task="sr8")
     with pytest.raises(ParameterError, match="dcdp"):
         solvers.build("dcdp", _gauss_prior(), op, equs="hflip")
+
+
+# ----------------------------------------------------------------------------- consistency
+class _GaussCM(_CountingPrior):
+    """x_0 ~ N(μ, v I) with its exact consistency function: the probability-flow ODE of the VE
+    process moves x - μ ∝ √(v + σ²), so f(x, σ) = μ + √(v / (v + σ²)) (x - μ) (σ_min → 0)."""
+
+    def __init__(self, mu=0.2, v=0.25, shape=(1, 8, 8)):
+        super().__init__(torch.full(shape, mu), v)
+        self.mu, self.v, self.denoise_calls = mu, v, []
+
+    def denoise(self, x, sigma):
+        self.denoise_calls.append(float(sigma))
+        return self.mu + (self.v / (self.v + sigma ** 2)) ** 0.5 * (x - self.mu)
+
+
+def test_consistency_purifier_uses_the_vp_level_as_sigma():
+    """One purification from v = 0 (τ = 0): clip(f(σ z, σ)) with σ = √((1-ᾱ)/ᾱ) at index t*-1
+    of the prior's schedule and z the generator's first draw; one call, no ε evaluations."""
+    prior = _GaussCM()
+    op = operators.build("sr_averagepooling", (1, 8, 8), scale=2)
+    y = op.A(torch.zeros(1, 1, 8, 8))
+    s = solvers.build("dcdp", prior, op, K=1, tau=0, T0=300, schedule="constant",
+                      purifier="cm")
+    assert s.purifier == "consistency" and s.levels == [300]
+    out = s.sample(y, generator=torch.Generator().manual_seed(7))
+    a = float(prior.alphas_cumprod[299])
+    sig = ((1 - a) / a) ** 0.5
+    z = torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(7))
+    ref = (0.2 + (0.25 / (0.25 + sig ** 2)) ** 0.5 * (sig * z - 0.2)).clamp(-1, 1)
+    assert prior.denoise_calls == [pytest.approx(sig, rel=1e-12)] and prior.calls == 0
+    assert torch.allclose(out, ref, atol=1e-6)
+    assert s.nfe == s.total_nfe == 1
+
+
+def test_consistency_purifier_is_default_for_consistency_models_and_costs_K():
+    prior = _GaussCM()
+    op = operators.build("sr_averagepooling", (1, 8, 8), scale=2)
+    y = op.A(torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0)))
+    s = solvers.build("dcdp", prior, op, K=7, tau=5, lr=10.0, T0=200)
+    assert s.purifier == "consistency" and purification_nfe(150, "consistency") == 1
+    s.sample(y, generator=torch.Generator().manual_seed(0))
+    assert s.nfe == s.total_nfe == len(prior.denoise_calls) == 7 and prior.calls == 0
+    # the levels decay linearly, so does σ; t* = 1 is not bumped (σ at index 0, ≈ 0.01)
+    assert prior.denoise_calls == sorted(prior.denoise_calls, reverse=True)
+    assert prior.denoise_calls[-1] == pytest.approx((1e-4 / (1 - 1e-4)) ** 0.5, rel=1e-9)
+    assert solvers.build("dcdp", _gauss_prior(), op).purifier == "ddim"   # no denoise()
+
+
+def test_dps_protocol_operators_pick_their_presets():
+    prior = _gauss_prior((3, 32, 32))
+    for name, task in (("deblur_dps_gauss", "deblur_gauss"), ("deblur_dps_motion",
+                                                               "deblur_motion"),
+                       ("inpainting_random", "inpainting")):
+        op = operators.build(name, (3, 32, 32))
+        assert solvers.build("dcdp", prior, op).task == task
+    op = operators.build("sr_matlab_bicubic", (3, 32, 32), scale=4)
+    assert solvers.build("dcdp", prior, op).task == "sr4"
+
+
+# ----------------------------------------------------------------------------- command line
+def test_cli_restore_dcdp_purifier_flag(tmp_path, capsys):
+    """`dmir restore --method dcdp --purifier ...`: tweedie runs (K NFE), consistency needs a
+    consistency model, the flag is refused for other methods; no output on errors."""
+    from PIL import Image
+
+    from dmir import cli
+    src, out = tmp_path / "clean.png", tmp_path / "out.png"
+    Image.open(f"{mnist_ddpm.DATA}/kodim05_crop64.png").convert("RGB").crop(
+        (8, 8, 40, 40)).save(src)
+    base = ["restore", str(src), "--task", "sr_averagepooling", "--scale", "2", "--degrade",
+            "--model", "natural", "--steps", "3"]
+    assert cli.main(base + ["-o", str(out), "--method", "dcdp", "--purifier", "tweedie"]) == 0
+    assert out.is_file() and "PSNR" in capsys.readouterr().out
+    for extra, needle in ((["--method", "dcdp", "--purifier", "consistency"],
+                           "needs a consistency model"),
+                          (["--method", "ddnm", "--purifier", "ddim"], "only with --method dcdp")):
+        bad = tmp_path / "bad.png"
+        assert cli.main(base + ["-o", str(bad)] + extra) == 2
+        assert needle in capsys.readouterr().err and not bad.exists()

@@ -333,29 +333,39 @@ class AttentionBlock(nn.Module):
     [head][q|k|v][d]; the new order (QKVAttention) as [q|k|v][head][d]. The checkpoint
     determines which is right; the official 256×256 and FFHQ checkpoints use the legacy order.
     Attention weights are softmax(qᵀk / √d) with d = C / heads.
+
+    ``conv2d=True``: ``qkv`` and ``proj_out`` are 1×1 ``Conv2d`` (weights (·, ·, 1, 1)) applied
+    to the (B, C, H, W) map, as in OpenAI's consistency_models ``cm/unet.py`` (``conv_nd(dims,
+    …)``); the same function as the 1-D form, only the state-dict shapes differ.
     """
 
-    def __init__(self, channels: int, num_heads: int, new_order: bool):
+    def __init__(self, channels: int, num_heads: int, new_order: bool, conv2d: bool = False):
         super().__init__()
         self.num_heads = num_heads
         self.new_order = new_order
+        self.conv2d = conv2d
         self.norm = _norm(channels)
-        self.qkv = nn.Conv1d(channels, 3 * channels, 1)
-        self.proj_out = nn.Conv1d(channels, channels, 1)
+        conv = nn.Conv2d if conv2d else nn.Conv1d
+        self.qkv = conv(channels, 3 * channels, 1)
+        self.proj_out = conv(channels, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, C, H, W) → (B, C, H, W)."""
         B, C, H, W = x.shape
         flat = x.reshape(B, C, H * W)
-        qkv = self.qkv(self.norm(flat))
+        qkv = (self.qkv(self.norm(x)).reshape(B, 3 * C, H * W) if self.conv2d
+               else self.qkv(self.norm(flat)))
         heads, d = self.num_heads, C // self.num_heads
         if self.new_order:
             q, k, v = qkv.reshape(B, 3, heads, d, H * W).unbind(1)
         else:
             q, k, v = qkv.reshape(B, heads, 3, d, H * W).unbind(2)
-        a = F.scaled_dot_product_attention(q.transpose(-1, -2), k.transpose(-1, -2),
-                                           v.transpose(-1, -2))          # (B, heads, HW, d)
+        # (B, heads, HW, d) with unit stride on d, so the fused SDPA kernels apply
+        q, k, v = (z.transpose(-1, -2).contiguous() for z in (q, k, v))
+        a = F.scaled_dot_product_attention(q, k, v)                     # (B, heads, HW, d)
         a = a.transpose(-1, -2).reshape(B, C, H * W)
+        if self.conv2d:
+            return x + self.proj_out(a.reshape(B, C, H, W))
         return (flat + self.proj_out(a)).reshape(B, C, H, W)
 
 
@@ -379,6 +389,7 @@ class ADMUNet(nn.Module):
             torso in float16, as the reference's ``convert_to_fp16`` does; the timestep MLP, the
             label embedding, the normalisations (computed in float32), the embedding
             projections of the residual blocks and the final ``out`` head stay float32.
+        attention_conv2d: attention ``qkv``/``proj_out`` as 1×1 Conv2d (consistency models).
 
     Parameters keep PyTorch's default initialisation (the reference zero-initialises some
     convolutions for training); load a checkpoint before use.
@@ -389,7 +400,8 @@ class ADMUNet(nn.Module):
                  dropout: float = 0.0, num_classes: int | None = None, num_heads: int = 1,
                  num_head_channels: int = -1, num_heads_upsample: int = -1,
                  use_scale_shift_norm: bool = False, resblock_updown: bool = False,
-                 use_new_attention_order: bool = False, use_fp16: bool = False):
+                 use_new_attention_order: bool = False, use_fp16: bool = False,
+                 attention_conv2d: bool = False):
         super().__init__()
         self.model_channels = model_channels
         self.num_classes = num_classes
@@ -402,7 +414,7 @@ class ADMUNet(nn.Module):
 
         def attn(ch, heads):
             n = ch // num_head_channels if num_head_channels != -1 else heads
-            return AttentionBlock(ch, n, use_new_attention_order)
+            return AttentionBlock(ch, n, use_new_attention_order, attention_conv2d)
 
         self.time_embed = nn.Sequential(nn.Linear(model_channels, emb_ch), nn.SiLU(),
                                         nn.Linear(emb_ch, emb_ch))
@@ -474,11 +486,14 @@ class ADMUNet(nn.Module):
         return self.out(h.to(x.dtype))
 
 
-def build(config: dict) -> ADMUNet:
+def build(config: dict, **variant) -> ADMUNet:
     """The UNet for a (partial) config, see :func:`full_config`. Parameters are created on the
-    current default device, so ``with torch.device("meta"): build(cfg)`` allocates nothing."""
+    current default device, so ``with torch.device("meta"): build(cfg)`` allocates nothing.
+    ``variant``: :class:`ADMUNet` options outside guided-diffusion's flags, overriding those
+    derived from the config (``attention_conv2d``, ``use_new_attention_order`` — the
+    consistency-model layout of :mod:`dmir.models.consistency`)."""
     cfg = full_config(config)
-    return ADMUNet(
+    kw = dict(
         in_channels=cfg["in_channels"], model_channels=cfg["num_channels"],
         out_channels=cfg["in_channels"] * (2 if cfg["learn_sigma"] else 1),
         num_res_blocks=cfg["num_res_blocks"], channel_mult=cfg["channel_mult"],
@@ -489,6 +504,8 @@ def build(config: dict) -> ADMUNet:
         use_scale_shift_norm=cfg["use_scale_shift_norm"],
         resblock_updown=cfg["resblock_updown"],
         use_new_attention_order=cfg["use_new_attention_order"], use_fp16=cfg["use_fp16"])
+    kw.update(variant)
+    return ADMUNet(**kw)
 
 
 # ---------------------------------------------------------------------------- checkpoints

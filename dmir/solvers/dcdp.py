@@ -29,11 +29,21 @@ paper were not checked against its text, so none are cited; see :meth:`DCDP.oute
      n network evaluations;
    * ``purifier="tweedie"`` (the release's ``full_ddim: False``): one Tweedie step, v_{k+1} =
      clip(x̂0(x_{t*}, t* - 1)) — one network evaluation.
+   * ``purifier="consistency"`` (alias ``"cm"``; the default for a consistency model,
+     :class:`dmir.models.consistency.ConsistencyPrior`): one evaluation of the consistency
+     function, v_{k+1} = clip(D(x + σ z, σ)) with σ = √((1-ᾱ)/ᾱ), ᾱ = ᾱ_{t*_k - 1} of the
+     prior's VP schedule — one network evaluation. The re-noising is written in the CM's own
+     variance-exploding parametrisation; x + σ z is exactly x_{t*}/√ᾱ, the VP state above
+     rescaled, i.e. the same signal-to-noise ratio as DDIM/Tweedie purification at t*. So
+     the purification strength of a level t* (and the released T0 = 400/700 presets, tuned as
+     indices of the 1000-step linear schedule of the ADM priors) means the same for every
+     purifier, which a direct σ schedule would not give. No 1 → 2 bump: a consistency
+     function is evaluated at exactly the noise level that was added (σ ≥ 0.01 at t* = 1).
 
    A level t* = 1 is bumped to 2 after the re-noising and before the denoiser is built, as in
    the release (so noise is added at index 0 and DDIM runs over indices {1, 0}).
 
-NFE = Σ_k min(ddim_steps_max, t*_k) (DDIM) or K (Tweedie). The output is v_K.
+NFE = Σ_k min(ddim_steps_max, t*_k) (DDIM) or K (Tweedie, consistency). The output is v_K.
 
 Purification schedules (t*_0 … t*_{K-1} from T0 down to T_end; with u_k = k/(K-1)):
 
@@ -101,12 +111,17 @@ DCDP_PRESETS = {
 _OP_PRESET = {"deblur_gauss": "deblur_gauss", "deblur": "deblur_gauss",
               "deblur_aniso": "deblur_gauss", "deblur_uni": "deblur_gauss",
               "deblur_motion": "deblur_motion", "inpainting": "inpainting",
-              "sr_bicubic": "sr4", "sr_bicubic_aa": "sr4", "sr_averagepooling": "sr4"}
+              "sr_bicubic": "sr4", "sr_bicubic_aa": "sr4", "sr_averagepooling": "sr4",
+              # the DPS/DCDP protocol operators (dmir.operators.dps_protocol)
+              "deblur_dps_gauss": "deblur_gauss", "deblur_dps_motion": "deblur_motion",
+              "sr_matlab_bicubic": "sr4", "inpainting_box": "inpainting",
+              "inpainting_random": "inpainting"}
 #: preset for operators the release did not cover
 DCDP_DEFAULT_PRESET = "sr4"
 
 SCHEDULES = ("linear", "constant", "cosine", "bias_t1", "bias_t0", "reverse_cosine")
-PURIFIERS = ("ddim", "tweedie", "none")
+PURIFIERS = ("ddim", "tweedie", "consistency", "none")
+_PURIFIER_ALIASES = {"cm": "consistency"}
 OPTIMIZERS = ("sgd", "adam")
 INITS = ("zeros", "pinv")
 
@@ -157,7 +172,7 @@ def purification_nfe(t_star: int, purifier: str, ddim_steps_max: int = 20) -> in
     """Network evaluations of one purification at level t* (after the 1 → 2 bump)."""
     if purifier == "none":
         return 0
-    if purifier == "tweedie":
+    if purifier in ("tweedie", "consistency"):
         return 1
     return min(ddim_steps_max, max(t_star, 2))
 
@@ -200,7 +215,9 @@ class DCDP:
         mu: weight of the proximal term μ·mean((x - v_k)²) (release: 0).
         T0, T_end: first and last purification level (release T_end = 0).
         schedule: one of :data:`SCHEDULES` (default 'linear').
-        purifier: 'ddim' (default), 'tweedie' (one step) or 'none' (reconstruction only).
+        purifier: 'ddim', 'tweedie' (one step), 'consistency' / 'cm' (one consistency-model
+            step; needs a model with ``denoise(x, sigma)``) or 'none' (reconstruction only).
+            Default: 'consistency' for a consistency model, else 'ddim'.
         ddim_steps_max: at most this many DDIM steps per purification (20).
         clip: clip x̂0 to [-1, 1] in the purification (release: True).
         init: 'zeros' (release) or 'pinv' (A⁺y).
@@ -212,7 +229,7 @@ class DCDP:
                  sigma_y: float = 0.0, task: str | None = None, K: int | None = None,
                  tau: int | None = None, lr: float | None = None, optimizer: str = "sgd",
                  momentum: float = 0.9, mu: float = 0.0, T0: int | None = None,
-                 T_end: int = 0, schedule: str = "linear", purifier: str = "ddim",
+                 T_end: int = 0, schedule: str = "linear", purifier: str | None = None,
                  ddim_steps_max: int = 20, clip: bool = True, init: str = "zeros"):
         self.model, self.op = model, op
         if task is not None and task not in DCDP_PRESETS:
@@ -236,12 +253,21 @@ class DCDP:
         self.sigma_y = _as_unit("sigma_y", sigma_y)
         self.ddim_steps_max = _int("ddim_steps_max", ddim_steps_max, 1)
         self.clip = bool(clip)
+        if purifier is None:
+            purifier = "consistency" if callable(getattr(model, "denoise", None)) else "ddim"
+        purifier = _PURIFIER_ALIASES.get(purifier, purifier)
         for name, v, allowed in (("optimizer", optimizer, OPTIMIZERS),
                                  ("purifier", purifier, PURIFIERS), ("init", init, INITS),
                                  ("schedule", schedule, SCHEDULES)):
             if v not in allowed:
                 raise ParameterError(f"dcdp: {name} must be one of {', '.join(allowed)}, got "
                                      f"{v!r}")
+        if purifier == "consistency" and not callable(getattr(model, "denoise", None)):
+            raise ParameterError(
+                f"dcdp: purifier 'consistency' needs a consistency model (a prior with "
+                f"denoise(x, sigma), e.g. a cm-format checkpoint such as "
+                f"cd-lsun-bedroom256-lpips); {getattr(model, 'name', type(model).__name__)!r} "
+                f"has none — use purifier ddim or tweedie")
         self.optimizer, self.purifier, self.init, self.schedule = (optimizer, purifier, init,
                                                                    schedule)
         T = model.num_timesteps
@@ -307,6 +333,11 @@ class DCDP:
             return x
         a = self.alpha_bar(t_star - 1)
         z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        if self.purifier == "consistency":     # VE form of the same level: x_{t*}/√ᾱ
+            sigma = ((1 - a) / a) ** 0.5
+            out = self.model.denoise(x + sigma * z, sigma)
+            self._tick(progress)
+            return out.clamp(-1, 1) if self.clip else out
         x_t = a ** 0.5 * x + (1 - a) ** 0.5 * z
         t_star = max(t_star, 2)               # the release's 1 → 2 bump (after re-noising)
         if self.purifier == "tweedie":
