@@ -44,9 +44,10 @@ _BASE = {
 #: methods with no EquS variants (their structure is not one network call per step)
 _STANDALONE = {
     "dcdp": (DCDP, "DCDP (decoupled data consistency: SGD on mean ||A(x) - y||^2, then "
-                   "diffusion purification by DDIM <= 20 steps from a decaying t*; presets "
-                   "per task; --steps sets K; with a latent-diffusion prior (ldm) it runs in "
-                   "latent space, consistency latent|pixel)"),
+                   "diffusion purification from a decaying t*: DDIM <= 20 steps, one Tweedie "
+                   "step, or one consistency-model step (--purifier); presets per task; "
+                   "--steps sets K; with a latent-diffusion prior (ldm) it runs in latent "
+                   "space, consistency latent|pixel)"),
 }
 _VARIANTS = {
     "": ({}, ""),
