@@ -339,7 +339,8 @@ def test_cli_restore_with_deqir(tmp_path, capsys):
     Image.open(DATA / "kodim05_crop64.png").convert("RGB").crop((8, 8, 40, 40)).save(src)
     out = tmp_path / "out.png"
     rc = cli.main(["restore", str(src), "-o", str(out), "--task", "sr_averagepooling",
-                   "--scale", "2", "--method", "deqir", "--steps", "10", "--degrade"])
+                   "--scale", "2", "--method", "deqir", "--steps", "10", "--degrade",
+                   "--model", "natural"])
     stdout, err = capsys.readouterr()
     assert rc == 0, err
     assert "deqir" in stdout and out.exists()

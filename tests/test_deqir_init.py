@@ -437,7 +437,10 @@ def clean_and_mask(tmp_path):
 def _cli(capsys, *args):
     from dmir import cli
 
-    rc = cli.main([str(a) for a in args])
+    args = [str(a) for a in args]
+    if args[:1] == ["restore"] and "--model" not in args:
+        args += ["--model", "natural"]       # the fast analytic prior
+    rc = cli.main(args)
     out, err = capsys.readouterr()
     return rc, out, err
 
