@@ -655,8 +655,9 @@ def _restore(a) -> int:
         warnings.simplefilter("ignore", models.InferredConfigWarning)
         model = models.load(a.model, dtype=a.dtype, **load_kw)
     mult = getattr(model, "size_multiple", 1)
-    if isinstance(model, models.NetworkPrior) and (max(shape[-2:]) > a.tile
-                                                   or shape[-2] % mult or shape[-1] % mult):
+    # (consistency models keep their one-step denoiser, so they are not tiled)
+    tile = max(shape[-2:]) > a.tile or shape[-2] % mult or shape[-1] % mult
+    if isinstance(model, models.NetworkPrior) and not hasattr(model, "denoise") and tile:
         from .models.tiled import TiledPrior
 
         model = TiledPrior(model, tile=a.tile)

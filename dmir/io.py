@@ -297,6 +297,16 @@ def write_image(path, x, bits: int = 8) -> None:
         data = buf.getvalue()
     else:
         data = _encode_png(a)
+    atomic_write(path, data)
+
+
+def atomic_write(path, data) -> None:
+    """Write ``data`` (bytes or str, UTF-8) to ``path`` atomically: a temp file in the same
+    folder, fsync, the umask's permissions, then ``os.replace``; nothing is left behind on
+    failure (:class:`OutputError`)."""
+    path = os.fspath(path)
+    if isinstance(data, str):
+        data = data.encode("utf-8")
     folder = os.path.dirname(os.path.abspath(path))
     tmp = None
     try:

@@ -17,8 +17,8 @@ import glob
 import json
 import os
 import re
-import tempfile
 
+from .. import io as dio
 from ..errors import InputError
 
 __all__ = ["RESULTS", "key_of", "atomic_write", "repair", "read_jsonl", "ResultWriter",
@@ -34,27 +34,11 @@ def key_of(rec: dict) -> tuple:
 
 
 def atomic_write(path, data) -> None:
-    """Write ``data`` (str or bytes) to ``path`` atomically (temp file + fsync + os.replace)."""
+    """Write ``data`` (str or bytes) to ``path`` atomically (temp file + fsync + os.replace),
+    creating the folder first."""
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    if isinstance(data, str):
-        data = data.encode("utf-8")
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                               dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-        tmp = None
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    dio.atomic_write(path, data)
 
 
 def repair(path) -> int:
