@@ -60,7 +60,7 @@ def demo_tasks(size: int):
     return [
         ("sr4", "super-resolution x4", "sr_averagepooling", {"scale": 4}, 0.0),
         ("inpaint", "inpainting (strokes + box)", "inpainting", {"mask": mask}, 0.0),
-        ("color", "colorization", "colorization", {}, 0.0),
+        ("denoise", "denoising (σ 0.1)", "denoising", {}, 0.1),
         ("deblur", "deblurring (Gaussian σ 2 px, noise 0.01)", "deblur", {"kernel": kernel},
          0.01),
     ]

@@ -12,7 +12,7 @@ def test_demo_images_and_tasks():
     assert x.shape == (len(DEMO_IMAGES), 3, 64, 64)
     assert -1 <= x.min() < -0.5 and 0.5 < x.max() <= 1       # real photos, full range
     tasks = demo_tasks(64)
-    assert [t[2] for t in tasks] == ["sr_averagepooling", "inpainting", "colorization", "deblur"]
+    assert [t[2] for t in tasks] == ["sr_averagepooling", "inpainting", "denoising", "deblur"]
     mask = tasks[1][3]["mask"]
     assert 0.05 < 1 - mask.mean() < 0.5                      # some, not most, pixels missing
 
@@ -27,7 +27,7 @@ def test_demo_runs_and_writes_outputs(tmp_path, capsys):
         assert r["psnr"] == r["psnr"] and r["psnr_apy"] == r["psnr_apy"]   # finite numbers
     g = Image.open(out / "grid.png")
     assert g.width > 4 * 32 and g.height > 16 * 32            # 16 rows of 4 images
-    assert "| colorization |" in (out / "metrics.md").read_text()
+    assert "| denoising (σ 0.1) |" in (out / "metrics.md").read_text()
     rc = cli.main(["demo", "-o", str(tmp_path / "x"), "--size", "30"])
     assert rc == 2 and "--size must be a multiple of 8" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
