@@ -97,7 +97,8 @@ class Equivariance:
     def transform_for_step(self, k: int, generator: torch.Generator | None) -> Transform | None:
         """The transform used at schedule index k (None = plain frame)."""
         if self.group == "random":
-            i = int(torch.randint(len(self.elements), (1,), generator=generator))
+            dev = generator.device if generator is not None else None
+            i = int(torch.randint(len(self.elements), (1,), generator=generator, device=dev))
             return None if i == 0 else self.elements[i]
         return self.g if k % 2 == 0 else None
 
