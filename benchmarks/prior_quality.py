@@ -30,19 +30,12 @@ import dmir
 from dmir import io as dio
 from dmir import models, operators, solvers
 from dmir.metrics import image as im
+from restore import centre_crop   # benchmarks/restore.py (this script's folder is on sys.path)
 
 HERE = Path(__file__).resolve().parent
 EVAL = HERE.parent.parent / "shared" / "data" / "eval"
 MASK = Path(dmir.__file__).parent / "data" / "ddnm_inpainting_mask.npy"
 SETS = ("CBSD68", "Kodak24", "imagenet-heldout")
-
-
-def centre_crop(x, size):
-    _, _, H, W = x.shape
-    if min(H, W) < size:
-        return None
-    t, l = (H - size) // 2, (W - size) // 2
-    return x[..., t:t + size, l:l + size]
 
 
 def load_set(folder: Path, limit: int, size: int) -> tuple[list[str], torch.Tensor]:

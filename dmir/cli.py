@@ -555,7 +555,7 @@ class _Progress:
             from tqdm import tqdm
 
             self.bar = tqdm(total=n, desc=self.desc, unit="step", file=sys.stderr,
-                            disable=not _isatty(sys.stderr), leave=False, dynamic_ncols=True)
+                            disable=not dio.isatty(sys.stderr), leave=False, dynamic_ncols=True)
         if self.bar.total != n:
             self.bar.total = n
         self.bar.update(i - self.bar.n)
@@ -563,13 +563,6 @@ class _Progress:
     def close(self):
         if self.bar is not None:
             self.bar.close()
-
-
-def _isatty(f) -> bool:
-    try:
-        return f.isatty()
-    except Exception:  # noqa: BLE001
-        return False
 
 
 def _read_input(path):

@@ -300,6 +300,14 @@ def write_image(path, x, bits: int = 8) -> None:
     atomic_write(path, data)
 
 
+def isatty(stream) -> bool:
+    """Whether ``stream`` is an interactive terminal (False for closed/replaced streams)."""
+    try:
+        return stream.isatty()
+    except Exception:  # noqa: BLE001
+        return False
+
+
 def atomic_write(path, data) -> None:
     """Write ``data`` (bytes or str, UTF-8) to ``path`` atomically: a temp file in the same
     folder, fsync, the umask's permissions, then ``os.replace``; nothing is left behind on

@@ -155,6 +155,17 @@ def _method(text, used) -> MethodSpec:
     return MethodSpec(label, name, steps, None if eta is None else float(eta), kv)
 
 
+def _named(spec, opt, what, preset, ds_names):
+    """``NAME=PATH`` (or a bare PATH when the plan has a single dataset) → (name, path)."""
+    name, path = _data_arg(spec)
+    if name is None:
+        if len(ds_names) != 1:
+            raise ParameterError(f"{opt} {spec!r}: {preset or 'the run'} has datasets "
+                                 f"{', '.join(ds_names)}; use {opt} NAME={what}")
+        name = ds_names[0]
+    return name, path
+
+
 def _data_arg(text):
     if "=" in text:
         name, path = text.split("=", 1)
@@ -261,20 +272,10 @@ def main(a) -> int:
     data, lists, models, model = {}, {}, {}, None
     if a.preset:
         for d in a.data or []:
-            name, path = _data_arg(d)
-            if name is None:
-                if len(ds_names) != 1:
-                    raise ParameterError(f"--data {d!r}: preset {a.preset} has datasets "
-                                         f"{', '.join(ds_names)}; use --data NAME=FOLDER")
-                name = ds_names[0]
+            name, path = _named(d, "--data", "FOLDER", a.preset, ds_names)
             data[name] = path
     for spec in a.list_file or []:
-        name, path = _data_arg(spec)
-        if name is None:
-            if len(ds_names) != 1:
-                raise ParameterError(f"--list-file {spec!r}: use NAME=FILE (datasets: "
-                                     f"{', '.join(ds_names)})")
-            name = ds_names[0]
+        name, path = _named(spec, "--list-file", "FILE", a.preset, ds_names)
         lists[name] = path
     for spec in a.model or []:
         name, path = _data_arg(spec)

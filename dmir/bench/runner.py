@@ -314,13 +314,6 @@ class _Bar:
             self.bar.close()
 
 
-def _isatty(f) -> bool:
-    try:
-        return f.isatty()
-    except Exception:  # noqa: BLE001
-        return False
-
-
 # ----------------------------------------------------------------------------- the run
 def _load_model(name, opts, device, cache):
     if name not in cache:
@@ -433,7 +426,7 @@ def _execute(plan, opts, out, device, shard, done, fps, writer, dist) -> int:
     runnable = [m for m, s in plan.methods if s is None]
     lpips_bank = LpipsBank(device)
     model_cache: dict = {}
-    show = opts.progress if opts.progress is not None else _isatty(sys.stderr)
+    show = opts.progress if opts.progress is not None else dio.isatty(sys.stderr)
     written = 0
     for dp in plan.datasets:
         ds = dp.dataset
