@@ -77,7 +77,7 @@ def problem(name, device="cpu", dtype=None):
         sys.path.insert(0, str(TESTS))
         from test_mnist_ddpm import CKPT, MnistCNN, _Wrapped
 
-        from dmir.models.checkpoint import fit_state_dict
+        from dmir.checkpoints.reading import fit_state_dict
 
         sd = models.read_checkpoint(CKPT)
         cnn = MnistCNN()

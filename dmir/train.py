@@ -1,6 +1,6 @@
 """Train a DDPM noise-prediction UNet on random crops of an image folder (``dmir train``).
 
-The network is the DDPM "simple" UNet of :mod:`dmir.models.ddpm_unet` (the architecture of the
+The network is the DDPM "simple" UNet of :mod:`dmir.models.nets.ddpm_unet` (the architecture of the
 SDEdit/DDIM/DDRM/DDNM CelebA-HQ and LSUN checkpoints), so the result loads through
 :func:`dmir.models.load` like any published checkpoint.
 
@@ -37,7 +37,7 @@ import torch
 
 from .errors import InputError, ParameterError
 from .models import ddpm_unet
-from .models.checkpoint import write_safetensors
+from .checkpoints.reading import write_safetensors
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 

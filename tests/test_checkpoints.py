@@ -15,7 +15,7 @@ from dmir import models
 from dmir.cli import main
 from dmir.errors import DmirError, ParameterError
 from dmir.models import registry
-from dmir.models.checkpoint import CheckpointError, fit_state_dict, state_dict_mismatch
+from dmir.checkpoints.reading import CheckpointError, fit_state_dict, state_dict_mismatch
 
 
 # ------------------------------------------------------------------------------- reading

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from dmir import models, operators, solvers
 from dmir.errors import ParameterError
 from dmir.models import adm, consistency as cm, loading, registry
-from dmir.models.checkpoint import CheckpointError
+from dmir.checkpoints.reading import CheckpointError
 
 # widths 64, 128: attention at 8×8 and in the middle with 2 heads of 64 channels (the official
 # head width), so the head order matters and the config can be inferred from the weights

@@ -163,7 +163,7 @@ def test_bf16_restoration_psnr_with_a_trained_network():
     sys.path.insert(0, str(Path(__file__).parent))
     from test_mnist_ddpm import CKPT, MnistCNN, _Wrapped
 
-    from dmir.models.checkpoint import fit_state_dict
+    from dmir.checkpoints.reading import fit_state_dict
     sd = models.read_checkpoint(CKPT)
     cnn = MnistCNN()
     fit_state_dict(cnn, {k[3:]: v for k, v in sd.items() if k.startswith("gt.")}, "MNIST")

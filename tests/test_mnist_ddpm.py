@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from dmir import metrics, models, operators, solvers
-from dmir.models.checkpoint import fit_state_dict
+from dmir.checkpoints.reading import fit_state_dict
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 CKPT = os.path.join(DATA, "models", "mnist-ddpm", "ddpm_mnist_starter.pth")

@@ -13,7 +13,7 @@ import torch
 from dmir import models, operators, solvers
 from dmir.errors import ParameterError, ShapeError
 from dmir.models import adm, registry
-from dmir.models.checkpoint import CheckpointError
+from dmir.checkpoints.reading import CheckpointError
 
 MODELS = os.path.join(os.path.dirname(__file__), "data", "models")
 FOLDERS = ["adm_imagenet_like", "adm_ffhq_like", "ddpm_celebahq_like", "diffusers_ddpm_like"]

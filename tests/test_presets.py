@@ -11,7 +11,7 @@ from dmir import models, operators, solvers
 from dmir.bench import presets as P
 from dmir.bench.spec import MethodSpec, Preset
 from dmir.errors import DmirError, ParameterError
-from dmir.models.registry import ENTRIES
+from dmir.checkpoints.registry import ENTRIES
 from dmir.operators.dps_protocol import DPS_SIGMA_Y
 from dmir.operators.noise import sigma_from_model
 

@@ -24,10 +24,10 @@ import hashlib
 import math
 import os
 
-import numpy as np
 import torch
 
 from .. import metrics, operators, solvers
+from ..pipeline import make_operator
 from ..errors import DmirError, InputError, ParameterError
 
 __all__ = ["seed_for", "generator", "task_operator", "degrade", "restore", "measure",
@@ -83,15 +83,8 @@ def task_operator(task, dataset, item=None, seed: int = 0):
         if per_image and item is None:
             return None, True
         params["mask"] = dataset.mask(src, item)
-    if isinstance(params.get("kernel"), (str, os.PathLike)):
-        from ..cli import parse_kernel   # the one parser of kernel specs (dmir restore --kernel)
-        params["kernel"] = parse_kernel(os.fspath(params["kernel"]))
-    elif isinstance(params.get("kernel"), (list, tuple)):
-        params["kernel"] = np.asarray(params["kernel"], dtype=np.float64)
-    _, takes_gen = operators.params(task.operator)
-    if takes_gen:
-        params["generator"] = generator(seed_for(seed, dataset.name, task.name, "operator"))
-    return operators.build(task.operator, dataset.shape, **params), per_image
+    gen = generator(seed_for(seed, dataset.name, task.name, "operator"))
+    return make_operator(task.operator, dataset.shape, generator=gen, **params), per_image
 
 
 def degrade(op, x: torch.Tensor, sigma_y: float, seed: int) -> torch.Tensor:

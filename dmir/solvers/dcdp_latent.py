@@ -2,7 +2,7 @@
 experiments), as in the release's ``DCDP-LDM/dcdp.py`` (``Diffusion_Purified_CSGM``,
 ``CSGM_Solver_Latent_Space``, ``CSGM_Solver_Pixel_Space``) and ``run_latent_sapce_dcdp.sh``.
 
-The prior is a :class:`~dmir.models.ldm.LatentPrior`: ε(z_t, t) over latents z = s·E(x) with an
+The prior is a :class:`~dmir.models.nets.ldm.LatentPrior`: ε(z_t, t) over latents z = s·E(x) with an
 encoder E and decoder D (images x = D(z/s)). Each outer iteration k = 0 … K-1 alternates the
 same two decoupled phases as pixel DCDP (:mod:`dmir.solvers.dcdp`), with data consistency in
 one of two spaces:
@@ -107,7 +107,7 @@ class LatentDCDP(DCDP):
     """DCDP with a latent diffusion prior (see the module docstring).
 
     Args (beyond :class:`~dmir.solvers.dcdp.DCDP`'s, which keep their meaning):
-        model: a :class:`~dmir.models.ldm.LatentPrior` (``eps`` over latents, ``encode``,
+        model: a :class:`~dmir.models.nets.ldm.LatentPrior` (``eps`` over latents, ``encode``,
             ``decode``, ``latent_shape``).
         op: the image operator (its ``x_shape`` is the image's; H, W multiples of the prior's
             ``size_multiple``).

@@ -33,9 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ParameterError
-from .base import make_schedule
-from .network import NetworkPrior
+from ...errors import ParameterError
+from ..base import make_schedule
+from ..network import NetworkPrior
 
 FORMAT = "adm"
 
@@ -491,7 +491,7 @@ def build(config: dict, **variant) -> ADMUNet:
     current default device, so ``with torch.device("meta"): build(cfg)`` allocates nothing.
     ``variant``: :class:`ADMUNet` options outside guided-diffusion's flags, overriding those
     derived from the config (``attention_conv2d``, ``use_new_attention_order`` — the
-    consistency-model layout of :mod:`dmir.models.consistency`)."""
+    consistency-model layout of :mod:`dmir.models.nets.consistency`)."""
     cfg = full_config(config)
     kw = dict(
         in_channels=cfg["in_channels"], model_channels=cfg["num_channels"],

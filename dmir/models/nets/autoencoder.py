@@ -19,7 +19,7 @@ latent-diffusion checkpoint the same keys sit under ``first_stage_model.``.
 The interface (:class:`Autoencoder`) that latent solvers use:
 
 * ``encode(x)``: images (B, C, H, W) in [-1, 1] → latents h (B, C_z, H/f, W/f), *unscaled*
-  (the LDM multiplies by its ``scale_factor``; :class:`~dmir.models.ldm.LatentPrior` does).
+  (the LDM multiplies by its ``scale_factor``; :class:`~dmir.models.nets.ldm.LatentPrior` does).
   For VQ models this is ``VQModelInterface.encode``: ``quant_conv(encoder(x))``, *before*
   quantisation. For KL models it is the posterior mean (``sample=True`` draws from it, as
   ``LatentDiffusion.get_first_stage_encoding`` does during training).
@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ParameterError, ShapeError
+from ...errors import ParameterError, ShapeError
 from .adm import GroupNorm32
 
 #: ``ddconfig`` of the first-stage YAMLs; ``type`` vq|kl, ``embed_dim``, ``n_embed`` (VQ only)
@@ -433,17 +433,16 @@ def load(name_or_path, config=None, dtype=None, device=None) -> Autoencoder:
     """A standalone first-stage checkpoint (``vq-f4`` … by registry name, or a path to its
     ``model.ckpt``) → :class:`Autoencoder`. The training loss (``loss.*``) is dropped; the
     config is ``config`` (name or dict), the registry's, or inferred from the shapes."""
-    from . import registry
-    from .checkpoint import fit_state_dict, read_checkpoint
+    from ...checkpoints import registry
+    from ...checkpoints.reading import fit_state_dict, read_checkpoint
     from .ddpm_unet import normalize_state_dict
-    from .loading import ModelNotFoundError, _not_downloaded
-    from .network import parse_dtype
+    from ..network import parse_dtype
     path, entry = os.fspath(name_or_path), None
     if isinstance(name_or_path, str) and name_or_path in registry.ENTRIES:
         entry = registry.ENTRIES[name_or_path]
         path = registry.local_path(entry)
         if path is None:
-            raise ModelNotFoundError(_not_downloaded(entry))
+            raise registry.ModelNotFoundError(registry.not_downloaded(entry))
     sd, _ = normalize_state_dict(read_checkpoint(path))
     sd = {k: v for k, v in sd.items() if not k.startswith("loss.")}
     if not matches(sd):

@@ -6,7 +6,7 @@ Reference: Y. Song, P. Dhariwal, M. Chen and I. Sutskever, "Consistency Models",
 (``cd_bedroom256_lpips.pt``, ``ct_bedroom256.pt``, ``cd_imagenet64_l2.pt``, …) are plain
 ``state_dict`` files of that code's ``UNetModel``.
 
-**The network** is guided-diffusion's ADM UNet (:mod:`dmir.models.adm`, not copied here) with
+**The network** is guided-diffusion's ADM UNet (:mod:`dmir.models.nets.adm`, not copied here) with
 two differences read from ``cm/unet.py``:
 
 1. the attention ``qkv`` and ``proj_out`` layers are 1×1 ``Conv2d`` (``conv_nd(dims=2, …)``),
@@ -15,7 +15,7 @@ two differences read from ``cm/unet.py``:
 2. ``UNetModel`` never passes ``attention_type``, so every ``AttentionBlock`` uses its default
    ``"flash"`` path, ``QKVFlashAttention``, which splits the qkv channels as
    ``"b (three h d) s"``: [q|k|v] outermost, then heads — guided-diffusion's *new* order
-   (``use_new_attention_order=True`` in :mod:`dmir.models.adm`), whatever the
+   (``use_new_attention_order=True`` in :mod:`dmir.models.nets.adm`), whatever the
    ``use_new_attention_order`` flag says (the flash path ignores it; the later revision of
    ``QKVAttentionLegacy`` was changed to the same split). Scale 1/√d as FlashAttention's default.
 
@@ -61,10 +61,10 @@ import math
 import torch
 from torch import nn
 
-from ..errors import ParameterError, ShapeError
+from ...errors import ParameterError, ShapeError
 from . import adm
-from .base import make_schedule
-from .network import NetworkPrior
+from ..base import make_schedule
+from ..network import NetworkPrior
 
 FORMAT = "cm"
 
@@ -101,7 +101,7 @@ _IMAGENET64 = dict(image_size=64, num_channels=192, num_res_blocks=3, num_head_c
 
 def full_config(config: dict | None = None) -> dict:
     """:data:`DEFAULTS` updated with ``config``, validated and normalised (network keys as
-    :func:`dmir.models.adm.full_config`; σ_min < σ_max, σ_data > 0; ``learn_sigma`` must be
+    :func:`dmir.models.nets.adm.full_config`; σ_min < σ_max, σ_data > 0; ``learn_sigma`` must be
     False: the consistency-model output is the denoised image, not ε and a variance).
 
     Raises:
@@ -167,7 +167,7 @@ CONFIGS: dict[str, dict] = {
 
 
 def build(config: dict) -> nn.Module:
-    """The UNet of a (partial) config: :func:`dmir.models.adm.build` with the 1×1 Conv2d
+    """The UNet of a (partial) config: :func:`dmir.models.nets.adm.build` with the 1×1 Conv2d
     attention projections and the flash (new) head order of ``cm/unet.py``. Built on the
     current default device (``with torch.device("meta")`` allocates nothing)."""
     cfg = full_config(config)
@@ -196,7 +196,7 @@ _SIZE_BY_LEVELS = {7: 512, 6: 256, 5: 128, 4: 64}
 
 def infer_config(state_dict, image_size: int | None = None) -> tuple[dict, list[str]]:
     """The config of a consistency_models UNet read from its tensor shapes, and notes on what
-    was inferred or assumed (see :func:`dmir.models.adm.infer_config`). Not stored in the
+    was inferred or assumed (see :func:`dmir.models.nets.adm.infer_config`). Not stored in the
     weights: ``image_size`` (assumed from the number of levels as ``script_util``'s default
     channel_mult: 4 → 64, 6 → 256), the head split (64 channels per head when the widths allow,
     as every released model), σ_min/σ_max/σ_data (0.002/80/0.5) and ``distillation`` (True: a

@@ -50,8 +50,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ParameterError, ShapeError
-from .base import make_schedule
+from ...errors import ParameterError, ShapeError
+from ..base import make_schedule
 
 FORMAT = "ddpm"
 
@@ -594,7 +594,7 @@ def prior(net: nn.Module, config: Mapping | None = None, **kw):
     ``kw`` go to :class:`~dmir.models.network.NetworkPrior` (``name``, ``compute_dtype``,
     ``info`` …); ``alphas_cumprod`` comes from :func:`schedule`.
     """
-    from .network import NetworkPrior
+    from ..network import NetworkPrior
 
     c = full_config(config)
     info = {"format": FORMAT, "config": c, **kw.pop("info", {})}

@@ -33,9 +33,9 @@ from collections.abc import Iterable, Mapping
 
 import torch
 
-from ..errors import ParameterError
-from .base import cosine_betas, make_schedule
-from .network import PREDICTIONS
+from ...errors import ParameterError
+from ..base import cosine_betas, make_schedule
+from ..network import PREDICTIONS
 
 FORMAT = "diffusers"
 INSTALL_HINT = "install it with: pip install 'dmir[diffusers]'"
@@ -247,7 +247,7 @@ def prior(net, unet_config: Mapping, scheduler_config: Mapping | None = None, **
     output with twice the input channels is a learned-variance model (first half used).
     ``kw`` go to NetworkPrior (``name``, ``class_labels``, ``compute_dtype``, ``info`` …).
     """
-    from .network import NetworkPrior
+    from ..network import NetworkPrior
 
     uc = _check_unet_config(unet_config)
     if uc.get("time_embedding_type", "positional") == "fourier":

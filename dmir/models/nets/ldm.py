@@ -8,7 +8,7 @@ github.com/CompVis/latent-diffusion: ``ldm/models/diffusion/ddpm.py`` (``LatentD
 ``ldm/modules/ema.py`` (``LitEma``), configs ``configs/latent-diffusion/*.yaml``.
 
 A latent diffusion model is a diffusion model on z = s·E(x), the scaled latents of a frozen
-first-stage autoencoder (:mod:`dmir.models.autoencoder`; s = ``scale_factor``, 1.0 for both
+first-stage autoencoder (:mod:`dmir.models.nets.autoencoder`; s = ``scale_factor``, 1.0 for both
 configs below); images are x = D(z / s). Its checkpoint (a Lightning ``model.ckpt``, weights
 under ``state_dict``) holds, with these key prefixes:
 
@@ -51,12 +51,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ParameterError, ShapeError
+from ...errors import ParameterError, ShapeError
 from . import autoencoder as ae
 from .adm import (AttentionBlock, Downsample, GroupNorm32, ResBlock, Upsample,
                   timestep_embedding)
-from .base import DiffusionModel
-from .network import NetworkPrior
+from ..base import DiffusionModel
+from ..network import NetworkPrior
 
 FORMAT = "ldm"
 
@@ -74,7 +74,7 @@ _UNET_DEFAULTS = {
 _UNET_IGNORED = ("use_checkpoint", "use_fp16", "dims", "n_embed")
 
 #: the top-level ``LatentDiffusion`` params dmir uses, plus ``unet`` (``unet_config.params``),
-#: ``first_stage`` (an :mod:`~dmir.models.autoencoder` config) and ``cond_stage``
+#: ``first_stage`` (an :mod:`~dmir.models.nets.autoencoder` config) and ``cond_stage``
 #: (``{"n_classes", "embed_dim"}`` of a ``ClassEmbedder``, or None)
 DEFAULTS = {
     "timesteps": 1000, "beta_schedule": "linear", "linear_start": 1e-4, "linear_end": 2e-2,
@@ -283,7 +283,7 @@ class _Seq(nn.Sequential):
 class LDMUNet(nn.Module):
     """``openaimodel.UNetModel`` (2-D, legacy head rule), keys as under
     ``model.diffusion_model.``; residual blocks, self-attention and resampling are the ADM
-    ones (:mod:`dmir.models.adm`, same keys), cross-attention the :class:`SpatialTransformer`.
+    ones (:mod:`dmir.models.nets.adm`, same keys), cross-attention the :class:`SpatialTransformer`.
 
     Heads (legacy): with ``num_head_channels`` = c ≠ -1 a block of width ch has ch/c heads of
     width c; otherwise ``num_heads`` heads of width ch/num_heads (``num_heads_upsample`` for
@@ -374,7 +374,7 @@ class ClassEmbedder(nn.Module):
 class LatentDiffusionNet(nn.Module):
     """The module tree of a ``LatentDiffusion`` checkpoint (its state-dict keys less the EMA
     copies and schedule buffers): ``model.diffusion_model`` (:class:`LDMUNet`),
-    ``first_stage_model`` (:mod:`~dmir.models.autoencoder`), ``cond_stage_model``
+    ``first_stage_model`` (:mod:`~dmir.models.nets.autoencoder`), ``cond_stage_model``
     (:class:`ClassEmbedder`, class-conditional models only).
 
     ``forward(z_t, t, y=None)`` is the noise network ``apply_model``: ε(z_t, t[, context(y)]).

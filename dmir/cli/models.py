@@ -1,0 +1,77 @@
+"""``dmir models``: list the built-in priors and named checkpoints, or fetch one."""
+from __future__ import annotations
+
+import json
+
+from .common import UsageError
+
+
+def add_parser(sub) -> None:
+    m = sub.add_parser("models", help="list the available models, or fetch one",
+                       description="List the built-in priors and the named pretrained "
+                       "checkpoints (format, config, download URLs, size, checksum, local "
+                       "copy), or download one. Local copies are searched in $DMIR_HOME, "
+                       "then ~/.cache/dmir.")
+    m.add_argument("action", nargs="?", choices=["list", "fetch"], default="list",
+                   help="list (default) or fetch")
+    m.add_argument("name", nargs="?", metavar="NAME", help="fetch: the model to download")
+    m.add_argument("--dest", metavar="DIR", help="fetch: download folder (default: "
+                   "$DMIR_HOME or ~/.cache/dmir)")
+    m.add_argument("--json", action="store_true", help="list: machine-readable output")
+
+
+def _listing() -> dict:
+    from .. import models
+
+    out = {}
+    for n in models.builtin_names():
+        text = ""
+        try:
+            m = models.load(n)
+            text = (type(m).__doc__ or "").strip().splitlines()[0]
+        except Exception:  # noqa: BLE001
+            text = "(cannot be loaded here)"
+        out[n] = f"{text} [built in]".strip()
+    return out
+
+
+
+def run(a) -> int:
+    from .. import models
+
+    if a.action == "fetch":
+        if not a.name:
+            raise UsageError("dmir models fetch NAME: a model name is required; named models: "
+                             + ", ".join(models.registry.names()))
+        entry = models.registry.get(a.name)
+        path = models.registry.fetch(entry.name, dest_dir=a.dest)
+        print(f"{entry.name}: {path}")
+        return 0
+    if a.name:
+        raise UsageError(f"unexpected argument {a.name!r} (did you mean: dmir models fetch "
+                         f"{a.name}?)")
+    builtin = _listing()
+    named = [models.registry.status(e) for e in models.registry.ENTRIES.values()]
+    if a.json:
+        print(json.dumps({"builtin": builtin, "named": named}, indent=1))
+        return 0
+    print("built-in priors (no download):")
+    for k, v in builtin.items():
+        print(f"  {k:<31}{v}")
+    print(f"\npretrained checkpoints (searched in {' then '.join(models.registry.home_dirs())}):")
+    for st in named:
+        size = f"{st['size'] / 1e9:.2f} GB" if st["size"] else "size unknown"
+        check = (f"sha256 {st['sha256']}" if st["sha256"] else
+                 f"md5 {st['md5']} (sha256 computed at first load)" if st["md5"] else
+                 "sha256 computed at first load")
+        print(f"  {st['name']:<31}{st['description']}")
+        print(f"  {'':<31}format {st['format']}, config {st['config'] or 'from its folder'}; "
+              f"used by {st['used_by']}")
+        for u in st["urls"]:
+            print(f"  {'':<31}{u}")
+        for note in st["manual"]:
+            print(f"  {'':<31}note: {note}")
+        print(f"  {'':<31}{size}; {check}")
+        print(f"  {'':<31}local: {st['local'] or 'not found (dmir models fetch ' + st['name'] + ')'}")
+    return 0
+

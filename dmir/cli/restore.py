@@ -1,0 +1,343 @@
+"""``dmir restore``: read a photo, restore it with :func:`dmir.pipeline.restore`, write it."""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import textwrap
+import warnings
+
+from .. import models
+from ..errors import ShapeError
+from .common import PROG, Progress, UsageError, listing, note, safe
+
+
+def epilog() -> str:
+    from .. import operators, solvers
+
+    return "\n\n".join([
+        listing("tasks (--task):", safe(operators.describe)),
+        listing("methods (--method):", safe(solvers.describe)),
+        textwrap.dedent("""\
+            kernels (--kernel, task deblur): gauss:SIGMA[:SIZE]  box:SIZE  motion:LENGTH:ANGLE
+              (angle in degrees; non-separable)  or a .npy/.png file (normalised to sum 1)
+
+            INPUT is the degraded photo (sr_*: the low-resolution image; inpainting: the damaged
+            full-size photo with --mask, white = kept; colorization: a gray image, or RGB
+            converted with --weights; deblur*/denoising: the blurred/noisy photo). Compressed
+            sensing needs --degrade. With --degrade INPUT is a clean image: the task's operator
+            and noise are applied (seeded), the result is restored and PSNR/SSIM (on [0, 1],
+            per-channel SSIM, Wang et al. 2004) of A+y and of the result are printed.
+            Noise levels are in [0, 1] pixel units."""),
+    ])
+
+
+
+def add_parser(sub) -> None:
+    r = sub.add_parser("restore", help="restore a degraded photo (or degrade + restore a clean "
+                       "one with --degrade)", description="Restore INPUT and write OUTPUT (PNG).",
+                       epilog=epilog(),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("input", metavar="INPUT",
+                   help="input image (PNG, JPEG, …; 8/16-bit, gray/RGB)")
+    r.add_argument("-o", "--output", required=True, metavar="OUTPUT", help="output .png file")
+    g = r.add_argument_group("task")
+    g.add_argument("--task", required=True, metavar="NAME", help="degradation (list below)")
+    g.add_argument("--scale", type=int, metavar="S", help="sr_* tasks: integer factor ≥ 2")
+    g.add_argument("--ratio", type=float, metavar="R",
+                   help="cs_* tasks: fraction of measurements kept, in (0, 1] (default 0.25)")
+    g.add_argument("--block", type=int, metavar="B",
+                   help="cs_blockbased: block size (default 32; H and W must be multiples)")
+    g.add_argument("--mask", metavar="PATH",
+                   help="inpainting: mask .npy (0/1) or image (white = kept), H×W of the image")
+    g.add_argument("--kernel", metavar="SPEC", help="deblur: blur kernel (see below)")
+    g.add_argument("--weights", metavar="W1,W2,W3",
+                   help="colorization: channel weights of the gray image")
+    g.add_argument("--sigma-y", type=float, default=0.0, metavar="S",
+                   help="Gaussian measurement noise σ_y in [0, 1] pixel units (default 0)")
+    g.add_argument("--poisson", type=float, metavar="PEAK",
+                   help="Poisson (shot) noise with this peak count instead of Gaussian noise "
+                   "(applied with --degrade; the solver assumes the Gaussian level at mid-gray)")
+    g.add_argument("--degrade", action="store_true",
+                   help="INPUT is clean: degrade it, restore, print PSNR/SSIM")
+    s = r.add_argument_group("sampler")
+    s.add_argument("--method", default="ddnm-equs+", metavar="NAME",
+                   help="solver (default ddnm-equs+)")
+    s.add_argument("--model", default=models.DEFAULT_MODEL, metavar="NAME",
+                   help=f"prior (default {models.DEFAULT_MODEL}, the learned natural-image prior "
+                   f"that ships with dmir; 'natural' is the fast analytic one)")
+    s.add_argument("--tile", type=int, default=256, metavar="N",
+                   help="network priors: images larger than N×N are processed as overlapping "
+                   "N×N tiles in one batch, the grid shifted every step (default 256)")
+    s.add_argument("--steps", type=int, metavar="N",
+                   help="sampling steps (default: the method's own, e.g. 100 for ddnm)")
+    s.add_argument("--eta", type=float, metavar="E",
+                   help="η in [0, 1] (default: the method's own, e.g. 0.85 for ddnm)")
+    s.add_argument("--travel-length", type=int, default=1, metavar="L",
+                   help="time-travel length (1 = none)")
+    s.add_argument("--travel-repeat", type=int, default=1, metavar="R",
+                   help="time-travel repeats (1 = none)")
+    s.add_argument("--samples", type=int, default=1, metavar="K",
+                   help="draw K posterior samples in one batch and write their mean (an "
+                   "estimate of the posterior mean: higher PSNR, less detail; default 1)")
+    s.add_argument("--seed", type=int, default=0, metavar="S", help="random seed ≥ 0 (0)")
+    s.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cpu or cuda")
+    s.add_argument("--bits", type=int, default=8, choices=[8, 16], help="output bit depth (8)")
+
+    s.add_argument("--dtype", choices=["float32", "float16", "bfloat16"],
+                   help="checkpoint models: weights/inference precision (default float32; "
+                   "with --fast on cuda: bfloat16 autocast)")
+    s.add_argument("--class-label", type=int, metavar="K",
+                   help="class-conditional checkpoints: the class to condition on")
+    f = r.add_argument_group("speed (checkpoint models; see dmir.models.fast)")
+    f.add_argument("--fast", action=argparse.BooleanOptionalAction, default=True,
+                   help="the fast path (default on): on cuda bfloat16 autocast (float32 for the "
+                   "timestep embedding, normalisation statistics and the sampler state) + "
+                   "channels_last; on cpu float32 + channels_last (--dtype sets the autocast "
+                   "precision); --no-fast runs the network as loaded")
+    f.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="NHWC memory layout for the network (default: on with --fast)")
+    f.add_argument("--compile", nargs="?", const="default", metavar="MODE",
+                   choices=["default", "reduce-overhead", "max-autotune",
+                            "max-autotune-no-cudagraphs"],
+                   help="torch.compile the network (MODE default: 'default'); takes minutes "
+                   "for a 256x256 UNet, pays for long runs only")
+    f.add_argument("--cuda-graphs", action="store_true",
+                   help="replay the network as a CUDA graph (cuda; fixed batch shape)")
+    s.add_argument("--purifier", choices=["ddim", "tweedie", "consistency"],
+                   help="--method dcdp: purify by DDIM (<= 20 steps), one Tweedie step or one "
+                   "consistency-model step (default: consistency for a cm model, else ddim)")
+    d = r.add_argument_group("DeqIR initialisation optimisation (--method deqir only)")
+    d.add_argument("--init-opt", choices=["consistency", "mse", "lpips"],
+                   help="optimise the initial noise x_T with Adam through the fixed point "
+                   "(see --init-grad): 'consistency' minimises ||A x - y||^2 (no ground truth "
+                   "needed; needs --sigma-y > 0 or --poisson, as without noise the result "
+                   "already fits y exactly); 'mse' minimises the error to the clean INPUT and so "
+                   "needs --degrade (an oracle experiment, not a restoration of unknown images); 'lpips' "
+                   "likewise, with LPIPS-VGG (needs 'dmir metrics setup')")
+    d.add_argument("--init-iters", type=int, metavar="N",
+                   help="--init-opt: maximum Adam steps (default 2000, the DeqIR reference; "
+                   "stops early after 20 steps without a 1e-4 relative improvement)")
+    d.add_argument("--init-lr", type=float, metavar="LR",
+                   help="--init-opt: Adam learning rate (default 2e-5, the DeqIR reference)")
+    d.add_argument("--init-grad", choices=["phantom", "implicit"],
+                   help="--init-opt: gradient through the fixed point: 'phantom' (one damped "
+                   "step, tau 0.1, as published) or 'implicit' (adjoint fixed point, exact). "
+                   "Default: phantom for mse, implicit for consistency (the one-step phantom "
+                   "gradient of ||A x - y||^2 is zero: DDNM+ resets the range of every step)")
+
+
+
+# ----------------------------------------------------------------------------- option checks
+def _check_numbers(a) -> None:
+    if a.steps is not None and a.steps < 1:
+        raise UsageError(f"--steps must be a positive integer, got {a.steps}")
+    if a.eta is not None and not (0.0 <= a.eta <= 1.0):
+        raise UsageError(f"--eta must be in [0, 1], got {a.eta}")
+    if not (0.0 <= a.sigma_y <= 1.0):
+        raise UsageError(f"--sigma-y must be in [0, 1] (pixel units), got {a.sigma_y}")
+    if a.poisson is not None:
+        if not (0 < a.poisson < math.inf):
+            raise UsageError(f"--poisson must be a positive finite peak count, got {a.poisson}")
+        if a.sigma_y > 0:
+            raise UsageError("use either --sigma-y (Gaussian noise) or --poisson (shot noise), "
+                             "not both")
+    if a.samples < 1:
+        raise UsageError(f"--samples must be a positive integer, got {a.samples}")
+    if a.seed < 0:
+        raise UsageError(f"--seed must be a non-negative integer, got {a.seed}")
+    if a.tile < 32:
+        raise UsageError(f"--tile must be at least 32 pixels, got {a.tile}")
+    if a.travel_length < 1 or a.travel_repeat < 1:
+        raise UsageError("--travel-length and --travel-repeat must be integers ≥ 1")
+    if a.scale is not None and a.scale < 2:
+        raise UsageError(f"--scale must be an integer ≥ 2, got {a.scale}")
+    if a.ratio is not None and not (0 < a.ratio <= 1):
+        raise UsageError(f"--ratio must be in (0, 1], got {a.ratio}")
+    if a.block is not None and a.block < 1:
+        raise UsageError(f"--block must be a positive integer, got {a.block}")
+    if a.init_iters is not None and a.init_iters < 0:
+        raise UsageError(f"--init-iters must be an integer ≥ 0, got {a.init_iters}")
+    if a.init_lr is not None and not (0 < a.init_lr < math.inf):
+        raise UsageError(f"--init-lr must be a positive number, got {a.init_lr}")
+
+
+def _check_init_opt(a) -> None:
+    """--init-opt and its options: DeqIR only; 'mse' needs the clean image (--degrade)."""
+    if a.init_opt is None:
+        if a.init_iters is not None or a.init_lr is not None or a.init_grad is not None:
+            raise UsageError("--init-iters, --init-lr and --init-grad need --init-opt "
+                             "consistency|mse|lpips")
+        return
+    if a.method.split("-")[0] != "deqir":
+        raise UsageError(f"--init-opt works only with --method deqir (it optimises DeqIR's "
+                         f"initial noise through its fixed point), got --method {a.method}")
+    if a.init_opt in ("mse", "lpips") and not a.degrade:
+        raise UsageError(f"--init-opt {a.init_opt} needs --degrade: the target is the clean "
+                         "INPUT (an oracle experiment); use --init-opt consistency for a "
+                         "degraded photo")
+    if a.init_opt == "consistency" and a.sigma_y == 0 and a.poisson is None:
+        raise UsageError("--init-opt consistency needs measurement noise (--sigma-y > 0 or "
+                         "--poisson): without it DeqIR's result already satisfies A x = y "
+                         "exactly and there is nothing to optimise")
+
+
+_FLAG_PARAM = {"scale": "scale", "ratio": "ratio", "block": "block", "mask": "mask",
+               "kernel": "kernel", "weights": "weights"}
+
+
+def _parse_weights(text: str) -> list[float]:
+    try:
+        w = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise UsageError(f"--weights must be comma-separated numbers like 0.299,0.587,0.114, "
+                         f"got {text!r}") from None
+    if not all(math.isfinite(v) for v in w) or not any(w):
+        raise UsageError(f"--weights must be finite and not all zero, got {text!r}")
+    return w
+
+
+def _operator_params(a, task: str, C: int) -> dict:
+    from .. import pipeline
+    from ..io import load_mask
+
+    allowed, _ = pipeline.task_params(task)
+    params = {}
+    for flag, name in _FLAG_PARAM.items():
+        v = getattr(a, flag)
+        if v is None:
+            continue
+        if name not in allowed:
+            flags = ", ".join("--" + p for p in allowed if p in _FLAG_PARAM) or "none"
+            raise UsageError(f"--{flag} does not apply to task {task!r} (its parameters: "
+                             f"{flags})")
+        if flag == "mask":
+            v = load_mask(v)
+        elif flag == "kernel":
+            v = pipeline.parse_kernel(v)
+        elif flag == "weights":
+            v = _parse_weights(v)
+        params[name] = v
+    if "scale" in allowed and "scale" not in params:
+        raise UsageError(f"task {task!r} needs --scale S (an integer ≥ 2)")
+    if task == "inpainting" and "mask" not in params:
+        raise UsageError("task 'inpainting' needs --mask PATH (.npy of 0/1 or an image, white = "
+                         "kept)")
+    if task == "deblur" and "kernel" not in params:
+        raise UsageError("task 'deblur' needs --kernel SPEC (gauss:SIGMA[:SIZE], box:SIZE, "
+                         "motion:LENGTH:ANGLE or a .npy/.png file)")
+    return params
+
+
+def _read_input(path):
+    from .. import io as dio
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        x = dio.read_image(path)
+    for w in caught:
+        note(w.message)
+    return x
+
+
+def _fast_options(a) -> dict | None:
+    """accelerate() keywords from --fast/--channels-last/--compile/--cuda-graphs (validated
+    here, before any work), or None with --no-fast."""
+    if not a.fast:
+        if a.compile or a.cuda_graphs or a.channels_last:
+            raise UsageError("--compile, --cuda-graphs and --channels-last need the fast path; "
+                             "drop --no-fast")
+        return None
+    from ..models import fast
+
+    kw = dict(dtype=a.dtype or "auto",
+              channels_last="auto" if a.channels_last is None else a.channels_last,
+              compile=a.compile, cuda_graphs=a.cuda_graphs)
+    fast.resolve_options(a.device, **kw)         # ParameterError for a bad combination
+    return kw
+
+
+def run(a) -> int:
+    import torch
+
+    from .. import io as dio
+    from .. import metrics, operators, pipeline, solvers
+
+    _check_numbers(a)
+    task = a.task
+    if task not in operators.names():
+        raise UsageError(f"unknown task {task!r}; available: {', '.join(operators.names())}")
+    if a.method not in solvers.names():
+        raise UsageError(f"unknown method {a.method!r}; available: {', '.join(solvers.names())}")
+    _check_init_opt(a)
+    if a.purifier is not None and not a.method.startswith("dcdp"):
+        raise UsageError(f"--purifier works only with --method dcdp, got --method {a.method}")
+    if task.startswith("cs_") and not a.degrade:
+        raise UsageError(f"task {task!r} needs --degrade: a compressed-sensing measurement is "
+                         f"not an image, so INPUT must be the clean image to measure")
+    if a.device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available here; use --device cpu")
+    out_path = dio.check_output_path(a.output)
+
+    inp = _read_input(a.input)                                  # (1, C, H, W) in [-1, 1]
+    _, C, H, W = inp.shape
+    params = _operator_params(a, task, C)
+    fast_kw = _fast_options(a)
+    options = {} if a.purifier is None else {"purifier": a.purifier}
+    if a.travel_length != 1 or a.travel_repeat != 1:
+        options.update(travel_length=a.travel_length, travel_repeat=a.travel_repeat)
+    init_opt = None
+    if a.init_opt:
+        init_opt = {"loss": a.init_opt,
+                    "grad": a.init_grad or ("implicit" if a.init_opt == "consistency"
+                                            else "phantom")}
+        if a.init_iters is not None:
+            init_opt["iters"] = a.init_iters
+        if a.init_lr is not None:
+            init_opt["lr"] = a.init_lr
+
+    bar = Progress(a.method + (" init-opt" if a.init_opt else ""))
+    try:
+        r = pipeline.restore(inp, task, method=a.method, model=a.model, degrade=a.degrade,
+                             sigma_y=a.sigma_y, poisson=a.poisson, steps=a.steps, eta=a.eta,
+                             samples=a.samples, seed=a.seed, device=a.device, tile=a.tile,
+                             fast=fast_kw, dtype=a.dtype, class_label=a.class_label,
+                             solver_options=options, init_opt=init_opt, progress=bar,
+                             note=note, **params)
+    finally:
+        bar.close()
+    x, solver, hist = r.x, r.solver, r.history
+    if not torch.isfinite(x).all():
+        print(f"{PROG}: error: the sampler produced NaN/Inf values (method {a.method}, "
+              f"{solver.steps} steps); no output written", file=sys.stderr)
+        return 1
+
+    if hist is not None:
+        L = hist["loss"]
+        print(f"init-opt {a.init_opt}: loss {L[0]:.4g} -> {min(L):.4g} in {hist['steps']} Adam "
+              f"steps ({hist['grad']} gradient, lr {hist['lr']:g}, stopped: "
+              f"{hist['stopped']})")
+    if r.clean is not None:
+        clean = r.clean
+        base = r.op.pinv(r.y).detach().to("cpu", torch.float32)
+        rows = [("A+y (pinv)", base), (a.method, x)]
+        if r.x_start is not None:
+            rows = [rows[0], (a.method, r.x_start), ("+ init-opt", x)]
+        print(f"task {task}, {C}x{H}x{W}, method {a.method}, {solver.steps} steps, eta {solver.eta:g}, "
+              + (f"mean of {a.samples} samples, " if a.samples > 1 else "")
+              + (f"poisson peak {a.poisson:g}" if a.poisson is not None
+                 else f"sigma_y {a.sigma_y:g}") + f", seed {a.seed}")
+        print(f"{'':<16}{'PSNR [dB]':>10}{'SSIM':>9}")
+        for name, img in rows:
+            p = metrics.psnr_model(img, clean)
+            try:
+                s = f"{metrics.ssim_model(img, clean):9.4f}"
+            except ShapeError:
+                s = f"{'n/a':>9}"
+            print(f"{name:<16}{p:10.2f}{s}")
+
+    dio.write_image(out_path, x, bits=a.bits)
+    print(f"wrote {out_path} ({x.shape[1]}x{x.shape[2]}x{x.shape[3]}, {a.bits}-bit, "
+          f"{r.nfe if r.nfe is not None else '?'} network evaluations, "
+          f"{r.seconds:.1f} s)")
+    return 0
