@@ -35,20 +35,35 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _parser() -> argparse.ArgumentParser:
+def _command_of(argv):
+    """The command named in ``argv`` (its first non-option word), "" when none; None when
+    argv is None (build every command's full parser)."""
+    if argv is None:
+        return None
+    return next((w for w in argv if not str(w).startswith("-")), "")
+
+
+def _parser(argv=None) -> argparse.ArgumentParser:
+    """The argument parser. With ``argv``, commands other than the one it names get only their
+    help line (``dmir --help`` must not load torch, see dmir.cli.train)."""
+    chosen = _command_of(argv)
     p = Parser(prog=PROG, description="Zero-shot image restoration with diffusion priors.",
                epilog=restore.epilog().split("\n\nkernels")[0]
                + "\n\nRun 'dmir restore --help' for the options.",
                formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for mod in COMMANDS.values():
-        mod.add_parser(sub)
+    for name, mod in COMMANDS.items():
+        if mod is train:
+            mod.add_parser(sub, full=chosen in (None, name))
+        else:
+            mod.add_parser(sub)
     return p
 
 
 def main(argv=None) -> int:
     """Run the command line; returns the exit status (0 ok, 2 user error, 130 interrupted)."""
-    parser = _parser()
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    parser = _parser(argv)
     try:
         a = parser.parse_args(argv)
     except SystemExit as e:       # --help (0) or a usage error (2, already printed)

@@ -6,11 +6,19 @@ import sys
 from .common import UsageError
 
 
-def add_parser(sub) -> None:
+HELP = "train a DDPM prior on an image folder"
+
+
+def add_parser(sub, full: bool = True) -> None:
+    """The ``train`` sub-command; ``full=False`` adds only its name and help line (its
+    defaults come from :class:`dmir.train.TrainConfig`, whose module loads torch)."""
+    if not full:
+        sub.add_parser("train", help=HELP)
+        return
     from ..train import TrainConfig
 
     d = TrainConfig()
-    t = sub.add_parser("train", help="train a DDPM prior on an image folder",
+    t = sub.add_parser("train", help=HELP,
                        description="Train a DDPM UNet (the DDPM/SDEdit 'simple' architecture, "
                        "so the result loads with --model OUT/model) on random crops of the "
                        "images under DATA: ε-prediction, linear 1000-step schedule, Adam, EMA "

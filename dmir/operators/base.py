@@ -107,6 +107,12 @@ class LinearOperator(nn.Module):
     def forward(self, x):
         return self.A(x)
 
+    def __matmul__(self, other):
+        """``B @ A``: the composed operator x ↦ B(A x) (:class:`ComposedOperator`)."""
+        if not isinstance(other, LinearOperator):
+            return NotImplemented
+        return ComposedOperator(self, other)
+
     def project(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Range–null-space projection A⁺y + (I − A⁺A)x = x − A⁺(Ax − y) (DDNM Eq. 13)."""
         _check_tensor(x, self.x_shape, "x", self)
@@ -170,3 +176,66 @@ def safe_inverse(s: torch.Tensor) -> torch.Tensor:
     """1/s where s != 0, else 0 (the pseudo-inverse of a diagonal)."""
     nz = s != 0
     return torch.where(nz, 1.0 / torch.where(nz, s, torch.ones_like(s)), torch.zeros_like(s))
+
+
+def _dot(a, b):
+    return (a * b).flatten(1).sum(1).reshape(-1, *([1] * (a.dim() - 1)))
+
+
+def cg_pinv(A, At, y: torch.Tensor, iters: int = 100, tol: float = 1e-6) -> torch.Tensor:
+    """A⁺y by conjugate gradients on AᵀA x = Aᵀy from x = 0 (the minimum-norm solution).
+
+    ``A`` and ``At`` are batched functions; every batch element stops on its own relative
+    residual ‖r‖ ≤ tol ‖Aᵀy‖ (frozen once converged), so a batched call equals one call per
+    element. At most ``iters`` iterations."""
+    b = At(y)
+    x = torch.zeros_like(b)
+    r = b.clone()
+    p = r.clone()
+    rr = _dot(r, r)
+    stop = (tol ** 2) * rr
+    for _ in range(int(iters)):
+        active = rr > stop
+        if not bool(active.any()):
+            break
+        Ap = At(A(p))
+        pAp = _dot(p, Ap)
+        ok = active & (pAp > 0)
+        alpha = torch.where(ok, rr / torch.where(ok, pAp, torch.ones_like(pAp)),
+                            torch.zeros_like(pAp))
+        x = x + alpha * p
+        r = r - alpha * Ap
+        rr_new = _dot(r, r)
+        beta = torch.where(ok, rr_new / torch.where(ok, rr, torch.ones_like(rr)),
+                           torch.zeros_like(rr))
+        p = torch.where(ok, r + beta * p, p)
+        rr = torch.where(ok, rr_new, rr)
+    return x
+
+
+class ComposedOperator(LinearOperator):
+    """``outer @ inner``: y = outer(inner(x)), Aᵀ = innerᵀ outerᵀ, A⁺ by conjugate gradients.
+    Build it with ``B @ A``."""
+
+    exact_pinv = False
+
+    def __init__(self, outer: LinearOperator, inner: LinearOperator, cg_iters: int = 200,
+                 cg_tol: float = 1e-8):
+        if not (isinstance(outer, LinearOperator) and isinstance(inner, LinearOperator)):
+            raise ParameterError("only operators compose (B @ A with two LinearOperators)")
+        if tuple(outer.x_shape) != tuple(inner.y_shape):
+            raise ShapeError(f"cannot compose {outer.name} @ {inner.name}: {inner.name} gives "
+                             f"{inner.y_shape}, {outer.name} takes {outer.x_shape}")
+        super().__init__(inner.x_shape, outer.y_shape)
+        self.outer, self.inner = outer, inner
+        self.name = f"{outer.name}@{inner.name}"
+        self.cg_iters, self.cg_tol = int(cg_iters), float(cg_tol)
+
+    def _A(self, x):
+        return self.outer.A(self.inner.A(x))
+
+    def _At(self, y):
+        return self.inner.At(self.outer.At(y))
+
+    def _pinv(self, y):
+        return cg_pinv(self._A, self._At, y, self.cg_iters, self.cg_tol)

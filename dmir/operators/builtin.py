@@ -1,7 +1,8 @@
-"""Degradation operators y = A x (+ noise) and their registry.
+"""The built-in operators (the tasks of ``dmir restore --task`` and the bench), registered in
+:mod:`dmir.operators.registry`. Builders import torch and the operator classes when called, so
+listing the tasks stays cheap.
 
-``build(name, shape=(C, H, W), **params)`` constructs any registered operator. Two families:
-
+Two families:
 * **Paper protocol** (DDNM/DDRM/EquS reference code, quirks included): ``sr_bicubic``,
   ``sr_averagepooling``, ``deblur_gauss``, ``deblur_aniso``, ``deblur_uni``, ``colorization``,
   ``denoising``, ``cs_walshhadamard``, ``cs_blockbased``, ``inpainting``. They match the
@@ -15,64 +16,10 @@
 """
 from __future__ import annotations
 
-import inspect
 import os
 
-import numpy as np
-import torch
-
-from ..errors import ParameterError, ShapeError, UnknownNameError
-from . import dps_protocol, kernels
-from .base import LinearOperator
-from .cs import BlockCS, WalshHadamardCS, random_orthogonal
-from .fft import CircularBlur
-from .noise import GaussianNoise, PoissonNoise, sigma_from_model, sigma_to_model
-from .pointwise import AveragePooling, Colorization, Identity, Inpainting
-from .separable import ProtocolDeblur, SeparableSVD
-
-__all__ = [
-    "build", "names", "params", "describe", "LinearOperator", "GaussianNoise", "PoissonNoise",
-    "sigma_to_model", "sigma_from_model", "SeparableSVD", "ProtocolDeblur", "AveragePooling",
-    "Inpainting", "Colorization", "Identity", "WalshHadamardCS", "BlockCS", "CircularBlur",
-]
-
-_REGISTRY: dict = {}
-
-
-def _register(name, params, help):
-    def deco(fn):
-        _REGISTRY[name] = (fn, params, help)
-        return fn
-    return deco
-
-
-def names() -> list[str]:
-    """All registered operator names."""
-    return list(_REGISTRY)
-
-
-def params(name: str) -> tuple[list[str], bool]:
-    """(parameter names, whether it draws random numbers from ``generator=``) of an operator."""
-    if name not in _REGISTRY:
-        raise UnknownNameError(f"unknown task/operator {name!r}; available: "
-                               f"{', '.join(_REGISTRY)}")
-    fn, allowed, _ = _REGISTRY[name]
-    return list(allowed), "generator" in inspect.signature(fn).parameters
-
-
-def describe() -> dict[str, str]:
-    """name → one-line description with its parameters."""
-    return {n: f"{h} [params: {', '.join(p) or 'none'}]" for n, (_, p, h) in _REGISTRY.items()}
-
-
-def _check_shape(shape):
-    try:
-        C, H, W = (int(s) for s in shape)
-    except Exception:
-        raise ShapeError(f"shape must be (C, H, W), got {shape!r}") from None
-    if min(C, H, W) < 1:
-        raise ShapeError(f"shape must be positive, got {shape!r}")
-    return C, H, W
+from ..errors import ParameterError, ShapeError
+from .registry import register as _register
 
 
 def _scale(name, H, W, scale):
@@ -101,23 +48,15 @@ def _ratio(name, ratio):
     return r
 
 
-def build(name: str, shape, **params) -> LinearOperator:
-    """Build operator ``name`` for images of shape (C, H, W). See :func:`describe`."""
-    if name not in _REGISTRY:
-        raise UnknownNameError(f"unknown task/operator {name!r}; available: "
-                               f"{', '.join(_REGISTRY)}")
-    fn, allowed, _ = _REGISTRY[name]
-    extra = set(params) - set(allowed) - {"generator"}
-    if extra:
-        raise ParameterError(f"{name}: unexpected parameter(s) {sorted(extra)}; allowed: "
-                             f"{', '.join(allowed) or 'none'}")
-    return fn(_check_shape(shape), **params)
-
-
 # ----------------------------------------------------------------------------- protocol
 @_register("sr_bicubic", ["scale"], "bicubic super-resolution, DDNM protocol (strided Keys "
            "kernel, reflected borders, truncated SVD at 3e-2)")
 def _sr_bicubic(shape, scale=None):
+    import torch
+
+    from . import kernels
+    from .separable import SeparableSVD
+
     C, H, W = shape
     s = _scale("sr_bicubic", H, W, scale)
     Mh = kernels.protocol_bicubic_matrix(H, s)
@@ -128,17 +67,25 @@ def _sr_bicubic(shape, scale=None):
 @_register("sr_averagepooling", ["scale"], "s×s average pooling (exact, any H×W divisible "
            "by s)")
 def _sr_avg(shape, scale=None):
+    from .pointwise import AveragePooling
+
     C, H, W = shape
     return AveragePooling(shape, _scale("sr_averagepooling", H, W, scale))
 
 
 def _protocol_kernel(sigma, radius):
+    import numpy as np
+    import torch
+
     # float32, as the reference builds it: exp(-0.5 (k/σ)²) normalised
     k = torch.exp(torch.tensor([-0.5 * (x / sigma) ** 2 for x in range(-radius, radius + 1)]))
     return (k / k.sum()).numpy().astype(np.float64)
 
 
 def _protocol_deblur(shape, k_h, k_w, name):
+    from . import kernels
+    from .separable import ProtocolDeblur
+
     C, H, W = shape
     if H < len(k_h) or W < len(k_w):
         raise ShapeError(f"{name}: image {H}x{W} is smaller than the kernel")
@@ -157,6 +104,9 @@ def _deblur_gauss(shape):
 @_register("deblur_uni", [], "uniform deblurring, DDNM protocol (9-tap box, last tap dropped, "
            "reference channel quirk)")
 def _deblur_uni(shape):
+    import numpy as np
+    import torch
+
     k = (torch.tensor([1 / 9] * 9)).numpy().astype(np.float64)
     return _protocol_deblur(shape, k, k, "deblur_uni")
 
@@ -171,6 +121,8 @@ def _deblur_aniso(shape):
 @_register("colorization", ["weights"], "y = Σ_c w_c x_c (default protocol weights "
            "0.3333, 0.3334, 0.3333)")
 def _colorization(shape, weights=None):
+    from .pointwise import Colorization
+
     C = shape[0]
     if weights is None:
         weights = (0.3333, 0.3334, 0.3333) if C == 3 else [1.0 / C] * C
@@ -179,12 +131,18 @@ def _colorization(shape, weights=None):
 
 @_register("denoising", [], "identity (noise only)")
 def _denoising(shape):
+    from .pointwise import Identity
+
     return Identity(shape)
 
 
 @_register("cs_walshhadamard", ["ratio", "perm"], "Walsh–Hadamard compressed sensing: keep "
            "ratio·H·W coefficients per channel (H·W a power of 2)")
 def _cs_wh(shape, ratio=0.25, perm=None, generator=None):
+    import torch
+
+    from .cs import WalshHadamardCS
+
     C, H, W = shape
     r = _ratio("cs_walshhadamard", ratio)
     if perm is None:
@@ -195,6 +153,8 @@ def _cs_wh(shape, ratio=0.25, perm=None, generator=None):
 @_register("cs_blockbased", ["ratio", "basis", "block"], "block compressed sensing with an "
            "orthogonal b²×b² basis (default b = 32, drawn at random unless given)")
 def _cs_block(shape, ratio=0.25, basis=None, block=32, generator=None):
+    from .cs import BlockCS, random_orthogonal
+
     r = _ratio("cs_blockbased", ratio)
     if basis is None:
         b = int(block)
@@ -207,6 +167,9 @@ def _cs_block(shape, ratio=0.25, basis=None, block=32, generator=None):
 
 
 def _load_mask_param(mask, shape):
+    import numpy as np
+    import torch
+
     if isinstance(mask, (str, os.PathLike)):
         from ..io import load_mask  # file reading lives in dmir.io, not in the operator
         mask = load_mask(mask)
@@ -218,6 +181,8 @@ def _load_mask_param(mask, shape):
 @_register("inpainting", ["mask"], "keep the pixels where mask = 1 (mask: H×W or C×H×W "
            "tensor, array or .npy/.png file)")
 def _inpainting(shape, mask=None):
+    from .pointwise import Inpainting
+
     if mask is None:
         raise ParameterError("inpainting: needs mask=<H×W tensor or file, 1 = kept>")
     return Inpainting(shape, _load_mask_param(mask, shape))
@@ -225,6 +190,8 @@ def _inpainting(shape, mask=None):
 
 # ----------------------------------------------------------------------------- real photos
 def _separable_factors(k: np.ndarray, tol=1e-6):
+    import numpy as np
+
     U, S, Vt = np.linalg.svd(k)
     if len(S) > 1 and S[1] > tol * S[0]:
         return None
@@ -239,6 +206,13 @@ def _separable_factors(k: np.ndarray, tol=1e-6):
            "separable kernels exactly through the SVD (zero boundary), others by FFT "
            "(circular boundary)")
 def _deblur(shape, kernel=None, boundary="auto", threshold=3e-2):
+    import numpy as np
+    import torch
+
+    from . import kernels
+    from .fft import CircularBlur
+    from .separable import SeparableSVD
+
     C, H, W = shape
     if kernel is None:
         raise ParameterError("deblur: needs kernel=<2-D array>")
@@ -268,6 +242,9 @@ def _deblur(shape, kernel=None, boundary="auto", threshold=3e-2):
 @_register("sr_bicubic_aa", ["scale", "threshold"], "antialiased bicubic downsampling by an "
            "integer factor (torch/PIL resize), exact SVD")
 def _sr_bicubic_aa(shape, scale=None, threshold=1e-3):
+    from . import kernels
+    from .separable import SeparableSVD
+
     C, H, W = shape
     s = _scale("sr_bicubic_aa", H, W, scale)
     Mh = kernels.resize_matrix(H, H // s)
@@ -290,6 +267,8 @@ def _odd_size(name, kernel_size):
 @_register("deblur_dps_gauss", ["kernel_size", "std"], "DPS/DCDP Gaussian blur (61×61, σ=3, "
            "reflected borders); exact A and Aᵀ, A⁺ by conjugate gradients")
 def _deblur_dps_gauss(shape, kernel_size=61, std=3.0):
+    from . import dps_protocol
+
     k = dps_protocol.gaussian_kernel(_odd_size("deblur_dps_gauss", kernel_size), std)
     return dps_protocol.ReflectBlur(shape, k, name="deblur_dps_gauss")
 
@@ -298,6 +277,8 @@ def _deblur_dps_gauss(shape, kernel_size=61, std=3.0):
            "(61×61 `motionblur` kernel, intensity 0.5, seeded; reflected borders); exact A and "
            "Aᵀ, A⁺ by conjugate gradients")
 def _deblur_dps_motion(shape, seed=0, intensity=0.5, kernel_size=61):
+    from . import dps_protocol
+
     k = dps_protocol.motion_kernel(_odd_size("deblur_dps_motion", kernel_size), intensity,
                                    seed)
     return dps_protocol.ReflectBlur(shape, k, name="deblur_dps_motion")
@@ -306,6 +287,9 @@ def _deblur_dps_motion(shape, seed=0, intensity=0.5, kernel_size=61):
 @_register("sr_matlab_bicubic", ["scale", "threshold"], "DPS/DCDP super-resolution: MATLAB "
            "imresize bicubic with antialiasing (DPS Resizer), output ceil(n/scale), exact SVD")
 def _sr_matlab_bicubic(shape, scale=None, threshold=1e-3):
+    from . import dps_protocol
+    from .separable import SeparableSVD
+
     C, H, W = shape
     if scale is None:
         raise ParameterError("sr_matlab_bicubic: needs scale=<integer ≥ 2>")
@@ -326,6 +310,9 @@ def _sr_matlab_bicubic(shape, scale=None, threshold=1e-3):
 @_register("inpainting_box", ["box", "margin", "seed"], "DPS/DCDP box inpainting: a box×box "
            "hole (default 128) at a seeded random position ≥ margin (16) from the borders")
 def _inpainting_box(shape, box=128, margin=16, seed=0):
+    from . import dps_protocol
+    from .pointwise import Inpainting
+
     C, H, W = shape
     mask = dps_protocol.mask_box((H, W), box=box, margin=margin, seed=seed)
     return Inpainting(shape, mask, name="inpainting_box")
@@ -335,6 +322,9 @@ def _inpainting_box(shape, box=128, margin=16, seed=0):
            "fraction `missing` of the pixels (default 0.7; a (low, high) range is drawn "
            "per image as in DPS), seeded")
 def _inpainting_random(shape, missing=0.7, seed=0):
+    from . import dps_protocol
+    from .pointwise import Inpainting
+
     C, H, W = shape
     mask = dps_protocol.mask_random((H, W), missing=missing, seed=seed)
     return Inpainting(shape, mask, name="inpainting_random")

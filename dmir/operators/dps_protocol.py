@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ParameterError, ShapeError
-from .base import LinearOperator
+from .base import LinearOperator, cg_pinv
 from .noise import sigma_from_model
 
 __all__ = [
@@ -166,10 +166,6 @@ def _fold_reflect(z: torch.Tensor, ph: int, pw: int) -> torch.Tensor:
     return z
 
 
-def _dot(a, b):
-    return (a * b).flatten(1).sum(1).reshape(-1, *([1] * (a.dim() - 1)))
-
-
 class ReflectBlur(LinearOperator):
     """y = k ⋆ reflect_pad(x) (valid cross-correlation, per channel): DPS's ``Blurkernel``.
 
@@ -231,32 +227,9 @@ class ReflectBlur(LinearOperator):
         return _fold_reflect(z, self.ph, self.pw)
 
     def _pinv(self, y):
-        # CG on AᵀA x = Aᵀy from x = 0 (iterates stay in range(Aᵀ): the minimum-norm solution).
-        # Each batch element stops on its own criterion (frozen once converged), so a batched
-        # call gives the same result as one call per element.
-        b = self._At(y)
-        x = torch.zeros_like(b)
-        r = b.clone()
-        p = r.clone()
-        rr = _dot(r, r)
-        stop = (self.cg_tol ** 2) * rr
-        for _ in range(self.cg_iters):
-            active = rr > stop
-            if not bool(active.any()):
-                break
-            Ap = self._At(self._A(p))
-            pAp = _dot(p, Ap)
-            ok = active & (pAp > 0)
-            alpha = torch.where(ok, rr / torch.where(ok, pAp, torch.ones_like(pAp)),
-                                torch.zeros_like(pAp))
-            x = x + alpha * p
-            r = r - alpha * Ap
-            rr_new = _dot(r, r)
-            beta = torch.where(ok, rr_new / torch.where(ok, rr, torch.ones_like(rr)),
-                               torch.zeros_like(rr))
-            p = torch.where(ok, r + beta * p, p)
-            rr = torch.where(ok, rr_new, rr)
-        return x
+        # CG on AᵀA x = Aᵀy from x = 0 (iterates stay in range(Aᵀ): the minimum-norm solution);
+        # each batch element stops on its own criterion, so batching does not change results
+        return cg_pinv(self._A, self._At, y, self.cg_iters, self.cg_tol)
 
 
 # --------------------------------------------------------------------------------- resize

@@ -1,49 +1,37 @@
-"""Diffusion solvers for y = A x + n, and their registry.
+"""The solver registry: method name → sampler class and a one-line description.
 
-``build(method, model, op, steps=, eta=, sigma_y=, **options)`` returns a sampler with
-``.sample(y, x_T=None, generator=None, progress=None)``. Method names combine a base solver
-with the EquS options: ``ddnm``, ``ddnm-equs`` (EquS: transformed network frame on alternate
-steps), ``ddnm-equs+`` (EquS + the quadratic Timestep-Aware Schedule). Every option of the
-base solver can also be passed explicitly (``equs="vflip"``, ``schedule="quadratic"``, …).
+Method names combine a base solver with the EquS options: ``ddnm``, ``ddnm-equs`` (EquS:
+transformed network frame on alternate steps), ``ddnm-equs+`` (EquS + the quadratic
+Timestep-Aware Schedule). Classes are named as ``"module:Class"`` and imported when a method is
+built, so listing the methods does not load torch. A user's solver joins with :func:`register`
+and is then reachable from ``dmir.pipeline``, ``dmir restore --method`` and the bench.
 """
 from __future__ import annotations
 
-from ..errors import ParameterError, UnknownNameError
-from .base import Sampler
-from .cddb import CDDB
-from .ddnm import DDNM
-from .dcdp import DCDP
-from .dcdp_latent import LatentDCDP, is_latent_prior
-from .ddrm import DDRM
-from .deqir import DeqIR
-from .diffpir import DiffPIR
-from .dps import DPS
-from .equivariance import GROUPS as EQUS_GROUPS
-from .pigdm import PiGDM
-from .schedules import jump_schedule, make_plan
+import importlib
 
-__all__ = ["build", "names", "describe", "Sampler", "DDNM", "DDRM", "PiGDM", "make_plan",
-           "jump_schedule", "EQUS_GROUPS", "DPS", "CDDB", "DiffPIR", "DeqIR", "DCDP",
-           "LatentDCDP"]
+from ..errors import ParameterError, UnknownNameError
+
+__all__ = ["build", "names", "describe", "register", "unregister"]
 
 _BASE = {
-    "ddnm": (DDNM, "DDNM (noise-free range–null-space projection) / DDNM+ when sigma_y > 0"),
-    "ddrm": (DDRM, "DDRM (spectral variational sampler; operators with an SVD; 20 steps, "
+    "ddnm": (".ddnm:DDNM", "DDNM (noise-free range–null-space projection) / DDNM+ when sigma_y > 0"),
+    "ddrm": (".ddrm:DDRM", "DDRM (spectral variational sampler; operators with an SVD; 20 steps, "
                    "eta 0.85, eta_b 1)"),
-    "pigdm": (PiGDM, "ΠGDM (pseudoinverse guidance, a VJP through the network; 100 steps, "
+    "pigdm": (".pigdm:PiGDM", "ΠGDM (pseudoinverse guidance, a VJP through the network; 100 steps, "
                      "eta 1)"),
-    "dps": (DPS, "DPS (DDPM + gradient of ||y - A x0_hat|| through the network; 1000 steps, "
+    "dps": (".dps:DPS", "DPS (DDPM + gradient of ||y - A x0_hat|| through the network; 1000 steps, "
                  "scale per task 0.3/0.5)"),
-    "cddb": (CDDB, "CDDB data consistency (one A^T gradient step) in the DDNM sampler "
+    "cddb": (".cddb:CDDB", "CDDB data consistency (one A^T gradient step) in the DDNM sampler "
                    "(step_size 1.0)"),
-    "diffpir": (DiffPIR, "DiffPIR (HQS: closed-form/CG data step + zeta re-noising; 100 steps, "
+    "diffpir": (".diffpir:DiffPIR", "DiffPIR (HQS: closed-form/CG data step + zeta re-noising; 100 steps, "
                          "diffpir_quad schedule)"),
-    "deqir": (DeqIR, "DeqIR (the DDNM chain as one fixed point over all steps, Anderson "
+    "deqir": (".deqir:DeqIR", "DeqIR (the DDNM chain as one fixed point over all steps, Anderson "
                      "acceleration, batched network calls; 25 steps, nw 0, etw 0.1)"),
 }
 #: methods with no EquS variants (their structure is not one network call per step)
 _STANDALONE = {
-    "dcdp": (DCDP, "DCDP (decoupled data consistency: SGD on mean ||A(x) - y||^2, then "
+    "dcdp": (".dcdp:DCDP", "DCDP (decoupled data consistency: SGD on mean ||A(x) - y||^2, then "
                    "diffusion purification from a decaying t*: DDIM <= 20 steps, one Tweedie "
                    "step, or one consistency-model step (--purifier); presets per task; "
                    "--steps sets K; with a latent-diffusion prior (ldm) it runs in latent "
@@ -57,6 +45,40 @@ _VARIANTS = {
 }
 
 
+def _resolve(target):
+    """A registered class/factory, or ``".module:Name"`` imported now."""
+    if not isinstance(target, str):
+        return target
+    mod, _, attr = target.partition(":")
+    return getattr(importlib.import_module(mod, __package__), attr)
+
+
+def register(name: str, factory, help: str = "", *, variants: bool = False,
+             replace: bool = False):
+    """Register ``factory(model, op, sigma_y=..., steps=..., eta=..., **options)`` (a sampler
+    class or function returning an object with ``.sample(y, generator=, progress=)``) as
+    method ``name``. ``variants=True`` also registers ``name-equs`` and ``name-equs+`` (the
+    factory must then accept ``equs=`` and ``schedule=``). A taken name raises unless
+    ``replace=True``."""
+    if not isinstance(name, str) or not name or any(c in name for c in ", ="):
+        raise ParameterError(f"method name must be a non-empty string without ',', ' ' or '=', "
+                             f"got {name!r}")
+    if not callable(factory):
+        raise ParameterError(f"method {name!r}: the factory must be callable")
+    taken = [n for n in ([name + v for v in _VARIANTS] if variants else [name]) if n in names()]
+    if taken and not replace:
+        raise ParameterError(f"method {taken[0]!r} is already registered (replace=True "
+                             f"overrides it)")
+    unregister(name)
+    (_BASE if variants else _STANDALONE)[name] = (factory, help)
+
+
+def unregister(name: str) -> None:
+    """Remove a registered method (with its EquS variants)."""
+    _BASE.pop(name, None)
+    _STANDALONE.pop(name, None)
+
+
 def names() -> list[str]:
     return [b + v for b in _BASE for v in _VARIANTS] + list(_STANDALONE)
 
@@ -68,7 +90,7 @@ def describe() -> dict[str, str]:
 
 
 def build(method: str, model, op, steps: int | None = None, eta: float | None = None,
-          sigma_y: float = 0.0, **options) -> Sampler | DeqIR | DCDP:
+          sigma_y: float = 0.0, **options):
     """Build sampler ``method`` for ``model`` and operator ``op`` (see :func:`names`).
 
     ``steps`` and ``eta`` default to the method's own published defaults (DDNM 100 / 0.85)
@@ -84,7 +106,7 @@ def build(method: str, model, op, steps: int | None = None, eta: float | None = 
                 if eta is not None:
                     kw["eta"] = eta
                 try:
-                    return cls(model, op, sigma_y=sigma_y, **kw)
+                    return _resolve(cls)(model, op, sigma_y=sigma_y, **kw)
                 except TypeError as e:  # unexpected keyword
                     raise ParameterError(f"{method}: {e}") from None
     if method in _STANDALONE:
@@ -94,9 +116,12 @@ def build(method: str, model, op, steps: int | None = None, eta: float | None = 
         if eta is not None:
             kw["eta"] = eta
         try:
-            cls = _STANDALONE[method][0]
-            if cls is DCDP and is_latent_prior(model):   # a latent-diffusion prior
-                cls = LatentDCDP
+            cls = _resolve(_STANDALONE[method][0])
+            if method == "dcdp":
+                from .dcdp_latent import LatentDCDP, is_latent_prior
+
+                if is_latent_prior(model):      # a latent-diffusion prior
+                    cls = LatentDCDP
             return cls(model, op, sigma_y=sigma_y, **kw)
         except TypeError as e:  # unexpected keyword
             raise ParameterError(f"{method}: {e}") from None

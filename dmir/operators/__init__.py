@@ -1,0 +1,58 @@
+"""Degradation operators y = A x (+ noise) and their registry.
+
+``build(name, shape=(C, H, W), **params)`` constructs any registered operator
+(:mod:`.registry`); the built-in ones are listed by :func:`describe` and defined in
+:mod:`.builtin`. Two families:
+
+* **Paper protocol** (DDNM/DDRM/EquS reference code, quirks included): ``sr_bicubic``,
+  ``sr_averagepooling``, ``deblur_gauss``, ``deblur_aniso``, ``deblur_uni``, ``colorization``,
+  ``denoising``, ``cs_walshhadamard``, ``cs_blockbased``, ``inpainting``.
+* **For real photos** (no quirks): ``deblur`` (any 2-D kernel), ``sr_bicubic_aa``, plus the
+  protocol operators that are already exact.
+
+Your own operator: subclass :class:`LinearOperator`, or give two functions —
+``FunctionOperator(A, At, x_shape, y_shape)`` (A⁺ by conjugate gradients) — and compose
+operators with ``B @ A``; :func:`register` makes it a task of the CLI and the bench.
+
+Names are imported on first use, so ``import dmir.operators`` does not load torch.
+"""
+from __future__ import annotations
+
+import importlib
+
+from . import builtin  # noqa: F401  (registers the built-in operators)
+from .registry import build, describe, names, params, register, unregister
+
+__all__ = [
+    "build", "names", "params", "describe", "register", "unregister", "LinearOperator",
+    "FunctionOperator", "ComposedOperator", "GaussianNoise", "PoissonNoise", "sigma_to_model",
+    "sigma_from_model", "SeparableSVD", "ProtocolDeblur", "AveragePooling", "Inpainting",
+    "Colorization", "Identity", "WalshHadamardCS", "BlockCS", "CircularBlur",
+]
+
+#: public name → the module defining it (imported on first access)
+_LAZY = {
+    "LinearOperator": ".base", "FunctionOperator": ".functional",
+    "ComposedOperator": ".base", "cg_pinv": ".base", "BlockCS": ".cs", "WalshHadamardCS": ".cs",
+    "random_orthogonal": ".cs", "CircularBlur": ".fft", "GaussianNoise": ".noise",
+    "PoissonNoise": ".noise", "sigma_from_model": ".noise", "sigma_to_model": ".noise",
+    "AveragePooling": ".pointwise", "Colorization": ".pointwise", "Identity": ".pointwise",
+    "Inpainting": ".pointwise", "ProtocolDeblur": ".separable", "SeparableSVD": ".separable",
+}
+_MODULES = ("dps_protocol", "kernels", "base", "cs", "fft", "noise", "pointwise", "separable",
+            "functional")
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    elif name in _MODULES:
+        value = importlib.import_module("." + name, __name__)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY) | set(_MODULES))

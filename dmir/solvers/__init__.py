@@ -1,0 +1,44 @@
+"""Diffusion solvers for y = A x + n, and their registry (:mod:`.registry`).
+
+``build(method, model, op, steps=, eta=, sigma_y=, **options)`` returns a sampler with
+``.sample(y, x_T=None, generator=None, progress=None)``. Method names combine a base solver
+with the EquS options: ``ddnm``, ``ddnm-equs`` (EquS: transformed network frame on alternate
+steps), ``ddnm-equs+`` (EquS + the quadratic Timestep-Aware Schedule). Every option of the
+base solver can also be passed explicitly (``equs="vflip"``, ``schedule="quadratic"``, …).
+:func:`register` adds your own method. One module per method, readable next to its paper.
+
+Names are imported on first use, so ``import dmir.solvers`` does not load torch.
+"""
+from __future__ import annotations
+
+import importlib
+
+from .registry import build, describe, names, register, unregister
+
+__all__ = ["build", "names", "describe", "register", "unregister", "Sampler", "DDNM", "DDRM",
+           "PiGDM", "make_plan", "jump_schedule", "EQUS_GROUPS", "DPS", "CDDB", "DiffPIR",
+           "DeqIR", "DCDP", "LatentDCDP", "BatchGenerator"]
+
+#: public name → (module, attribute) imported on first access
+_LAZY = {
+    "Sampler": (".base", "Sampler"), "CDDB": (".cddb", "CDDB"), "DDNM": (".ddnm", "DDNM"),
+    "DCDP": (".dcdp", "DCDP"), "LatentDCDP": (".dcdp_latent", "LatentDCDP"),
+    "is_latent_prior": (".dcdp_latent", "is_latent_prior"), "DDRM": (".ddrm", "DDRM"),
+    "DeqIR": (".deqir", "DeqIR"), "DiffPIR": (".diffpir", "DiffPIR"), "DPS": (".dps", "DPS"),
+    "EQUS_GROUPS": (".equivariance", "GROUPS"), "PiGDM": (".pigdm", "PiGDM"),
+    "jump_schedule": (".schedules", "jump_schedule"), "make_plan": (".schedules", "make_plan"),
+    "BatchGenerator": (".rng", "BatchGenerator"),
+}
+
+
+def __getattr__(name):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    mod, attr = _LAZY[name]
+    value = getattr(importlib.import_module(mod, __name__), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
