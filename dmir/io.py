@@ -183,6 +183,8 @@ def _read_array(path) -> tuple[np.ndarray, list[str]]:
                 a, more = _read_pil(path)
                 notes += more
         else:
+            if head.startswith(_PNG_SIG):
+                _check_png_chunks(path)
             a, notes = _read_pil(path)
     if a.shape[0] == 0 or a.shape[1] == 0:
         raise InputError(f"'{path}' is an empty image ({a.shape[0]}x{a.shape[1]} pixels)")
@@ -384,6 +386,28 @@ def _unfilter(raw: np.ndarray, ftype: np.ndarray, bpp: int) -> np.ndarray:
         pred = np.select([f == 1, f == 2, f == 3, f == 4], [a, b, (a + b) >> 1, paeth], 0)
         out[r + 1, x + 1] = (raw[r, x] + pred) & 0xFF
     return out[1:, 1:]
+
+
+def _check_png_chunks(path: str) -> None:
+    """Walk a PNG's chunk headers (not their data) before Pillow reads it: a chunk that claims
+    more bytes than the file holds is a corrupt file, refused here rather than handed to a
+    reader that would reserve the claimed size (up to 4 GB) first."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            pos = 8
+            while pos + 8 <= size:
+                f.seek(pos)
+                n, kind = struct.unpack(">I4s", f.read(8))
+                if n > 2 ** 31 - 1 or pos + 12 + n > size:
+                    raise InputError(f"'{path}' is a truncated or corrupt PNG file (its "
+                                     f"{kind.decode('latin-1')!r} chunk claims {n:,} bytes, the "
+                                     f"file has {size - pos - 12:,} left)")
+                if kind == b"IEND":
+                    return
+                pos += 12 + n
+    except OSError as e:
+        raise InputError(f"cannot read '{path}': {e.strerror or e}") from None
 
 
 def _pixel_limit(W: int, H: int, path: str) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import http.client
 import json
 import os
 import re
@@ -407,9 +408,9 @@ def _download(url, dest, part, size, sha256, md5, timeout, progress, chunk):
                 while True:
                     try:
                         b = r.read(chunk)
-                    except (OSError, socket.timeout) as e:
-                        raise FetchError(f"download of {url} interrupted ({e}); run the same "
-                                         f"command again to resume") from None
+                    except (OSError, socket.timeout, http.client.HTTPException) as e:
+                        raise FetchError(f"download of {url} interrupted ({e!r:.200}); run "
+                                         f"the same command again to resume") from None
                     if not b:
                         break
                     if received == 0 and start == 0 and _looks_like_html(b):
