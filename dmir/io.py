@@ -13,7 +13,9 @@ Conventions (DESIGN.md): files hold 8-bit or 16-bit images in [0, 1]; in memory 
   image file (white = kept: a pixel is kept where its gray value is > 0.5).
 
 Pillow reads 16-bit *colour* PNGs only at 8-bit precision, so 16-bit colour PNGs are decoded and
-encoded by the small PNG codec at the end of this module (zlib + the five PNG row filters).
+encoded by the small PNG codec at the end of this module (zlib + the five PNG row filters),
+which applies Pillow's decompression-bomb pixel limit (``PIL.Image.MAX_IMAGE_PIXELS``) before
+decompressing and inflates no more than the header announces.
 
 Every bad file raises :class:`dmir.errors.InputError` (:class:`OutputError` for outputs) with a
 one-line message that names the path.
