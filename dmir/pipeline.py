@@ -245,7 +245,7 @@ def prepare_prior(prior, shape, device="cpu", *, tile: int | None = DEFAULT_TILE
     if fast is not None and fast is not False:
         kw = {} if fast is True else dict(fast)
         net_prior = getattr(prior, "model", prior)          # inside a TiledPrior
-        if isinstance(net_prior, models.NetworkPrior):
+        if isinstance(net_prior, models.NetworkPrior) and fastpath.options_of(net_prior) is None:
             fastpath.accelerate(net_prior, **kw)
             opts = fastpath.options_of(net_prior)
             if opts.dtype is not None or opts.compile or opts.cuda_graphs:   # not just layout

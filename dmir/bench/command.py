@@ -287,12 +287,17 @@ def main(a) -> int:
         raise ParameterError(f"--steps must be a positive integer, got {a.steps}")
     if a.limit is not None and a.limit < 1:
         raise ParameterError(f"--limit must be a positive integer, got {a.limit}")
+    if a.batch is not None and a.batch < 1:
+        raise ParameterError(f"--batch must be a positive integer, got {a.batch}")
+    if a.tile < 32:
+        raise ParameterError(f"--tile must be at least 32 pixels, got {a.tile}")
     if a.size is not None and a.size < 8:
         raise ParameterError(f"--size must be an integer ≥ 8, got {a.size}")
     opts = runner.RunOptions(
         out=a.out, data=data, lists=lists, model=model, models=models, steps=a.steps,
         seed=a.seed, size=a.size if a.preset else None, crop=a.crop if a.preset else None,
-        limit=a.limit, device=a.device, dtype=a.dtype, save_images=a.save_images, fid=a.fid,
+        limit=a.limit, device=a.device, dtype=a.dtype, batch=a.batch, tile=a.tile,
+        fast=a.fast, save_images=a.save_images, fid=a.fid,
         kid=a.kid, grid=a.grid, shard=_shard(a.shard) if a.shard else (0, 1),
         metrics=None, progress=False if a.no_progress else None, log=_log)
     if a.kid:

@@ -14,8 +14,9 @@ Seeds. Every random draw is seeded from the run seed and *names*, never from pos
   same noise).
 
 So an image's result is the same whatever the order, the limit, the shard or the number of
-processes. Images are restored one at a time (batch 1): a batch would share one generator
-between images and tie each result to its batch-mates.
+processes. Images of the same task and size are restored in batches (``--batch``); every image
+draws from its own sampler generator (:class:`dmir.solvers.rng.BatchGenerator`), so the batch
+size does not change any result either.
 """
 from __future__ import annotations
 
@@ -96,26 +97,43 @@ def degrade(op, x: torch.Tensor, sigma_y: float, seed: int) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- restoration
-def restore(method, model, op, y: torch.Tensor, sigma_y: float, seed: int, device="cpu",
+def restore(method, model, op, y: torch.Tensor, sigma_y: float, seed, device="cpu",
             steps: int | None = None, progress=None):
     """Restore ``y`` with ``method`` (a :class:`~dmir.bench.spec.MethodSpec`; ``"apy"`` = A⁺y).
 
-    ``op`` and ``model`` must already be on ``device``; ``steps`` overrides the method's own.
-    Returns ``(x, info)``: x (1, C, H, W) float32 on the CPU (model domain, unclamped) and
-    info = {"nfe": network evaluations per image, "time": seconds, "steps": int}.
+    ``y`` is one measurement (1, *y_shape) with ``seed`` an int, or a batch (B, *y_shape) with
+    ``seed`` a list of B sampler seeds: image i draws from its own generator
+    (:class:`~dmir.solvers.rng.BatchGenerator`), so its result equals a batch-1 run with
+    seed i (methods that couple the images of a batch, ``batch_invariant = False``, run one
+    image at a time). ``op`` and ``model`` must already be on ``device``; ``steps`` overrides
+    the method's own. Returns ``(x, info)``: x (B, C, H, W) float32 on the CPU (model domain,
+    unclamped) and info = {"nfe": network evaluations per image, "time": seconds per image,
+    "steps": int}.
     """
     y = y.to(device)
+    seeds = [seed] if isinstance(seed, int) else [int(s) for s in seed]
+    B = y.shape[0]
+    if len(seeds) != B:
+        raise ParameterError(f"restore: {B} measurements but {len(seeds)} seeds")
     if method.method == "apy":
         with torch.no_grad():
             x, secs = metrics.timed(op.pinv, y)
-        return x.detach().to("cpu", torch.float32), {"nfe": 0, "time": secs, "steps": 0}
+        return x.detach().to("cpu", torch.float32), {"nfe": 0, "time": secs / B, "steps": 0}
     n_steps = steps if steps is not None else method.steps
     solver = solvers.build(method.method, model, op, steps=n_steps, eta=method.eta,
                            sigma_y=sigma_y, **dict(method.kwargs))
+    if B > 1 and not getattr(solver, "batch_invariant", False):
+        parts = [restore(method, model, op, y[i:i + 1], sigma_y, seeds[i], device, steps,
+                         progress) for i in range(B)]
+        info = dict(parts[0][1], time=sum(p[1]["time"] for p in parts) / B)
+        return torch.cat([p[0] for p in parts]), info
+    if hasattr(model, "reset"):          # a tiled prior: the same grid shifts for every call
+        model.reset()
+    gen = (generator(seeds[0], device) if B == 1
+           else solvers.BatchGenerator.from_seeds(seeds, device))
     with metrics.NFECounter(model) as count:
-        x, secs = metrics.timed(solver.sample, y, generator=generator(seed, device),
-                                progress=progress)
-    info = {"nfe": count.per_image(y.shape[0]), "time": secs,
+        x, secs = metrics.timed(solver.sample, y, generator=gen, progress=progress)
+    info = {"nfe": count.per_image(B), "time": secs / B,
             "steps": int(getattr(solver, "steps", n_steps or 0) or 0)}
     return x.detach().to("cpu", torch.float32), info
 

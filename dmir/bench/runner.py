@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from .. import io as dio
-from .. import models, solvers
+from .. import pipeline, solvers
 from ..data import ImageDataset, shard as shard_items
 from ..errors import DmirError, InputError, ParameterError
 from . import results as res
@@ -72,6 +72,9 @@ class RunOptions:
     limit: int | None = None      # first N images of each dataset
     device: str = "cpu"
     dtype: str | None = None
+    batch: int | None = None      # images per sampler call (None: default_batch(device))
+    tile: int | None = 256        # network priors: tile images larger than this (None: never)
+    fast: bool = True             # network priors: the fast path (dmir.models.fast)
     save_images: bool = False     # restored PNGs under out/images/
     fid: bool = False             # FID per (dataset, task, method) in the summary (saves PNGs)
     kid: bool = False
@@ -309,18 +312,25 @@ class _Bar:
 
 
 # ----------------------------------------------------------------------------- the run
-def _load_model(name, opts, device, cache):
-    if name not in cache:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", models.InferredConfigWarning)
-            m = models.load(name, dtype=opts.dtype)
-        info = getattr(m, "info", {}) or {}
-        if info.get("notes"):
-            _note(opts, f"model {name}: {'; '.join(info['notes'])}")
-        if torch.device(device).type != "cpu":
-            m = m.to(device)
-        cache[name] = m
-    return cache[name]
+def _load_model(name, opts, device, cache, shape):
+    """The prior ``name`` ready for images of ``shape`` on ``device``: tiled and on the fast
+    path as :func:`dmir.pipeline.prepare_prior` decides (the same rules as ``dmir restore``)."""
+    key = (name, tuple(shape))
+    if key not in cache:
+        if (name, None) not in cache:
+            cache.clear()                 # one model in memory at a time
+            cache[(name, None)] = pipeline.load_prior(name, opts.dtype,
+                                                      note=lambda m: _note(opts, m))
+        cache[key] = pipeline.prepare_prior(cache[(name, None)], shape, device,
+                                            tile=opts.tile, fast=True if opts.fast else None,
+                                            note=lambda m: _note(opts, m))
+    return cache[key]
+
+
+def default_batch(device) -> int:
+    """Images per sampler call when --batch is not given: the CPU gains little from batching
+    (one image already fills its cores), a GPU idles at batch 1."""
+    return 8 if torch.device(device).type == "cuda" else 1
 
 
 def _check_done(plan, done, fps, out):
@@ -412,8 +422,6 @@ def _execute(plan, opts, out, device, shard, done, fps, writer, dist) -> int:
         ds = dp.dataset
         if ds is None:
             continue
-        if dp.model not in model_cache:
-            model_cache.clear()          # one model in memory at a time
         items = shard_items(ds.items, *shard)
         for task in plan.tasks:
             todo = []
@@ -435,6 +443,19 @@ def _execute(plan, opts, out, device, shard, done, fps, writer, dist) -> int:
     return written
 
 
+def _chunks(todo, size):
+    """Consecutive groups of at most ``size`` images that need the same methods (resuming can
+    leave different methods to do per image)."""
+    group = []
+    for it, ms in todo:
+        if group and (len(group) >= size or [m.name for m in group[0][1]] != [m.name for m in ms]):
+            yield group
+            group = []
+        group.append((it, ms))
+    if group:
+        yield group
+
+
 def _run_task(plan, opts, out, device, dp, task, todo, fps, writer, lpips_bank, model_cache,
               bar) -> int:
     ds = dp.dataset
@@ -448,61 +469,89 @@ def _run_task(plan, opts, out, device, dp, task, todo, fps, writer, lpips_bank, 
     op_dev = on_device(op, device) if op is not None else None
     save = opts.save_images or opts.fid
     # a model that cannot be loaded stops the run (it is not a per-image result)
-    model = (_load_model(dp.model, opts, device, model_cache)
+    model = (_load_model(dp.model, opts, device, model_cache, ds.shape)
              if any(m.method != "apy" for _, ms in todo for m in ms) else None)
+    batch = 1 if per_image else max(1, int(opts.batch or default_batch(device)))
     written = 0
-    for it, ms in todo:
-        base = {"dataset": ds.name, "task": task.name, "image": it.id, "index": it.index}
 
-        def emit(rec, method):
-            nonlocal written
-            rec = dict(rec, method=method.name, solver=method.method,
-                       model=None if method.method == "apy" else dp.model, run_seed=seed,
-                       cfg=fps[(ds.name, task.name, method.name)])
-            writer.write(rec)
-            written += 1
-            bar.update(method.name, rec.get("psnr"))
+    def emit(rec, method):
+        nonlocal written
+        rec = dict(rec, method=method.name, solver=method.method,
+                   model=None if method.method == "apy" else dp.model, run_seed=seed,
+                   cfg=fps[(ds.name, task.name, method.name)])
+        writer.write(rec)
+        written += 1
+        bar.update(method.name, rec.get("psnr"))
 
-        err = op_err
-        if err is None:
-            try:
-                x = ds.load(it)
-                if per_image:
-                    op, _ = task_operator(task, ds, it, seed)
-                    op_dev = on_device(op, device)
-                y = degrade(op, x, task.sigma_y,
-                            seed_for(seed, ds.name, task.name, it.id, "noise"))
-            except DmirError as e:
-                err = e
-        if err is not None:
-            for m in ms:
-                emit(_error_record(base, err), m)
-            continue
-        grid = it.index < opts.grid
-        if grid:
-            gdir = grid_dir(out, ds.name, task.name, it)
-            _save_png(os.path.join(gdir, "gt.png"), x)
-            _save_png(os.path.join(gdir, "apy.png"), op.pinv(y))
-            # the measurement as an image: y itself, else Aᵀy (inpainting: the kept pixels)
-            shown = y if y.dim() == 4 and y.shape[1] in (1, 3) else op.At(y)
-            if shown.dim() == 4 and shown.shape[1] in (1, 3):
-                _save_png(os.path.join(gdir, "input.png"), shown)
-        sample_seed = seed_for(seed, ds.name, task.name, it.id, "sample")
-        for m in ms:
-            rec = dict(base, seed=sample_seed, sigma_y=task.sigma_y, shape=list(x.shape[1:]))
-            try:
-                xr, info = restore(m, None if m.method == "apy" else model, op_dev, y,
-                                   task.sigma_y, sample_seed, device, plan.steps)
-                check_finite(xr, f"{m.name} on {it.id}")
-            except DmirError as e:
-                emit(_error_record(rec, e), m)
+    for group in _chunks(todo, batch):
+        ready = []                              # (item, methods, x, y, op, op_dev)
+        for it, ms in group:
+            base = {"dataset": ds.name, "task": task.name, "image": it.id, "index": it.index}
+            err = op_err
+            if err is None:
+                try:
+                    x = ds.load(it)
+                    iop, iop_dev = op, op_dev
+                    if per_image:
+                        iop, _ = task_operator(task, ds, it, seed)
+                        iop_dev = on_device(iop, device)
+                    y = degrade(iop, x, task.sigma_y,
+                                seed_for(seed, ds.name, task.name, it.id, "noise"))
+                except DmirError as e:
+                    err = e
+            if err is not None:
+                for m in ms:
+                    emit(_error_record(base, err), m)
                 continue
-            rec.update(measure(xr, x, y, op, plan.metrics, lpips_bank))
-            rec.update(nfe=info["nfe"], time=info["time"], steps=info["steps"])
-            if save:
-                _save_png(image_path(out, ds.name, task.name, m.name, it.id), xr)
-            if grid and m.method != "apy":
-                _save_png(os.path.join(gdir, f"m_{safe_name(m.name)}.png"), xr)
-            emit(rec, m)
+            if it.index < opts.grid:
+                gdir = grid_dir(out, ds.name, task.name, it)
+                _save_png(os.path.join(gdir, "gt.png"), x)
+                _save_png(os.path.join(gdir, "apy.png"), iop.pinv(y))
+                # the measurement as an image: y itself, else Aᵀy (inpainting: the kept pixels)
+                shown = y if y.dim() == 4 and y.shape[1] in (1, 3) else iop.At(y)
+                if shown.dim() == 4 and shown.shape[1] in (1, 3):
+                    _save_png(os.path.join(gdir, "input.png"), shown)
+            ready.append((it, ms, x, y, iop, iop_dev))
+        if not ready:
+            continue
+        for m in ready[0][1]:
+            # images of the same shape go through the sampler together
+            by_shape = {}
+            for r in ready:
+                by_shape.setdefault(tuple(r[3].shape), []).append(r)
+            for rows in by_shape.values():
+                _restore_rows(plan, opts, out, device, ds, task, m, rows, model, lpips_bank,
+                              save, emit)
     return written
 
+
+def _restore_rows(plan, opts, out, device, ds, task, m, rows, model, lpips_bank, save, emit):
+    """Restore the images ``rows`` with method ``m`` in one batch; measure, save, emit."""
+    seeds = [seed_for(plan.seed, ds.name, task.name, it.id, "sample") for it, *_ in rows]
+    y = torch.cat([r[3] for r in rows])
+    recs = [dict({"dataset": ds.name, "task": task.name, "image": it.id, "index": it.index},
+                 seed=sd, sigma_y=task.sigma_y, shape=list(x.shape[1:]))
+            for (it, _, x, *_), sd in zip(rows, seeds)]
+    try:
+        xr, info = restore(m, None if m.method == "apy" else model, rows[0][5], y,
+                           task.sigma_y, seeds if len(rows) > 1 else seeds[0], device,
+                           plan.steps)
+    except DmirError as e:
+        for rec in recs:
+            emit(_error_record(rec, e), m)
+        return
+    for i, ((it, _, x, yi, iop, _), rec) in enumerate(zip(rows, recs)):
+        xi = xr[i:i + 1]
+        try:
+            check_finite(xi, f"{m.name} on {it.id}")
+        except DmirError as e:
+            emit(_error_record(rec, e), m)
+            continue
+        rec.update(measure(xi, x, yi, iop, plan.metrics, lpips_bank))
+        rec.update(nfe=info["nfe"], time=info["time"], steps=info["steps"])
+        if save:
+            _save_png(image_path(out, ds.name, task.name, m.name, it.id), xi)
+        if it.index < opts.grid and m.method != "apy":
+            _save_png(os.path.join(grid_dir(out, ds.name, task.name, it),
+                                   f"m_{safe_name(m.name)}.png"), xi)
+        emit(rec, m)

@@ -1,6 +1,8 @@
 """``dmir bench``: the options; the work is :func:`dmir.bench.command.main`."""
 from __future__ import annotations
 
+import argparse
+
 
 def add_parser(sub) -> None:
     b = sub.add_parser(
@@ -57,6 +59,14 @@ def add_parser(sub) -> None:
     o.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cpu or cuda")
     o.add_argument("--dtype", choices=["float32", "float16", "bfloat16"],
                    help="checkpoint models: inference precision (float32)")
+    o.add_argument("--batch", type=int, metavar="N",
+                   help="images of the same task and size restored per sampler call (default: "
+                   "1 on cpu, 8 on cuda); every image keeps its own seed, so results do not "
+                   "depend on N")
+    o.add_argument("--tile", type=int, default=256, metavar="N",
+                   help="network priors: images larger than N×N as overlapping tiles (256)")
+    o.add_argument("--fast", action=argparse.BooleanOptionalAction, default=True,
+                   help="network priors: the fast path of dmir restore (default on)")
     o.add_argument("--summarize", action="store_true",
                    help="only merge the results in --out and rewrite the summaries")
     o.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -13,6 +13,7 @@ import torch
 
 from ..errors import InputError, ParameterError, ShapeError
 from ..operators.noise import sigma_to_model
+from . import rng
 from .equivariance import Equivariance, predict
 from .schedules import make_plan
 
@@ -57,6 +58,9 @@ class Sampler:
     method = "sampler"
     #: run predict + update with autograd enabled (see the class docstring)
     needs_grad: bool = False
+    #: images of a batch do not interact: with a BatchGenerator (one generator per image,
+    #: :mod:`dmir.solvers.rng`) a batch gives each image what it gets alone
+    batch_invariant: bool = True
 
     def __init__(self, model, op, steps: int = 100, eta: float = 0.85, sigma_y: float = 0.0,
                  schedule: str = "uniform", equs: str | None = None,
@@ -98,7 +102,7 @@ class Sampler:
         return 1.0 if t < 0 else self._abar[t]
 
     def noise_like(self, x, generator):
-        return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        return rng.randn_like(x, generator)
 
     def check_measurement(self, y: torch.Tensor) -> None:
         if not isinstance(y, torch.Tensor):
@@ -120,8 +124,7 @@ class Sampler:
         self.check_measurement(y)
         B = y.shape[0]
         if x_T is None:
-            x_T = torch.randn((B, *self.op.x_shape), generator=generator, dtype=y.dtype,
-                              device=y.device)
+            x_T = rng.randn((B, *self.op.x_shape), generator, dtype=y.dtype, device=y.device)
         elif tuple(x_T.shape) != (B, *self.op.x_shape):
             raise ShapeError(f"x_T must have shape {(B, *self.op.x_shape)}, got "
                              f"{tuple(x_T.shape)}")
@@ -137,7 +140,8 @@ class Sampler:
             t_next = self.plan.timestep(k_j)
             if k_j < k_i:          # denoising step
                 t = self.plan.timestep(k_i)
-                g = self.equs.transform_for_step(k_i, generator) if self.equs else None
+                g = (self.equs.transform_for_step(k_i, generator, x.shape[0]) if self.equs
+                     else None)
                 if self.needs_grad:
                     with torch.enable_grad():
                         x = x.detach().requires_grad_(True)

@@ -97,7 +97,6 @@ Beyond the paper:
 """
 from __future__ import annotations
 
-import copy
 import math
 import warnings
 from typing import Callable
@@ -111,6 +110,7 @@ from .anderson import AndersonMixer, anderson, check_options, slot_residuals
 from .base import Sampler, _as_unit
 from .ddnm import ddnm_plus_simple_step, ddnm_plus_svd_step
 from .equivariance import Equivariance
+from .parallel import default_devices, eps_on_devices, resolve_devices
 from .schedules import make_plan
 
 class ConvergenceWarning(UserWarning):
@@ -250,82 +250,23 @@ class DeqIR:
             self._flip = [self.equs.transform_for_step(k, None) is not None for k in ks]
         else:
             self.equs, self._flip = None, [False] * T
-        self._devices = None if devices is None else self._resolve_devices(devices)
+        self._devices = None if devices is None else resolve_devices(devices)
         self._replicas = {}
         self.nfe, self.iterations, self.residuals, self.converged = 0, 0, [], None
         self.info = {}
 
     # ------------------------------------------------------------------ devices
-    def _model_device(self) -> torch.device:
-        for p in self.model.parameters():
-            return p.device
-        for b in self.model.buffers():
-            return b.device
-        return torch.device("cpu")
-
     @property
     def devices(self) -> list:
         """The devices of the batched evaluation (resolved at each call when the option is
         None, so moving the model after construction is honoured)."""
-        if self._devices is not None:
-            return self._devices
-        home = self._model_device()
-        if home.type == "cuda":
-            return [torch.device("cuda", i) for i in range(torch.cuda.device_count())]
-        return [home]
-
-    @staticmethod
-    def _resolve_devices(devices):
-        if isinstance(devices, (str, torch.device)):
-            devices = [devices]
-        try:
-            out = [torch.device(d) for d in devices]
-        except (TypeError, RuntimeError) as e:
-            raise ParameterError(f"devices must be None or a list of devices, got "
-                                 f"{devices!r} ({e})") from None
-        if not out:
-            raise ParameterError("devices must not be empty")
-        out = [torch.device("cuda", torch.cuda.current_device())
-               if d.type == "cuda" and d.index is None and torch.cuda.is_available() else d
-               for d in out]
-        for d in out:
-            if d.type == "cuda" and (not torch.cuda.is_available()
-                                     or (d.index or 0) >= torch.cuda.device_count()):
-                raise ParameterError(f"device {d} is not available")
-        return out
-
-    def _replica(self, dev: torch.device):
-        home = self._model_device()
-        if dev == home or (dev.type == home.type == "cpu"):
-            return self.model
-        key = str(dev)
-        if key not in self._replicas:
-            self._replicas[key] = copy.deepcopy(self.model).to(dev)
-        return self._replicas[key]
+        return self._devices if self._devices is not None else default_devices(self.model)
 
     # ------------------------------------------------------------------ network
     def _eps_batch(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """ε for a flat batch x (M, C, H, W) at timesteps t (M,), chunked over the devices."""
-        M = x.shape[0]
-        nd = len(self.devices)
-        per = -(-M // nd)
-        size = per if self.chunk is None else min(per, self.chunk)
-        queues = []                        # per device: (device, start, stop) chunks
-        for d, dev in enumerate(self.devices):
-            lo, hi = d * per, min((d + 1) * per, M)
-            queues.append([(dev, s, min(s + size, hi)) for s in range(lo, hi, size)])
-        # issue round-robin over the devices (CUDA work is asynchronous), then gather
-        order = []
-        for r in range(max(len(q) for q in queues)):
-            order += [q[r] for q in queues if r < len(q)]
-        outs = {}
-        for dev, s, e in order:
-            net = self._replica(dev)
-            xs = x[s:e].to(dev, non_blocking=True)
-            ts = t[s:e].to(dev, non_blocking=True)
-            outs[s] = net.eps(xs, ts)
+        eps = eps_on_devices(self.model, x, t, self.devices, self.chunk, self._replicas)
         C = x.shape[1]
-        eps = torch.cat([outs[s].to(x.device) for s in sorted(outs)])
         if eps.shape[1] == 2 * C:           # learned-sigma networks: ε is the first half
             eps = eps[:, :C]
         return eps

@@ -18,6 +18,7 @@ from typing import Callable
 import torch
 
 from ..errors import ParameterError, ShapeError
+from .rng import randint_rows
 
 
 @dataclass(frozen=True)
@@ -94,13 +95,26 @@ class Equivariance:
             self.g = None
             self.elements = _dihedral(H == W)
 
-    def transform_for_step(self, k: int, generator: torch.Generator | None) -> Transform | None:
-        """The transform used at schedule index k (None = plain frame)."""
+    def transform_for_step(self, k: int, generator, batch: int = 1) -> Transform | None:
+        """The transform used at schedule index k (None = plain frame). 'random' draws one
+        group element per step; with a :class:`~dmir.solvers.rng.BatchGenerator` one per
+        image (row i from generator i), applied row by row."""
         if self.group == "random":
-            dev = generator.device if generator is not None else None
-            i = int(torch.randint(len(self.elements), (1,), generator=generator, device=dev))
-            return None if i == 0 else self.elements[i]
+            idx = randint_rows(len(self.elements), batch, generator)
+            if len(set(idx)) == 1:
+                return None if idx[0] == 0 else self.elements[idx[0]]
+            return _per_row([self.elements[i] for i in idx])
         return self.g if k % 2 == 0 else None
+
+
+def _per_row(transforms: list) -> Transform:
+    """Transform row i of a batch with ``transforms[i]``."""
+    def apply(x):
+        return torch.cat([t.apply(x[i:i + 1]) for i, t in enumerate(transforms)])
+
+    def inverse(x):
+        return torch.cat([t.inverse(x[i:i + 1]) for i, t in enumerate(transforms)])
+    return Transform("per-image(" + ",".join(t.name for t in transforms) + ")", apply, inverse)
 
 
 def predict(model, x_t: torch.Tensor, t: int, a: float, g: Transform | None,
