@@ -114,6 +114,36 @@ MOTION = np.array([[0.00, 0.00, 0.05, 0.10, 0.15],
                    [0.15, 0.10, 0.05, 0.00, 0.00]])
 MOTION = MOTION / MOTION.sum()
 # separable, asymmetric in both axes
+
+
+# ----------------------------------------------------------------------------- user operators
+# Registered like a user would: they get every property test below (operators.register).
+def _user_subsample(shape, step=2):
+    """An operator from two functions (A, Aᵀ): keep every step-th column; A⁺ by CG."""
+    C, H, W = shape
+
+    def A(x):
+        return x[..., ::step]
+
+    def At(y):
+        out = y.new_zeros((y.shape[0], C, H, W))
+        out[..., ::step] = y
+        return out
+    return operators.FunctionOperator(A, At, shape, (C, H, len(range(0, W, step))),
+                                      name="user_subsample")
+
+
+def _user_composed(shape, scale=2):
+    """B @ A: average pooling after a motion blur (FFT, no SVD of the product)."""
+    return (operators.build("sr_averagepooling", shape, scale=scale)
+            @ operators.build("deblur", shape, kernel=MOTION))
+
+
+operators.register("user_subsample", ["step"], "user: every step-th column (FunctionOperator)",
+                   builder=_user_subsample, replace=True)
+operators.register("user_composed", ["scale"], "user: pooling @ motion blur (composition)",
+                   builder=_user_composed, replace=True)
+
 SEP_A = np.array([0.1, 0.6, 0.3])
 SEP_B = np.array([0.05, 0.15, 0.4, 0.3, 0.1])
 
@@ -160,6 +190,9 @@ CASES = [
      lambda: dict(kernel_size=5, std=1.0)),
     ("deblur_dps_motion", "deblur_dps_motion", (1, 32, 34),
      lambda: dict(kernel_size=61, seed=3)),
+    # user operators: two functions (pinv by CG), and a composition B @ A
+    ("user_subsample", "user_subsample", (2, 9, 15), lambda: dict(step=2)),
+    ("user_composed", "user_composed", (2, 12, 20), lambda: dict(scale=2)),
 ]
 CASE_IDS = [c[0] for c in CASES]
 _CASE = {c[0]: c for c in CASES}
@@ -257,6 +290,29 @@ def test_dense_adjoint_and_penrose_conditions(cid):
     AP, PA = A @ P, P @ A
     _close(AP.T, AP, 1e-5, "(A A⁺)ᵀ = A A⁺")
     _close(PA.T, PA, 1e-5, "(A⁺ A)ᵀ = A⁺ A")
+
+
+@pytest.mark.parametrize("cid", ["user_subsample", "user_composed"])
+def test_cg_pinv_is_the_pseudo_inverse(cid):
+    """Operators whose A⁺ is conjugate gradients (exact_pinv False) converge to the dense
+    Moore–Penrose pseudo-inverse on these small problems."""
+    A, _, P = _mats(cid)
+    _close(P, torch.linalg.pinv(A), 1e-5, "CG A⁺ vs dense pinv")
+
+
+def test_composition_and_function_operator_errors():
+    pool = operators.build("sr_averagepooling", (3, 8, 8), scale=2)
+    comp = pool @ operators.build("denoising", (3, 8, 8))
+    assert (comp.x_shape, comp.y_shape, comp.name) == ((3, 8, 8), (3, 4, 4),
+                                                       "sr_averagepooling@denoising")
+    with pytest.raises(ShapeError, match="cannot compose"):
+        pool @ operators.build("denoising", (3, 4, 4))
+    with pytest.raises(ParameterError, match="not the adjoint"):
+        operators.FunctionOperator(lambda x: 2 * x, lambda y: y, (1, 3, 3), (1, 3, 3))
+    with pytest.raises(ShapeError, match=r"A\(x\) has shape"):
+        operators.FunctionOperator(lambda x: x[..., :2], lambda y: y, (1, 3, 3), (1, 3, 3))
+    with pytest.raises(ParameterError, match="already registered"):
+        operators.register("denoising", [], "again", builder=_user_subsample)
 
 
 @pytest.mark.parametrize("cid", CASE_IDS)

@@ -21,7 +21,8 @@ __all__ = ["DiffusionModel", "GaussianPrior", "GMMPrior", "NetworkPrior", "linea
            "cosine_betas", "make_schedule", "operator_matrix", "load", "builtin_names",
            "registry", "read_checkpoint", "read_safetensors", "write_safetensors",
            "num_parameters", "CheckpointError", "ModelNotFoundError", "InferredConfigWarning",
-           "FORMATS", "register_format", "DEFAULT_MODEL", "LEARNED_PRIOR", "learned_prior_path"]
+           "FORMATS", "register_format", "formats", "DEFAULT_MODEL", "LEARNED_PRIOR",
+           "learned_prior_path"]
 
 #: public name → module that defines it (imported on first access)
 _LAZY = {
@@ -32,7 +33,7 @@ _LAZY = {
     "read_safetensors": "..checkpoints.reading", "write_safetensors": "..checkpoints.reading",
     "ModelNotFoundError": "..checkpoints.registry",
     "FORMATS": ".loading", "InferredConfigWarning": ".loading", "load": ".loading",
-    "num_parameters": ".loading", "register_format": ".loading",
+    "num_parameters": ".loading", "register_format": ".loading", "formats": ".loading",
     "NetworkPrior": ".network",
 }
 #: submodules reachable as attributes (``models.registry``, ``from dmir.models import adm``)

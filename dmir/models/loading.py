@@ -44,7 +44,52 @@ class InferredConfigWarning(UserWarning):
     """A checkpoint was loaded with settings inferred from its tensor shapes."""
 
 
+#: formats registered with :func:`register_format`: name → format module
+_USER_FORMATS: dict = {}
+
+#: what a format module provides (see dmir.models.nets.ddpm_unet for a complete example)
+FORMAT_PROTOCOL = ("FORMAT", "CONFIGS", "matches", "infer_config", "full_config", "build",
+                   "prior")
+
+
+def register_format(module, aliases=(), *, replace: bool = False) -> None:
+    """Make :func:`load` (and so ``--model PATH`` of the CLI and the bench) read checkpoints of
+    a new architecture. ``module`` (a module or any object) provides:
+
+    - ``FORMAT`` — its name; ``CONFIGS`` — named configurations (a dict, may be empty);
+    - ``matches(keys) -> bool`` — whether a state dict's keys have its layout (detection);
+    - ``infer_config(state_dict, image_size=None) -> (config, notes)`` and
+      ``full_config(partial) -> config`` — the configuration, from the tensor shapes or a
+      config.json next to the weights;
+    - ``build(config) -> nn.Module`` (called on the meta device; weights are then assigned);
+    - ``prior(net, config, name=..., info=..., class_labels=None) -> NetworkPrior``;
+    - optionally ``size_multiple(config) -> int`` (default 1) and
+      ``select_weights(sd, config, notes, ema=True)``.
+
+    Detection tries the built-in formats first, then registered ones in registration order."""
+    missing = [a for a in FORMAT_PROTOCOL if not hasattr(module, a)]
+    if missing:
+        raise ParameterError(f"a checkpoint format must provide {', '.join(FORMAT_PROTOCOL)}; "
+                             f"missing: {', '.join(missing)}")
+    name = str(module.FORMAT).lower()
+    if (name in _ALIASES or name in _USER_FORMATS) and not replace:
+        raise ParameterError(f"checkpoint format {name!r} already exists (replace=True "
+                             f"overrides a registered one)")
+    if name in FORMATS:
+        raise ParameterError(f"{name!r} is a built-in checkpoint format")
+    _USER_FORMATS[name] = module
+    for a in (name, *aliases):
+        _ALIASES[str(a).lower()] = name
+
+
+def formats() -> list[str]:
+    """The checkpoint formats :func:`load` reads: built-in, then registered."""
+    return list(FORMATS) + list(_USER_FORMATS)
+
+
 def _format_module(fmt: str):
+    if fmt in _USER_FORMATS:
+        return _USER_FORMATS[fmt]
     if fmt == "ldm":
         from .nets import ldm
         return ldm
@@ -67,7 +112,7 @@ def _canonical_format(fmt):
     key = str(fmt).lower()
     if key not in _ALIASES:
         raise ParameterError(f"unknown checkpoint format {fmt!r}; supported: "
-                             f"{', '.join(FORMATS)} (aliases: {', '.join(sorted(_ALIASES))})")
+                             f"{', '.join(formats())} (aliases: {', '.join(sorted(_ALIASES))})")
     return _ALIASES[key]
 
 
@@ -86,6 +131,9 @@ def detect_format(keys) -> str | None:
     from .nets import diffusers_unet
     if diffusers_unet.matches(keys):
         return "diffusers"
+    for name, mod in _USER_FORMATS.items():
+        if mod.matches(keys):
+            return name
     return None
 
 
@@ -285,7 +333,7 @@ def _from_object(obj, path, fmt, config, dtype, device, entry, kw, sidecar):
         fmt = entry.format if entry is not None else detected
         if fmt is None:
             raise CheckpointError(
-                f"{path!r} is not a checkpoint of a supported format ({', '.join(FORMATS)}): "
+                f"{path!r} is not a checkpoint of a supported format ({', '.join(formats())}): "
                 f"its state dict has {_describe_keys(sd.keys())}. Other architectures: build the "
                 f"network yourself and wrap it in dmir.models.NetworkPrior")
     elif detected != fmt:
@@ -315,6 +363,7 @@ def _from_object(obj, path, fmt, config, dtype, device, entry, kw, sidecar):
     name = entry.name if entry is not None else os.path.basename(os.fspath(path))
     prior = mod.prior(net, cfg, **_prior_kw(kw), name=name, info=info)
     prior.size_multiple = (mod.size_multiple(cfg) if hasattr(mod, "size_multiple") else
+                           1 if fmt in _USER_FORMATS else
                            2 ** (len(cfg["ch_mult" if fmt == "ddpm" else "channel_mult"]) - 1))
     if dtype is not None:
         prior.compute_dtype = dtype
@@ -357,4 +406,4 @@ def num_parameters(fmt: str, config) -> int:
 
 
 __all__ = ["load", "detect_format", "num_parameters", "ModelNotFoundError", "NetworkPrior",
-           "InferredConfigWarning", "FORMATS"]
+           "InferredConfigWarning", "FORMATS", "register_format", "formats"]
