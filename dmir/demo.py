@@ -19,8 +19,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from . import models, operators, solvers
+from . import models, pipeline, solvers
 from .errors import ParameterError
+from .io import atomic_write
 from .metrics import image as im
 
 DEMO_IMAGES = ("astronaut", "coffee", "chelsea", "rocket")
@@ -86,15 +87,16 @@ def run_demo(out: str, size: int = 128, steps: int = 50, method: str = "ddnm",
     if method not in solvers.names():
         raise ParameterError(f"unknown method {method!r}; available: {', '.join(solvers.names())}")
     name = model or models.DEFAULT_MODEL
-    prior = models.load(name, device=device)
     x = demo_images(size).to(device)
     shape = tuple(x.shape[1:])
+    # the pipeline's prior preparation: the fast path (and tiling) as dmir restore gets it
+    prior = pipeline.prepare_prior(pipeline.load_prior(name), shape, device)
     rows, titles, table = [], [], []
     t_all = time.time()
     for k, (short, label, opname, params, sigma) in enumerate(demo_tasks(size)):
-        op = operators.build(opname, shape, **params).to(device)
+        op = pipeline.make_operator(opname, shape, **params).to(device)
         g = torch.Generator().manual_seed(seed * 1000 + k)
-        y = operators.GaussianNoise(sigma)(op.A(x), generator=g)
+        y = pipeline.measure(op, x, True, pipeline.make_noise(sigma)[0], g)
         apy = op.pinv(y).reshape(x.shape).clamp(-1, 1)
         solver = solvers.build(method, prior, op, steps=steps, **({"sigma_y": sigma} if sigma
                                                                     else {}))
@@ -121,23 +123,16 @@ def run_demo(out: str, size: int = 128, steps: int = 50, method: str = "ddnm",
     meta = {"model": getattr(prior, "name", name), "method": method, "steps": steps,
             "size": size, "seed": seed, "device": device, "tasks": table,
             "total_seconds": time.time() - t_all}
-    _write_atomic(os.path.join(out, "metrics.json"), json.dumps(meta, indent=1))
+    atomic_write(os.path.join(out, "metrics.json"), json.dumps(meta, indent=1))
     lines = [f"# dmir demo: {method}, {steps} steps, prior {meta['model']}, {size}x{size}, "
              f"{len(DEMO_IMAGES)} photos", "",
              "| task | PSNR A+y | PSNR result | SSIM A+y | SSIM result | time (s) |",
              "|---|---|---|---|---|---|"]
     lines += [f"| {r['task']} | {r['psnr_apy']:.2f} | {r['psnr']:.2f} | {r['ssim_apy']:.3f} | "
               f"{r['ssim']:.3f} | {r['seconds']:.1f} |" for r in table]
-    _write_atomic(os.path.join(out, "metrics.md"), "\n".join(lines) + "\n")
+    atomic_write(os.path.join(out, "metrics.md"), "\n".join(lines) + "\n")
     log(f"wrote {os.path.join(out, 'grid.png')} and metrics.md ({meta['total_seconds']:.0f} s)")
     return 0
-
-
-def _write_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 __all__ = ["run_demo", "demo_images", "demo_tasks", "DEMO_IMAGES"]

@@ -2,11 +2,14 @@
 charts and comparison grids for ``dmir train``, ``dmir bench`` and ``dmir demo``."""
 from __future__ import annotations
 
+import io
 import math
 import os
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from .io import atomic_write
 
 _COLORS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
            (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
@@ -36,9 +39,9 @@ def _fmt(v: float) -> str:
 
 def _save(img: Image.Image, path: str) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}.png"
-    img.save(tmp)
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    atomic_write(path, buf.getvalue())
 
 
 def line_plot(series: dict, path: str, xlabel: str = "", ylabel: str = "", title: str = "",

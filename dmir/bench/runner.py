@@ -33,7 +33,6 @@ import hashlib
 import json
 import os
 import sys
-import warnings
 from dataclasses import asdict, dataclass, field
 
 import torch

@@ -26,6 +26,7 @@ import urllib.request
 from dataclasses import dataclass, field
 
 from ..errors import DmirError, UnknownNameError
+from ..io import OutputError, atomic_write
 from .reading import file_digest
 
 
@@ -274,11 +275,8 @@ def remember_sha256(entry: Entry, path: str, stream=sys.stderr) -> str:
         os.makedirs(os.path.dirname(db), exist_ok=True)
         data = _read_db()
         data[os.path.abspath(path)] = {"name": entry.name, "sha256": digest, **_file_key(path)}
-        tmp = db + ".part"
-        with open(tmp, "w") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-        os.replace(tmp, db)
-    except OSError:
+        atomic_write(db, json.dumps(data, indent=1, sort_keys=True))
+    except (OSError, OutputError):
         pass   # a read-only home only loses the memo
     return digest
 
@@ -471,11 +469,8 @@ def _remember_download(name: str, path: str, digest: str) -> None:
         os.makedirs(os.path.dirname(db), exist_ok=True)
         data = _read_db()
         data[os.path.abspath(path)] = {"name": name, "sha256": digest, **_file_key(path)}
-        tmp = db + ".part"
-        with open(tmp, "w") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-        os.replace(tmp, db)
-    except OSError:
+        atomic_write(db, json.dumps(data, indent=1, sort_keys=True))
+    except (OSError, OutputError):
         pass
 
 
