@@ -1,6 +1,6 @@
 """Reading and writing images and masks.
 
-Conventions (DESIGN.md): files hold 8-bit or 16-bit images in [0, 1]; in memory images are
+Conventions (docs/architecture.md): files hold 8-bit or 16-bit images in [0, 1]; in memory images are
 ``(1, C, H, W)`` float32 tensors in the model domain [-1, 1] with C = 1 (gray) or C = 3 (RGB).
 
 * :func:`read_image` — PNG (8/16-bit), JPEG, and anything else Pillow opens (TIFF, BMP, WebP, …),

@@ -1,6 +1,6 @@
 """The model protocol: a noise predictor ε(x_t, t) and the discrete schedule it was trained with.
 
-Conventions (DESIGN.md): images in [-1, 1], shape (B, C, H, W); timesteps are integer indices
+Conventions (docs/architecture.md): images in [-1, 1], shape (B, C, H, W); timesteps are integer indices
 0..T-1 of the model's own schedule; ``t = -1`` means the clean image (ᾱ = 1).
 
     x_t = √ᾱ_t · x_0 + √(1 - ᾱ_t) · ε,        x̂_0(x_t, t) = (x_t - √(1-ᾱ_t) ε(x_t, t)) / √ᾱ_t
