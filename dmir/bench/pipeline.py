@@ -11,7 +11,9 @@ Seeds. Every random draw is seeded from the run seed and *names*, never from pos
 * the measurement noise: ``seed_for(seed, dataset, task, image_id, "noise")``;
 * the sampler (x_T and every later draw): ``seed_for(seed, dataset, task, image_id,
   "sample")`` — the same for every method (common random numbers: methods are compared on the
-  same noise).
+  same noise). The generators live on the CPU whatever the run's device: solvers draw on the
+  generator's device and move the noise (:func:`dmir.rng.randn`), so a seed gives the same
+  image on every device.
 
 So an image's result is the same whatever the order, the limit, the shard or the number of
 processes. Images are restored one at a time (batch 1): a batch would share one generator
@@ -120,7 +122,7 @@ def restore(method, model, op, y: torch.Tensor, sigma_y: float, seed: int, devic
     solver = solvers.build(method.method, model, op, steps=n_steps, eta=method.eta,
                            sigma_y=sigma_y, **dict(method.kwargs))
     with metrics.NFECounter(model) as count:
-        x, secs = metrics.timed(solver.sample, y, generator=generator(seed, device),
+        x, secs = metrics.timed(solver.sample, y, generator=generator(seed),
                                 progress=progress)
     info = {"nfe": count.per_image(y.shape[0]), "time": secs,
             "steps": int(getattr(solver, "steps", n_steps or 0) or 0)}

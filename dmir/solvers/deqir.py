@@ -104,6 +104,7 @@ from typing import Callable
 
 import torch
 
+from ..rng import randn
 from ..errors import ParameterError, ShapeError
 from ..operators.base import safe_inverse
 from ..operators.noise import sigma_to_model
@@ -360,8 +361,7 @@ class DeqIR:
             return None
         if device is None:
             device = generator.device if generator is not None else "cpu"
-        return torch.stack([torch.randn(tuple(shape), generator=generator, dtype=dtype,
-                                        device=device) for _ in range(self.steps)])
+        return torch.stack([randn(shape, generator, dtype, device) for _ in range(self.steps)])
 
     def _check_xT(self, x_T, B):
         if not isinstance(x_T, torch.Tensor) or tuple(x_T.shape) != (B, *self.op.x_shape):
@@ -576,8 +576,7 @@ class DeqIR:
         self.check_measurement(y)
         B = y.shape[0]
         if x_T is None:
-            x_T = torch.randn((B, *self.op.x_shape), generator=generator, dtype=y.dtype,
-                              device=y.device)
+            x_T = randn((B, *self.op.x_shape), generator, y.dtype, y.device)
         else:
             self._check_xT(x_T, B)
         if noises is None and self.nw > 0:
