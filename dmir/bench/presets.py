@@ -333,7 +333,7 @@ def _deqir_datasets(names=("imagenet", "celebahq")) -> list:
     return [ds[n] for n in names]
 
 
-def _deqir_protocol(table: str, what: str, cons: bool = False) -> str:
+def _deqir_protocol(table: str, what: str, cons: bool = False, missing: str = "") -> str:
     return " ".join([
         f"DeqIR {table} (Cao et al., CVPR 2024, arXiv 2311.11600): {what}",
         _ddnm_protocol_operators(),
@@ -353,7 +353,7 @@ def _deqir_protocol(table: str, what: str, cons: bool = False) -> str:
         "counts those 15 batched evaluations (dmir's nfe counts single-image network "
         "evaluations: 25 × 15 = 375). Baselines: DDRM 20 steps η 0.85, DDNM 100 steps η 0.85, "
         "DPS 1000 steps, DiffPIR 100 steps (20 for inpainting); methods dmir does not "
-        "implement are listed and reported as missing.",
+        "implement are listed and reported as missing" + (f" ({missing})." if missing else "."),
         _APY_TEXT.format(label="Baseline (release Apy)"),
         "Metrics: the release computes none (it only writes images); dmir reports PSNR (float "
         "[0, 1], per image then averaged), SSIM (Gaussian σ = 1.5, Wang et al.), LPIPS (AlexNet, "
@@ -391,7 +391,7 @@ def _deqir_table1() -> Preset:
                         _DEQIR1_METRICS))
     paper = _nfe_per_task(paper, [t.name for t in tasks])
     return Preset("deqir-table1", "DeqIR Table 1 (×2/×4 SR, deblurring; ImageNet, CelebA-HQ)",
-                  _deqir_protocol("Table 1", what), _deqir_datasets(), tasks, _deqir_methods(),
+                  _deqir_protocol("Table 1", what, missing="DGP, ILVR"), _deqir_datasets(), tasks, _deqir_methods(),
                   list(_DEQIR_METRICS), seed=666, paper=paper,
                   source="Cao et al., CVPR 2024, arXiv 2311.11600, Table 1")
 
@@ -424,7 +424,7 @@ def _deqir_table2() -> Preset:
     paper = _cells(DEQIR_TABLE2_CELEBAHQ, "celebahq", ["inp_text", "inp_stripe"], _DEQIR_ROWS,
                    {"inp_text": _DEQIR_PSL, "inp_stripe": _DEQIR_PSL})
     return Preset("deqir-table2", "DeqIR Table 2 (inpainting: text and stripe masks; "
-                  "CelebA-HQ)", _deqir_protocol("Table 2", what), _deqir_datasets(["celebahq"]),
+                  "CelebA-HQ)", _deqir_protocol("Table 2", what, missing="Palette, RePaint"), _deqir_datasets(["celebahq"]),
                   tasks, _deqir_methods(("Palette", "RePaint"), diffpir=False, dps=False),
                   list(_DEQIR_METRICS), seed=666, paper=paper,
                   source="Cao et al., CVPR 2024, arXiv 2311.11600, Table 2")
@@ -441,7 +441,7 @@ def _deqir_table3() -> Preset:
         paper.update(_cells(rows, ds, ["colorization"], _DEQIR_ROWS,
                             {"colorization": ("cons", "lpips_alex", "fid")}))
     return Preset("deqir-table3", "DeqIR Table 3 (colorization; ImageNet, CelebA-HQ)",
-                  _deqir_protocol("Table 3", what, cons=True), _deqir_datasets(), tasks,
+                  _deqir_protocol("Table 3", what, cons=True, missing="DGP"), _deqir_datasets(), tasks,
                   _deqir_methods(("DGP",), diffpir=False, dps=False),
                   list(_DEQIR_METRICS) + ["cons"], seed=666, paper=paper,
                   source="Cao et al., CVPR 2024, arXiv 2311.11600, Table 3")
