@@ -17,10 +17,10 @@ Every step is a plain function, so a caller can replace one (the bench builds it
 from task specs and batches images; a GPU-memory-aware tiling decision plugs into
 :func:`prepare_prior`). Nothing here reads options or prints: notes go to a ``note`` callable.
 
-Randomness: one ``torch.Generator`` seeded with ``seed`` draws, in this order, the operator's
-own randomness (compressed-sensing bases), the measurement noise (with ``degrade=True``) and
-the sampler's noise (on the CPU; on another device the sampler gets its own generator seeded
-with ``seed``).
+Randomness: one CPU ``torch.Generator`` seeded with ``seed`` draws, in this order, the
+operator's own randomness (compressed-sensing bases), the measurement noise (with
+``degrade=True``) and the sampler's noise (on the CPU whatever the device, then moved:
+:func:`dmir.rng.randn`), so a seed gives the same image on every device.
 """
 from __future__ import annotations
 
@@ -332,9 +332,9 @@ def restore(image: torch.Tensor, task: str, *, method: str = "ddnm-equs+",
     if device.type != "cpu":
         op.to(device)
         y = y.to(device)
-        sgen = torch.Generator(device=device).manual_seed(int(seed))
-    else:
-        sgen = gen
+    # one CPU stream on every device: solvers draw on the generator's device and move the noise
+    # (dmir.rng.randn), so a seed gives the same image on CPU and GPU
+    sgen = gen
     t0 = time.perf_counter()
     x, hist = sample_mean(solver, y, samples, sgen, progress, init_opt,
                           target=image if degrade else None)

@@ -1,5 +1,5 @@
 """Batched restoration with per-image seeds: a batch gives every image what it gets alone
-(dmir.solvers.rng.BatchGenerator; dmir bench --batch)."""
+(dmir.rng.BatchGenerator; dmir bench --batch)."""
 import os
 from pathlib import Path
 
@@ -11,7 +11,7 @@ from PIL import Image
 from dmir import cli, models, operators, solvers
 from dmir.bench import results as res
 from dmir.errors import ShapeError
-from dmir.solvers.rng import BatchGenerator, randn
+from dmir.rng import BatchGenerator, randn
 
 BENCH = str(Path(__file__).parent / "data" / "bench")
 

@@ -11,11 +11,13 @@ Seeds. Every random draw is seeded from the run seed and *names*, never from pos
 * the measurement noise: ``seed_for(seed, dataset, task, image_id, "noise")``;
 * the sampler (x_T and every later draw): ``seed_for(seed, dataset, task, image_id,
   "sample")`` — the same for every method (common random numbers: methods are compared on the
-  same noise).
+  same noise). The generators live on the CPU whatever the run's device: solvers draw on the
+  generator's device and move the noise (:func:`dmir.rng.randn`), so a seed gives the same
+  image on every device.
 
 So an image's result is the same whatever the order, the limit, the shard or the number of
 processes. Images of the same task and size are restored in batches (``--batch``); every image
-draws from its own sampler generator (:class:`dmir.solvers.rng.BatchGenerator`), so the batch
+draws from its own sampler generator (:class:`dmir.rng.BatchGenerator`), so the batch
 size does not change any result either.
 """
 from __future__ import annotations
@@ -30,6 +32,7 @@ import torch
 from .. import metrics, operators, solvers
 from ..pipeline import make_operator
 from ..errors import DmirError, InputError, ParameterError
+from ..rng import BatchGenerator
 
 __all__ = ["seed_for", "generator", "task_operator", "degrade", "restore", "measure",
            "PIXEL_METRICS", "LPIPS_METRICS", "PER_IMAGE_METRICS", "LpipsBank"]
@@ -38,7 +41,7 @@ __all__ = ["seed_for", "generator", "task_operator", "degrade", "restore", "meas
 LPIPS_METRICS = {"lpips_alex": ("alex", "unit"), "lpips_vgg": ("vgg", "unit"),
                  "lpips_vgg_01": ("vgg", "equs")}
 #: always measured (cheap)
-PIXEL_METRICS = ("psnr", "ssim", "ssim_uniform", "cons")
+PIXEL_METRICS = ("psnr", "ssim", "ssim_uniform", "cons", "cons_8bit")
 PER_IMAGE_METRICS = PIXEL_METRICS + tuple(LPIPS_METRICS) + ("nfe", "time")
 
 
@@ -103,7 +106,7 @@ def restore(method, model, op, y: torch.Tensor, sigma_y: float, seed, device="cp
 
     ``y`` is one measurement (1, *y_shape) with ``seed`` an int, or a batch (B, *y_shape) with
     ``seed`` a list of B sampler seeds: image i draws from its own generator
-    (:class:`~dmir.solvers.rng.BatchGenerator`), so its result equals a batch-1 run with
+    (:class:`~dmir.rng.BatchGenerator`), so its result equals a batch-1 run with
     seed i (methods that couple the images of a batch, ``batch_invariant = False``, run one
     image at a time). ``op`` and ``model`` must already be on ``device``; ``steps`` overrides
     the method's own. Returns ``(x, info)``: x (B, C, H, W) float32 on the CPU (model domain,
@@ -116,8 +119,14 @@ def restore(method, model, op, y: torch.Tensor, sigma_y: float, seed, device="cp
     if len(seeds) != B:
         raise ParameterError(f"restore: {B} measurements but {len(seeds)} seeds")
     if method.method == "apy":
+        from .baselines import apy
+        extra = set(method.kwargs) - {"form"}
+        if extra:
+            raise ParameterError(f"method {method.name}: apy takes only form=, got "
+                                 f"{', '.join(sorted(extra))}")
+        form = method.kwargs.get("form", "pinv")
         with torch.no_grad():
-            x, secs = metrics.timed(op.pinv, y)
+            x, secs = metrics.timed(apy, op, y, form)
         return x.detach().to("cpu", torch.float32), {"nfe": 0, "time": secs / B, "steps": 0}
     n_steps = steps if steps is not None else method.steps
     solver = solvers.build(method.method, model, op, steps=n_steps, eta=method.eta,
@@ -129,8 +138,7 @@ def restore(method, model, op, y: torch.Tensor, sigma_y: float, seed, device="cp
         return torch.cat([p[0] for p in parts]), info
     if hasattr(model, "reset"):          # a tiled prior: the same grid shifts for every call
         model.reset()
-    gen = (generator(seeds[0], device) if B == 1
-           else solvers.BatchGenerator.from_seeds(seeds, device))
+    gen = generator(seeds[0]) if B == 1 else BatchGenerator.from_seeds(seeds)
     with metrics.NFECounter(model) as count:
         x, secs = metrics.timed(solver.sample, y, generator=gen, progress=progress)
     info = {"nfe": count.per_image(B), "time": secs / B,
@@ -187,8 +195,10 @@ def measure(x, gt, y, op, names, lpips_bank: LpipsBank | None = None) -> dict:
                 out[name] = _finite(metrics.ssim_model(x, gt, variant="gaussian"))
             elif name == "ssim_uniform":
                 out[name] = _finite(metrics.ssim_model(x, gt, variant="uniform"))
-            elif name == "cons":
+            elif name == "cons":          # ℓ1 of A x̂ − y, float [0, 1] (DeqIR's Cons)
                 out[name] = _finite(metrics.consistency(x, y, op))
+            elif name == "cons_8bit":     # the same on the 8-bit result (EquS's Cons)
+                out[name] = _finite(metrics.consistency(x, y, op, uint8=True))
             elif name in LPIPS_METRICS:
                 net = lpips_bank.get(name) if lpips_bank is not None else None
                 if net is None:

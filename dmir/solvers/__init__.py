@@ -27,7 +27,7 @@ _LAZY = {
     "DeqIR": (".deqir", "DeqIR"), "DiffPIR": (".diffpir", "DiffPIR"), "DPS": (".dps", "DPS"),
     "EQUS_GROUPS": (".equivariance", "GROUPS"), "PiGDM": (".pigdm", "PiGDM"),
     "jump_schedule": (".schedules", "jump_schedule"), "make_plan": (".schedules", "make_plan"),
-    "BatchGenerator": (".rng", "BatchGenerator"),
+    "BatchGenerator": ("..rng", "BatchGenerator"),
 }
 
 

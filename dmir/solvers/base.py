@@ -11,9 +11,9 @@ from typing import Callable
 
 import torch
 
+from ..rng import randn
 from ..errors import InputError, ParameterError, ShapeError
 from ..operators.noise import sigma_to_model
-from . import rng
 from .equivariance import Equivariance, predict
 from .schedules import make_plan
 
@@ -59,7 +59,7 @@ class Sampler:
     #: run predict + update with autograd enabled (see the class docstring)
     needs_grad: bool = False
     #: images of a batch do not interact: with a BatchGenerator (one generator per image,
-    #: :mod:`dmir.solvers.rng`) a batch gives each image what it gets alone
+    #: :mod:`dmir.rng`) a batch gives each image what it gets alone
     batch_invariant: bool = True
 
     def __init__(self, model, op, steps: int = 100, eta: float = 0.85, sigma_y: float = 0.0,
@@ -102,7 +102,7 @@ class Sampler:
         return 1.0 if t < 0 else self._abar[t]
 
     def noise_like(self, x, generator):
-        return rng.randn_like(x, generator)
+        return randn(x.shape, generator, x.dtype, x.device)
 
     def check_measurement(self, y: torch.Tensor) -> None:
         if not isinstance(y, torch.Tensor):
@@ -124,7 +124,7 @@ class Sampler:
         self.check_measurement(y)
         B = y.shape[0]
         if x_T is None:
-            x_T = rng.randn((B, *self.op.x_shape), generator, dtype=y.dtype, device=y.device)
+            x_T = randn((B, *self.op.x_shape), generator, y.dtype, y.device)
         elif tuple(x_T.shape) != (B, *self.op.x_shape):
             raise ShapeError(f"x_T must have shape {(B, *self.op.x_shape)}, got "
                              f"{tuple(x_T.shape)}")

@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 
 from ..errors import ParameterError, ShapeError
-from .rng import randint_rows
+from ..rng import randint_rows
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ class Equivariance:
 
     def transform_for_step(self, k: int, generator, batch: int = 1) -> Transform | None:
         """The transform used at schedule index k (None = plain frame). 'random' draws one
-        group element per step; with a :class:`~dmir.solvers.rng.BatchGenerator` one per
+        group element per step; with a :class:`~dmir.rng.BatchGenerator` one per
         image (row i from generator i), applied row by row."""
         if self.group == "random":
             idx = randint_rows(len(self.elements), batch, generator)

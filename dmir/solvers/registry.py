@@ -24,8 +24,9 @@ _BASE = {
                  "scale per task 0.3/0.5)"),
     "cddb": (".cddb:CDDB", "CDDB data consistency (one A^T gradient step) in the DDNM sampler "
                    "(step_size 1.0)"),
-    "diffpir": (".diffpir:DiffPIR", "DiffPIR (HQS: closed-form/CG data step + zeta re-noising; 100 steps, "
-                         "diffpir_quad schedule)"),
+    "diffpir": (".diffpir:DiffPIR", "DiffPIR (HQS: closed-form/CG data step + zeta "
+                                    "re-noising; 100 steps, 20 for inpainting, diffpir_quad "
+                                    "schedule)"),
     "deqir": (".deqir:DeqIR", "DeqIR (the DDNM chain as one fixed point over all steps, Anderson "
                      "acceleration, batched network calls; 25 steps, nw 0, etw 0.1)"),
 }
