@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..errors import ParameterError
+
 
 @dataclass
 class TaskSpec:
@@ -82,3 +84,48 @@ class Preset:
 
 
 __all__ = ["TaskSpec", "MethodSpec", "DatasetSpec", "Preset"]
+
+
+def validate(p: Preset) -> None:
+    """Validate a preset's internal consistency; raise ParameterError naming the problem.
+
+    Labels are unique per kind; operators are registered and get only parameters they accept;
+    σ_y is in [0, 1] (pixel units); ``paper`` keys are (dataset, task, method) labels of this
+    preset and its metric keys are in ``metrics``.
+    """
+    from .. import operators
+    from .baselines import APY_FORMS
+
+    labels = {}
+    for kind, specs in (("dataset", p.datasets), ("task", p.tasks), ("method", p.methods)):
+        names_ = [s.name for s in specs]
+        dup = sorted({n for n in names_ if names_.count(n) > 1})
+        if dup:
+            raise ParameterError(f"preset {p.name}: duplicate {kind} label(s) {dup}")
+        labels[kind] = set(names_)
+    for t in p.tasks:
+        allowed, _ = operators.params(t.operator)        # unknown operator → UnknownNameError
+        extra = set(t.params) - set(allowed)
+        if extra:
+            raise ParameterError(f"preset {p.name}, task {t.name}: operator {t.operator} does "
+                                 f"not take {sorted(extra)}; allowed: {', '.join(allowed)}")
+        if not (0.0 <= float(t.sigma_y) <= 1.0):
+            raise ParameterError(f"preset {p.name}, task {t.name}: sigma_y must be in [0, 1] "
+                                 f"pixel units, got {t.sigma_y}")
+    for m in p.methods:
+        if m.method == "apy":
+            if set(m.kwargs) - {"form"} or m.kwargs.get("form", "pinv") not in APY_FORMS:
+                raise ParameterError(f"preset {p.name}, method {m.name}: apy takes only "
+                                     f"form= ({', '.join(APY_FORMS)}), got {m.kwargs}")
+    for key, values in p.paper.items():
+        if not (isinstance(key, tuple) and len(key) == 3):
+            raise ParameterError(f"preset {p.name}: paper key {key!r} must be a (dataset, "
+                                 f"task, method) tuple")
+        for kind, label in zip(("dataset", "task", "method"), key):
+            if label not in labels[kind]:
+                raise ParameterError(f"preset {p.name}: paper entry {key} names unknown "
+                                     f"{kind} {label!r}; known: {', '.join(sorted(labels[kind]))}")
+        bad = set(values) - set(p.metrics)
+        if bad:
+            raise ParameterError(f"preset {p.name}: paper entry {key} has metric(s) "
+                                 f"{sorted(bad)} not in the preset's metrics {p.metrics}")

@@ -92,13 +92,9 @@ uses e_i ε_i^renoise − s_i ε_i^x̂0.
 
 Beyond the paper:
 
-* ``window=w``: a sliding-window solve (ParaDiGMS, Shih et al. 2023). Only the w oldest
-  not-yet-converged states are iterated (Anderson per state inside the window); after each
-  batched evaluation the leading states whose relative residual is below ``tol`` are frozen,
-  plus the first unconverged one (its inputs are converged, so its new value is exact), and the
-  window slides forward, new states starting from the latest iterate of their predecessor
-  (or from ``z0`` when :meth:`solve` is given one).
-  Network evaluations are spent only where states still move.
+* ``window=w``: a sliding-window solve (ParaDiGMS, Shih et al. 2023; :mod:`.window`): only the
+  w oldest not-yet-converged states are iterated; network evaluations are spent only where
+  states still move.
 * EquS (``equs=``, the registry's ``deqir-equs``/``deqir-equs+``): the transform of even
   schedule indices k = T-1-i is applied to those rows inside the batched evaluation.
 * Multi-device: the batched evaluation is split over ``devices`` (one process, one model
@@ -117,12 +113,13 @@ from ..rng import randn
 from ..errors import ParameterError, ShapeError
 from ..operators.base import safe_inverse
 from ..operators.noise import sigma_to_model
-from .anderson import AndersonMixer, anderson, check_options, slot_residuals
+from .anderson import anderson, check_options
 from .base import Sampler, _as_unit
 from .ddnm import ddnm_plus_simple_step, ddnm_plus_svd_step
 from .equivariance import Equivariance
 from .parallel import default_devices, eps_on_devices, resolve_devices
 from .schedules import make_plan
+from .window import solve_window
 
 class ConvergenceWarning(UserWarning):
     """The fixed-point solve stopped at ``max_iter`` before reaching ``tol``: the returned image
@@ -515,7 +512,7 @@ class DeqIR:
                     z = info.pop("iterate")
                 info.pop("iterate", None)
             else:
-                z, info = self._solve_window(x_T, ctx, z0, progress, warm)
+                z, info = solve_window(self, x_T, ctx, z0, progress, warm)
         info["nfe"] = self.nfe
         info["strategy"] = self.ran = ran
         self.iterations, self.residuals = info["iterations"], info["residuals"]
@@ -547,55 +544,6 @@ class DeqIR:
         info["slot_residuals"] = info["slot_residuals"].reshape(T, B)
         info["iterate"] = info["iterate"].reshape(shape)
         return z.reshape(shape), info
-
-    def _solve_window(self, x_T, ctx, z0, progress, warm=False):
-        T, B = self.steps, ctx["B"]
-        w = min(self.window, T)
-        img = z0.shape[2:]
-        D = math.prod(img)
-        z = z0.clone()
-        lo, hi = 0, w                       # the window: states lo..hi-1
-        x = z[lo:hi].clone()                # current iterates in the window
-        mixer = AndersonMixer(w * B, D, self.m, self.lam, self.beta, "slot", z.dtype, z.device)
-        count = [0] * T
-        res, rounds = [], 0
-        while lo < T:
-            start = x_T if lo == 0 else z[lo - 1]
-            x_in = torch.cat([start[None], x[:-1]])
-            eps_x, eps_r = self._eval(x_in, lo)
-            fx = self._unrolled(start, lo, eps_x, eps_r, ctx)
-            rounds += 1
-            for i in range(lo, hi):
-                count[i] += 1
-            r = slot_residuals(x.reshape((hi - lo) * B, -1),
-                               fx.reshape((hi - lo) * B, -1)).reshape(hi - lo, B).amax(1)
-            res.append(float(r.max()))
-            if progress is not None:
-                progress(self.nfe, self.nfe + (T - lo) * 2)
-            # freeze the leading converged states and the first unconverged one (its inputs
-            # are converged, so its new value is final): at least one state per round
-            k = 0
-            while k < hi - lo and float(r[k]) < self.tol:
-                k += 1
-            k = min(k + 1, hi - lo)
-            z[lo:lo + k] = fx[:k]
-            mixer.push(x.reshape(-1, D), fx.reshape(-1, D))
-            mixer.drop_front(k * B)
-            rest = mixer.mix().reshape(-1, B, *img) if k < hi - lo else x[:0]
-            new_lo, new_hi = lo + k, min(lo + k + w, T)
-            n_new = new_hi - hi
-            if n_new > 0:
-                if warm:                    # the caller's start (e.g. the previous z*)
-                    x_new = z[hi:new_hi]
-                else:                       # the latest iterate of the predecessor
-                    last = rest[-1] if rest.shape[0] else z[new_lo - 1]
-                    x_new = last[None].expand(n_new, *last.shape)
-                mixer.append(n_new * B)
-                rest = torch.cat([rest, x_new])
-            lo, hi, x = new_lo, new_hi, rest
-        info = {"iterations": rounds, "residuals": res, "converged": True,
-                "evaluations_per_state": count}
-        return z, info
 
     # ------------------------------------------------------------------ entry points
     def _inputs(self, y, x_T, generator, noises):
