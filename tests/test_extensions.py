@@ -3,7 +3,6 @@ are reachable from dmir.pipeline, the CLI and the bench."""
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from torch import nn

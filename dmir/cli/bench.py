@@ -61,7 +61,7 @@ def add_parser(sub) -> None:
                    help="checkpoint models: inference precision (float32)")
     o.add_argument("--batch", type=int, metavar="N",
                    help="images of the same task and size restored per sampler call (default: "
-                   "1 on cpu, 8 on cuda); every image keeps its own seed, so results do not "
+                   "4 on cpu, 8 on cuda); every image keeps its own seed, so results do not "
                    "depend on N")
     o.add_argument("--tile", type=int, default=256, metavar="N",
                    help="network priors: images larger than N×N as overlapping tiles (256)")
