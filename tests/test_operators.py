@@ -416,9 +416,11 @@ def test_svd_cases_include_every_svd_family():
         "sr_bicubic", "sr_averagepooling", "deblur_gauss", "deblur_uni", "deblur_aniso",
         "colorization", "denoising", "cs_walshhadamard", "cs_blockbased", "inpainting",
         "deblur", "sr_bicubic_aa", "sr_matlab_bicubic", "inpainting_box", "inpainting_random"}
-    # the circular (FFT) blur and the DPS reflect-padded blurs
+    # the circular (FFT) blur, the DPS reflect-padded blurs and the user operators
+    # (two functions; a composition)
     assert {_CASE[c][1] for c in NO_SVD_IDS} == {"deblur", "deblur_dps_gauss",
-                                                  "deblur_dps_motion"}
+                                                  "deblur_dps_motion", "user_subsample",
+                                                  "user_composed"}
 
 
 @pytest.mark.parametrize("cid", NO_SVD_IDS)
