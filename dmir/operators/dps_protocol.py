@@ -60,10 +60,33 @@ DPS_SIGMA_Y = sigma_from_model(DPS_SIGMA_MODEL)
 
 
 # --------------------------------------------------------------------------------- kernels
-def gaussian_kernel(size: int = 61, std: float = 3.0) -> np.ndarray:
-    """DPS's Gaussian blur kernel: ``scipy.ndimage.gaussian_filter`` of a centred impulse."""
-    import scipy.ndimage
+def _gaussian_taps(std: float, truncate: float = 4.0) -> np.ndarray:
+    """scipy.ndimage's 1-D Gaussian: radius ``int(truncate·σ + 0.5)``, taps exp(-x²/2σ²) / Σ."""
+    r = int(truncate * std + 0.5)
+    x = np.arange(-r, r + 1, dtype=np.float64)
+    w = np.exp(-0.5 * (x / std) ** 2)
+    return w / w.sum()
 
+
+def _correlate1d_reflect(a: np.ndarray, w: np.ndarray, axis: int) -> np.ndarray:
+    """``scipy.ndimage.correlate1d(a, w, axis, mode='reflect')``: half-sample symmetric
+    borders (``numpy.pad`` 'symmetric', which repeats the reflection for wide kernels)."""
+    r = len(w) // 2
+    pad = [(0, 0)] * a.ndim
+    pad[axis] = (r, r)
+    p = np.pad(a, pad, mode="symmetric")
+    n = a.shape[axis]
+    out = np.zeros_like(a)
+    for j, wj in enumerate(w):
+        out += wj * np.take(p, np.arange(j, j + n), axis=axis)
+    return out
+
+
+def gaussian_kernel(size: int = 61, std: float = 3.0) -> np.ndarray:
+    """DPS's Gaussian blur kernel: ``scipy.ndimage.gaussian_filter`` of a centred impulse.
+
+    Computed here with numpy (the same separable, 4σ-truncated, sum-normalised taps and
+    'reflect' borders as scipy; tests check it against scipy)."""
     size = int(size)
     if size < 1 or size % 2 == 0:
         raise ParameterError(f"kernel size must be a positive odd integer, got {size}")
@@ -71,7 +94,8 @@ def gaussian_kernel(size: int = 61, std: float = 3.0) -> np.ndarray:
         raise ParameterError(f"std must be positive, got {std}")
     n = np.zeros((size, size))
     n[size // 2, size // 2] = 1.0
-    return scipy.ndimage.gaussian_filter(n, sigma=float(std))
+    w = _gaussian_taps(float(std))
+    return _correlate1d_reflect(_correlate1d_reflect(n, w, 0), w, 1)
 
 
 def motion_kernel(size: int = 61, intensity: float = 0.5, seed: int = 0) -> np.ndarray:
