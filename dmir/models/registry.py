@@ -2,7 +2,7 @@
 
 Each :class:`Entry` records the checkpoint's format and named config, its official download
 URL(s), and its size and checksum where known. Checksums not recorded here are computed at
-first load, printed once, and remembered in ``<home>/checksums.json``.
+first load, logged once (logger ``dmir.models.registry``, INFO), and remembered in ``<home>/checksums.json``.
 
 Local copies are looked up in this order: an explicit path, ``$DMIR_HOME``, then
 ``~/.cache/dmir``. :func:`fetch` downloads with a progress bar, resumes an interrupted download
@@ -20,7 +20,11 @@ import urllib.request
 from dataclasses import dataclass, field
 
 from ..errors import DmirError, UnknownNameError
+from ..log import get_logger
 from .checkpoint import file_digest
+
+
+log = get_logger(__name__)
 
 
 class FetchError(DmirError):
@@ -244,13 +248,13 @@ def recorded_sha256(entry: Entry, path: str | None = None) -> str | None:
     return None
 
 
-def remember_sha256(entry: Entry, path: str, stream=sys.stderr) -> str:
-    """Compute, print and remember the sha256 of a registry model's local file (first load).
+def remember_sha256(entry: Entry, path: str) -> str:
+    """Compute, log and remember the sha256 of a registry model's local file (first load).
     The memo is keyed by the file's absolute path, size and mtime."""
     digest = file_digest(path)
     db = _checksum_db()
-    print(f"dmir: sha256 of {entry.name} ({path}): {digest} (not recorded in the registry; "
-          f"remembered in {db})", file=stream)
+    log.info("sha256 of %s (%s): %s (not recorded in the registry; remembered in %s)",
+             entry.name, path, digest, db)
     try:
         os.makedirs(os.path.dirname(db), exist_ok=True)
         data = _read_db()
