@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from . import io as dio
+from . import log as dlog
 from . import metrics, models, operators, solvers
 from .models import fast
 from .errors import DmirError, InputError, ShapeError
@@ -56,8 +57,21 @@ def _fail(msg) -> int:
     return EXIT_USAGE
 
 
+_log = dlog.get_logger("dmir.cli")
+
+
 def _note(msg) -> None:
-    print(f"{PROG}: note: {_one_line(msg)}", file=sys.stderr)
+    _log.info("note: %s", _one_line(msg))   # shown unless -q (dmir.log.configure in main)
+
+
+def _add_verbosity(p: argparse.ArgumentParser, top: bool = False) -> None:
+    """-q/--quiet and -v/--verbose, accepted before or after the command name."""
+    d = {} if top else {"default": argparse.SUPPRESS}
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on "
+                   "stderr (no notes, no progress bar)", **d)
+    g.add_argument("-v", "--verbose", action="count", help="more detail on stderr (debug log)",
+                   **({"default": 0} if top else d))
 
 
 # ----------------------------------------------------------------------------- help text
@@ -223,6 +237,9 @@ def _parser() -> argparse.ArgumentParser:
     _train_parser(sub)
     _demo_parser(sub)
     _bench_parser(sub)
+    _add_verbosity(p, top=True)
+    for sp in sub.choices.values():
+        _add_verbosity(sp)
     return p
 
 
@@ -568,16 +585,26 @@ def _operator_params(a, task: str, C: int) -> dict:
 
 # ----------------------------------------------------------------------------- restore
 class _Progress:
-    def __init__(self, desc: str):
+    """The restore bar: network evaluations done / planned, NFE/s and the ETA.
+
+    Shown on a terminal unless -q; ``file``/``enabled`` override that (tests)."""
+
+    FORMAT = ("{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} NFE "
+              "[{elapsed}, ETA {remaining}, {rate_fmt}]")
+
+    def __init__(self, desc: str, quiet: bool = False, file=None, enabled: bool | None = None):
         self.bar = None
         self.desc = desc
+        self.file = file
+        self.enabled = (not quiet and dio.isatty(sys.stderr)) if enabled is None else enabled
 
     def __call__(self, i: int, n: int) -> None:
         if self.bar is None:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=n, desc=self.desc, unit="step", file=sys.stderr,
-                            disable=not dio.isatty(sys.stderr), leave=False, dynamic_ncols=True)
+            self.bar = tqdm(total=n, desc=self.desc, unit="NFE", file=self.file or sys.stderr,
+                            disable=not self.enabled, leave=False, dynamic_ncols=True,
+                            bar_format=self.FORMAT, mininterval=0.2)
         if self.bar.total != n:
             self.bar.total = n
         self.bar.update(i - self.bar.n)
@@ -704,7 +731,7 @@ def _restore(a) -> int:
             if device.type == "cuda":
                 torch.backends.cudnn.benchmark = True       # fixed shapes: autotune convs
 
-    bar = _Progress(a.method + (" init-opt" if a.init_opt else ""))
+    bar = _Progress(a.method + (" init-opt" if a.init_opt else ""), quiet=a.quiet)
     t0 = time.perf_counter()
     x_start, hist = None, None
     try:
@@ -869,6 +896,14 @@ def main(argv=None) -> int:
         return int(e.code or 0) if not isinstance(e.code, str) else EXIT_USAGE
     if a.command is None:
         return _fail("a command is required: restore, models, metrics, train, demo or bench (see dmir --help)")
+    dlog.configure(-1 if a.quiet else min(int(a.verbose or 0), 1))
+    try:
+        return _run(a)
+    finally:
+        dlog.unconfigure()
+
+
+def _run(a) -> int:
     try:
         if a.command == "restore":
             return _restore(a)
@@ -884,7 +919,7 @@ def main(argv=None) -> int:
             from .demo import run_demo
 
             return run_demo(a.out, size=a.size, steps=a.steps, method=a.method, model=a.model,
-                            seed=a.seed, device=a.device)
+                            seed=a.seed, device=a.device, log=print)
         return _models(a)
     except DmirError as e:
         return _fail(e)

@@ -8,7 +8,7 @@ last-resort handling for warnings and errors. Things that are warnings in the ``
 sense (inferred checkpoint configs, DeqIR convergence) stay :mod:`warnings`.
 
 The command line calls :func:`configure` once: a handler on stderr that prints
-``dmir: <message>``, at INFO by default, WARNING with ``-q``, DEBUG with ``-v``. A notebook
+``dmir: <message>`` (``dmir bench: …`` for the bench), at INFO by default, WARNING with ``-q``, DEBUG with ``-v``. A notebook
 user who wants the notes calls ``dmir.log.configure()`` (or configures ``logging`` as usual).
 """
 from __future__ import annotations
@@ -42,6 +42,14 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
+class _Formatter(logging.Formatter):
+    """``dmir: <message>``; ``dmir bench: <message>`` for the bench's loggers."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = f"{ROOT} bench" if record.name.startswith(f"{ROOT}.bench") else ROOT
+        return f"{prefix}: {record.getMessage()}"
+
+
 def level_for(verbosity: int) -> int:
     """-1 (``-q``) → WARNING, 0 → INFO, ≥ 1 (``-v``) → DEBUG."""
     return logging.WARNING if verbosity < 0 else logging.INFO if verbosity == 0 else logging.DEBUG
@@ -54,7 +62,7 @@ def configure(verbosity: int = 0) -> logging.Handler:
     logger = logging.getLogger(ROOT)
     unconfigure()
     handler = _StderrHandler()
-    handler.setFormatter(logging.Formatter(f"{ROOT}: %(message)s"))
+    handler.setFormatter(_Formatter())
     handler._dmir_cli = True  # type: ignore[attr-defined]
     logger.addHandler(handler)
     logger.setLevel(level_for(verbosity))

@@ -55,7 +55,10 @@ import torch
 
 from .errors import DmirError, InputError, ParameterError
 from .models import ddpm_unet
+from .log import get_logger
 from .models.checkpoint import write_safetensors
+
+_log = get_logger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 PREDICTIONS = ("epsilon", "v_prediction")
@@ -405,8 +408,10 @@ def _init_weights(init: str, net: torch.nn.Module, mcfg: dict, log) -> None:
         log(f"warm start from {init}")
 
 
-def train(cfg: TrainConfig, progress: bool = True, log=print) -> str:
+def train(cfg: TrainConfig, progress: bool = True, log=None) -> str:
     """Run (or resume) training; returns the path of the exported (latest EMA) model folder.
+
+    ``log(msg)``: where the progress notes go (default: the ``dmir.train`` logger, INFO).
 
     Ctrl-C saves the state before it propagates, so the run resumes where it stopped.
     Raises :class:`TrainingError` when the loss becomes NaN/Inf (the last saved state is kept).
@@ -415,6 +420,8 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> str:
 
     from .plot import line_plot
 
+    if log is None:
+        log = _log.info
     cfg.validate()
     device = torch.device(cfg.device)
     mcfg = cfg.model_config()

@@ -19,6 +19,7 @@ import sys
 
 from .. import operators
 from ..errors import DmirError, InputError, ParameterError
+from ..log import get_logger
 from .spec import DatasetSpec, MethodSpec, Preset, TaskSpec
 
 __all__ = ["load_preset", "preset_names", "parse_spec", "adhoc_preset", "main", "fid_main"]
@@ -226,7 +227,7 @@ def _shard(text):
 
 
 def _log(msg):
-    print(f"dmir bench: {' '.join(str(msg).split())}", file=sys.stderr, flush=True)
+    get_logger("dmir.bench").info("%s", " ".join(str(msg).split()))
 
 
 def main(a) -> int:

@@ -124,7 +124,7 @@ def _note(opts, msg):
     if opts.log is not None:
         opts.log(msg)
     else:
-        _log.info("bench: %s", msg)
+        _log.info("%s", msg)
 
 
 def safe_name(s: str) -> str:
