@@ -5,7 +5,7 @@ URL(s), and its size and checksum where known. Checksums not recorded here are c
 first load, logged once (logger ``dmir.models.registry``, INFO), and remembered in ``<home>/checksums.json``.
 
 Local copies are looked up in this order: an explicit path, ``$DMIR_HOME``, then
-``~/.cache/dmir``. :func:`fetch` downloads with a progress bar, resumes an interrupted download
+``$XDG_CACHE_HOME/dmir``, then ``~/.cache/dmir`` (:mod:`dmir.cache`). :func:`fetch` downloads with a progress bar, resumes an interrupted download
 (HTTP Range on ``<file>.part``), verifies the checksum and renames into place atomically; with
 no network it fails at once with a clear message.
 """
@@ -191,16 +191,14 @@ def get(name: str) -> Entry:
 
 # ------------------------------------------------------------------------------ local copies
 def home_dirs() -> list[str]:
-    """Where local copies are searched, in order: ``$DMIR_HOME``, then ``~/.cache/dmir``."""
-    dirs = []
-    if os.environ.get("DMIR_HOME"):
-        dirs.append(os.path.expanduser(os.environ["DMIR_HOME"]))
-    dirs.append(os.path.join(os.path.expanduser("~"), ".cache", "dmir"))
-    return dirs
+    """Where local copies are searched, in order: ``$DMIR_HOME``, ``$XDG_CACHE_HOME/dmir``,
+    ``~/.cache/dmir`` (:func:`dmir.cache.home_dirs`)."""
+    from ..cache import home_dirs as dirs
+    return dirs()
 
 
 def download_dir() -> str:
-    """Where :func:`fetch` writes: ``$DMIR_HOME`` if set, else ``~/.cache/dmir``."""
+    """Where :func:`fetch` writes: the first of :func:`home_dirs`."""
     return home_dirs()[0]
 
 
