@@ -230,12 +230,20 @@ def shard(items: list, index: int, count: int) -> list:
 
 
 # ----------------------------------------------------------------------------- datasets
-class ImageDataset:
+class ImageDataset(torch.utils.data.Dataset):
     """Images of a folder (recursive, sorted) or of a DDNM list file, preprocessed to
     ``(1, channels, size, size)`` float32 tensors in [-1, 1].
 
     >>> ds = ImageDataset("imagenet/val", size=256, list_file="imagenet_val_1k.txt")
     >>> ds[0].shape, ds.items[0].id
+
+    A :class:`torch.utils.data.Dataset`: it holds only file names, so it pickles to
+    ``DataLoader`` workers. Each item is one image with its batch dimension; batch them with
+    :meth:`collate` (concatenation along dim 0):
+
+    >>> loader = torch.utils.data.DataLoader(ds, batch_size=8, num_workers=4,
+    ...                                      collate_fn=ImageDataset.collate)
+    >>> next(iter(loader)).shape          # (8, 3, 256, 256)
     """
 
     def __init__(self, root, size: int = 256, crop: str = "center", list_file=None,
@@ -301,6 +309,11 @@ class ImageDataset:
 
     def __iter__(self):
         return (self.load(it) for it in self.items)
+
+    @staticmethod
+    def collate(batch: list[torch.Tensor]) -> torch.Tensor:
+        """``DataLoader`` ``collate_fn``: the (1, C, H, W) items → one (B, C, H, W) batch."""
+        return torch.cat(list(batch), 0)
 
     @property
     def shape(self) -> tuple[int, int, int]:
