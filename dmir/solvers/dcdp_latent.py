@@ -198,16 +198,22 @@ class LatentDCDP(DCDP):
 
     def sample(self, y: torch.Tensor, x_T: torch.Tensor | None = None,
                generator: torch.Generator | None = None,
-               progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+               progress: Callable[[int, int], None] | None = None,
+               callback=None) -> torch.Tensor:
         """Restore the image (B, C, H, W) from y. ``x_T`` (latent consistency with
-        ``init="randn"``): the initial latent z_0; otherwise only its shape is checked."""
+        ``init="randn"``): the initial latent z_0; otherwise only its shape is checked.
+        ``callback(k, t*, tensors)`` after each outer iteration, as :meth:`DCDP.sample` (the
+        tensors are latents with latent consistency)."""
         self.check_measurement(y)
         y = y.detach()
         with torch.no_grad():
             v = self.initial_state(y, x_T, generator)
         self.nfe, self._total = 0, self.total_nfe
         for k in range(self.K):
-            v = self.outer_step(v, y, k, generator, progress)
+            v_in, v = v, self.outer_step(v, y, k, generator, progress)
+            if callback is not None:
+                callback(k, int(self.levels[k]), {"x_t": v_in.detach(), "x0": v.detach(),
+                                                  "x_next": v.detach()})
         with torch.no_grad():
             return self.model.decode(v) if self.consistency == "latent" else v
 

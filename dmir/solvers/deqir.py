@@ -586,13 +586,18 @@ class DeqIR:
 
     def sample(self, y: torch.Tensor, x_T: torch.Tensor | None = None,
                generator: torch.Generator | None = None,
-               progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+               progress: Callable[[int, int], None] | None = None,
+               callback=None) -> torch.Tensor:
         """Restore x from y = A x + n. Returns (B, C, H, W) in the model domain (unclamped).
 
         ``x_T`` (default drawn from ``generator``) and then the chain noises (when nw > 0) are
         drawn in the order of the sequential sampler. ``progress(i, n)``: i network evaluations
-        so far of an estimated n.
+        so far of an estimated n. ``callback``: not available — DeqIR updates all steps at
+        once (watch :meth:`sequential` with ``return_states=True`` instead).
         """
+        if callback is not None:
+            raise ParameterError("deqir solves all steps at once, so it has no per-step "
+                                 "callback; use progress=, or sequential(return_states=True)")
         x_T, noises = self._inputs(y, x_T, generator, None)
         with torch.no_grad():
             ctx = self.prepare(y, x_T, noises)
