@@ -54,6 +54,7 @@ from PIL import Image
 
 from .. import io as dio
 from ..errors import InputError, ParameterError, ShapeError
+from ..types import CropMode
 
 __all__ = ["IMAGE_EXTENSIONS", "CROP_MODES", "ImageItem", "ImageDataset", "find_images",
            "read_list", "preprocess", "resource", "shard"]
@@ -174,7 +175,7 @@ class _Planes:
         return np.stack([np.asarray(im, dtype=np.float64) for im in self.ims], axis=2)
 
 
-def preprocess(a: np.ndarray, size: int, crop: str = "center", exact8: bool | None = None
+def preprocess(a: np.ndarray, size: int, crop: CropMode = "center", exact8: bool | None = None
                ) -> np.ndarray:
     """(H, W, C) float in [0, 1] → (size, size, C) by the rule ``crop`` (module doc).
 
@@ -246,7 +247,7 @@ class ImageDataset(torch.utils.data.Dataset):
     >>> next(iter(loader)).shape          # (8, 3, 256, 256)
     """
 
-    def __init__(self, root, size: int = 256, crop: str = "center", list_file=None,
+    def __init__(self, root, size: int = 256, crop: CropMode = "center", list_file=None,
                  limit: int | None = None, channels: int = 3, name: str | None = None):
         if crop not in CROP_MODES:
             raise ParameterError(f"crop must be one of {', '.join(CROP_MODES)}, got {crop!r}")

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ParameterError, ShapeError
+from ..types import FidInputScale
 from . import weights as _weights
 
 __all__ = ["InceptionV3", "FIDInception", "FeatureStats", "FID", "preprocess",
@@ -222,7 +223,8 @@ class InceptionV3(nn.Module):
 
 
 # ----------------------------------------------------------------------------- preprocessing
-def preprocess(images, input_scale: str = "pytorch-fid", quantize: bool = True) -> torch.Tensor:
+def preprocess(images, input_scale: FidInputScale = "pytorch-fid",
+               quantize: bool = True) -> torch.Tensor:
     """Images → the network's input (B, 3, 299, 299) float32 (see the module doc)."""
     if input_scale not in INPUT_SCALES:
         raise ParameterError(f"input_scale must be one of {', '.join(INPUT_SCALES)}, got "
@@ -257,8 +259,8 @@ class FIDInception(nn.Module):
     setup cache (see :mod:`dmir.metrics.standard`).
     """
 
-    def __init__(self, input_scale: str = "pytorch-fid", quantize: bool = True, weights_dir=None,
-                 device=None, *, weights=None):
+    def __init__(self, input_scale: FidInputScale = "pytorch-fid", quantize: bool = True,
+                 weights_dir=None, device=None, *, weights=None):
         super().__init__()
         if input_scale not in INPUT_SCALES:
             raise ParameterError(f"input_scale must be one of {', '.join(INPUT_SCALES)}, got "
@@ -415,7 +417,7 @@ class FID:
     ``weights=``: pytorch-fid's Inception file instead of the setup cache.
     """
 
-    def __init__(self, input_scale: str = "pytorch-fid", quantize: bool = True,
+    def __init__(self, input_scale: FidInputScale = "pytorch-fid", quantize: bool = True,
                  keep_features: bool = True, weights_dir=None, device=None,
                  batch_size: int = 32, *, weights=None):
         self.net = FIDInception(input_scale, quantize, weights_dir, device, weights=weights)

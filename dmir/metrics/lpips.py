@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ParameterError, ShapeError
+from ..types import LpipsInputRange, LpipsNet, Reduction
 from . import weights as _weights
 
 __all__ = ["LPIPS", "LPIPSNetwork", "lpips", "INPUT_RANGES", "NETS"]
@@ -108,7 +109,8 @@ class LPIPS(nn.Module):
     (default: those of the installed ``lpips`` package); see :mod:`dmir.metrics.standard`.
     """
 
-    def __init__(self, net: str = "alex", input_range: str = "unit", weights_dir=None, *,
+    def __init__(self, net: LpipsNet = "alex", input_range: LpipsInputRange = "unit",
+                 weights_dir=None, *,
                  trunk=None, heads=None):
         super().__init__()
         if input_range not in INPUT_RANGES:
@@ -160,7 +162,8 @@ class LPIPS(nn.Module):
 _CACHE: dict = {}
 
 
-def lpips(x, ref, net: str = "alex", input_range: str = "unit", reduction: str = "mean",
+def lpips(x, ref, net: LpipsNet = "alex", input_range: LpipsInputRange = "unit",
+          reduction: Reduction = "mean",
           weights_dir=None, batch_size: int = 16, *, trunk=None, heads=None):
     """LPIPS v0.1 distance of ``x`` to ``ref`` (see the module doc); the network is loaded once
     and kept. ``reduction="mean"`` → float (mean over the batch), ``"none"`` → (B,) tensor.

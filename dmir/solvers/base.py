@@ -13,6 +13,7 @@ import torch
 
 from ..errors import InputError, ParameterError, ShapeError
 from ..operators.noise import sigma_to_model
+from ..types import EqusGroup, Operator, Prior, Schedule
 from .equivariance import Equivariance, predict
 from .schedules import make_plan
 
@@ -66,8 +67,9 @@ class Sampler:
     #: run predict + update with autograd enabled (see the class docstring)
     needs_grad: bool = False
 
-    def __init__(self, model, op, steps: int = 100, eta: float = 0.85, sigma_y: float = 0.0,
-                 schedule: str = "uniform", equs: str | None = None,
+    def __init__(self, model: Prior, op: Operator, steps: int = 100, eta: float = 0.85,
+                 sigma_y: float = 0.0, schedule: Schedule = "uniform",
+                 equs: EqusGroup | None = None,
                  equs_map_eps_back: bool = False, equs_shift=None,
                  travel_length: int = 1, travel_repeat: int = 1):
         self.model = model

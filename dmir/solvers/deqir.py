@@ -105,6 +105,7 @@ from typing import Callable
 import torch
 
 from ..errors import ParameterError, ShapeError
+from ..types import EqusGroup, Schedule
 from ..operators.base import safe_inverse
 from ..operators.noise import sigma_to_model
 from .anderson import AndersonMixer, anderson, check_options, slot_residuals
@@ -173,8 +174,8 @@ class DeqIR:
                  sigma_y: float = 0.0, nw: float | None = None, etw: float | None = None,
                  m: int = 5, lam: float = 1e-3, beta: float = 1.0, tol: float = 1e-3,
                  max_iter: int = 15, mixing: str = "state", chunk: int | None = None,
-                 devices=None, window: int | str | None = "auto", schedule: str = "uniform",
-                 equs: str | None = None, equs_map_eps_back: bool = False, equs_shift=None,
+                 devices=None, window: int | str | None = "auto", schedule: Schedule = "uniform",
+                 equs: EqusGroup | None = None, equs_map_eps_back: bool = False, equs_shift=None,
                  svd: bool = True, form: str | None = None):
         self.model = model
         self.op = op

@@ -48,6 +48,7 @@ from __future__ import annotations
 import math
 
 from ..errors import ParameterError, UnknownNameError
+from ..types import Schedule
 from .base import Sampler
 from .cg import conjugate_gradient
 
@@ -113,7 +114,7 @@ class DiffPIR(Sampler):
     def __init__(self, model, op, steps=100, eta=0.0, sigma_y=0.0, lam=None, zeta=None,
                  task: str | None = None, sigma_floor: float = SIGMA_FLOOR, clip: bool = True,
                  svd: bool = True, cg_iters: int = 50, cg_tol: float = 1e-6,
-                 schedule: str = "diffpir_quad", **kw):
+                 schedule: Schedule = "diffpir_quad", **kw):
         super().__init__(model, op, steps=steps, eta=eta, sigma_y=sigma_y, schedule=schedule,
                          **kw)
         if task is not None and task not in DIFFPIR_PRESETS:
