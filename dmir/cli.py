@@ -21,6 +21,7 @@ import sys
 import textwrap
 import time
 import warnings
+from typing import Any
 
 import numpy as np
 import torch
@@ -66,7 +67,7 @@ def _note(msg) -> None:
 
 def _add_verbosity(p: argparse.ArgumentParser, top: bool = False) -> None:
     """-q/--quiet and -v/--verbose, accepted before or after the command name."""
-    d = {} if top else {"default": argparse.SUPPRESS}
+    d: dict = {} if top else {"default": argparse.SUPPRESS}
     g = p.add_mutually_exclusive_group()
     g.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on "
                    "stderr (no notes, no progress bar)", **d)
@@ -594,7 +595,7 @@ class _Progress:
               "[{elapsed}, ETA {remaining}, {rate_fmt}]")
 
     def __init__(self, desc: str, quiet: bool = False, file=None, enabled: bool | None = None):
-        self.bar = None
+        self.bar: Any = None
         self.desc = desc
         self.file = file
         self.enabled = (not quiet and dio.isatty(sys.stderr)) if enabled is None else enabled
@@ -677,7 +678,8 @@ def _restore(a) -> int:
 
     noise = (operators.PoissonNoise(a.poisson) if a.poisson is not None
              else operators.GaussianNoise(a.sigma_y))
-    sigma_solver = noise.sigma_equivalent if a.poisson is not None else a.sigma_y
+    sigma_solver = (noise.sigma_equivalent if isinstance(noise, operators.PoissonNoise)
+                    else a.sigma_y)
     if a.degrade:
         clean = inp
         y = noise(op.A(inp), generator=gen)
@@ -688,7 +690,7 @@ def _restore(a) -> int:
         else:
             if task == "colorization":
                 _note(f"INPUT is RGB; converted to gray with weights "
-                      f"{', '.join(f'{float(w):g}' for w in op.w.flatten())}")
+                      f"{', '.join(f'{float(w):g}' for w in getattr(op, 'w').flatten())}")
             y = op.A(inp)
 
     device = torch.device(a.device)
@@ -727,6 +729,7 @@ def _restore(a) -> int:
         if isinstance(net_prior, models.NetworkPrior):
             fast.accelerate(net_prior, **fast_kw)
             opts = fast.options_of(net_prior)
+            assert opts is not None                         # accelerate() set them
             if opts.dtype is not None or opts.compile or opts.cuda_graphs:   # not just layout
                 _note(f"fast path: {opts.describe()}")
             if device.type == "cuda":

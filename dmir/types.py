@@ -63,7 +63,7 @@ class SVDOperator(Operator, Protocol):
 
 
 #: timestep schedules of :func:`dmir.solvers.make_plan`
-Schedule = Literal["uniform", "quadratic", "diffpir_quad"]
+Schedule = Literal["uniform", "quadratic", "tas", "diffpir_quad"]
 #: EquS transformation groups (:data:`dmir.solvers.EQUS_GROUPS`)
 EqusGroup = Literal["hflip", "vflip", "rot90", "shift", "random"]
 #: LPIPS trunks and input ranges (:mod:`dmir.metrics.lpips`)

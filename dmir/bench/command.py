@@ -192,7 +192,8 @@ def adhoc_preset(a) -> Preset:
                                  f"--data NAME=FOLDER")
         names.add(name)
         datasets.append(DatasetSpec(name, path, size=a.size or 256, crop=a.crop or "center"))
-    used_t, used_m = set(), set()
+    used_t: set = set()
+    used_m: set = set()
     tasks = [_task(t, a.sigma_y or 0.0, used_t) for t in a.task]
     methods = [MethodSpec("A+y", "apy")]
     used_m.add("A+y")

@@ -504,6 +504,7 @@ def _run_task(plan, opts, out, device, dp, task, todo, fps, writer, lpips_bank, 
             for m in ms:
                 emit(_error_record(base, err), m)
             continue
+        assert op is not None                    # built above when there was no error
         grid = it.index < opts.grid
         if grid:
             gdir = _grid_dir(out, ds.name, task.name, it)

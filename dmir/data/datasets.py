@@ -199,14 +199,14 @@ def preprocess(a: np.ndarray, size: int, crop: CropMode = "center", exact8: bool
     if crop == "center":            # DDNM/EquS: CenterCropLongEdge + Resize(size) (bilinear)
         s = min(H, W)
         p.crop(int(round((W - s) / 2.0)), int(round((H - s) / 2.0)), s, s)
-        p.resize((size, size), Image.BILINEAR)
+        p.resize((size, size), Image.Resampling.BILINEAR)
     elif crop == "resize":          # DDNM CelebA-HQ: Resize([size, size])
-        p.resize((size, size), Image.BILINEAR)
+        p.resize((size, size), Image.Resampling.BILINEAR)
     else:                           # "adm": guided-diffusion center_crop_arr
         while min(p.size) >= 2 * size:
-            p.resize(tuple(x // 2 for x in p.size), Image.BOX)
+            p.resize(tuple(x // 2 for x in p.size), Image.Resampling.BOX)
         scale = size / min(p.size)
-        p.resize(tuple(round(x * scale) for x in p.size), Image.BICUBIC)
+        p.resize(tuple(round(x * scale) for x in p.size), Image.Resampling.BICUBIC)
         w, h = p.size
         p.crop((w - size) // 2, (h - size) // 2, size, size)
     return p.array()

@@ -31,6 +31,8 @@ k(a, b) = (aᵀb / d + 1)³, averaged over random subsets (default 100 subsets o
 """
 from __future__ import annotations
 
+from typing import Any, cast
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -277,7 +279,7 @@ class FIDInception(nn.Module):
         self.input_scale, self.quantize = input_scale, quantize
 
     def forward(self, images, batch_size: int = 32) -> torch.Tensor:
-        dev = self.net.layers.conv.weight.device
+        dev = cast(Any, self.net.layers).conv.weight.device
         out = []
         n = len(images)
         with torch.no_grad():

@@ -20,6 +20,8 @@ Input ranges (``input_range``):
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -52,6 +54,12 @@ _SCALE = (0.458, 0.448, 0.450)
 
 class LPIPSNetwork(nn.Module):
     """Trunk + v0.1 heads; ``forward(a, b)`` takes scaled inputs in [-1, 1] and returns (B,)."""
+
+    pool_after: tuple[int, ...]
+    taps: tuple[int, ...]
+    pool: tuple[int, int]
+    shift: torch.Tensor       # buffers
+    scale: torch.Tensor
 
     def __init__(self, net: str = "alex", init: bool = True):
         super().__init__()
@@ -88,7 +96,7 @@ class LPIPSNetwork(nn.Module):
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         fa, fb = self.features(a), self.features(b)
-        total = 0
+        total: Any = 0
         for lin, u, v in zip(self.lins, fa, fb):
             u = u / (u.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
             v = v / (v.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)

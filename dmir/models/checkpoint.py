@@ -148,7 +148,8 @@ def read_safetensors(path) -> dict[str, torch.Tensor]:
         if b1 - b0 != count * torch.empty((), dtype=dt).element_size():
             raise CheckpointError(f"{path!r}: entry {name!r} has {b1 - b0} bytes for shape "
                                   f"{shape} {v['dtype']}")
-        t = torch.from_numpy(buf[start + b0:start + b1]) if b1 > b0 else torch.empty(0, dtype=torch.uint8)
+        t = (torch.from_numpy(buf[start + b0:start + b1]) if b1 > b0 and buf is not None
+             else torch.empty(0, dtype=torch.uint8))
         out[name] = t.view(dt).reshape(shape)
     return out
 

@@ -368,6 +368,9 @@ def fetch(name: str, dest_dir: str | None = None, progress: bool = True,
         else:
             hint = f" ({f.manual})" if f.manual else ""
             raise FetchError("; ".join(errors) + hint)
-    return local_path(entry, os.path.join(dest_dir, entry.main_file.name)
-                      if not entry.is_folder else
-                      os.path.dirname(os.path.join(dest_dir, entry.main_file.name)))
+    out = local_path(entry, os.path.join(dest_dir, entry.main_file.name)
+                     if not entry.is_folder else
+                     os.path.dirname(os.path.join(dest_dir, entry.main_file.name)))
+    if out is None:
+        raise FetchError(f"{name}: the files were fetched into {dest_dir} but are not there")
+    return out

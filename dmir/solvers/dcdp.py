@@ -235,7 +235,7 @@ class DCDP:
         if task is not None and task not in DCDP_PRESETS:
             raise UnknownNameError(f"dcdp: no preset for task {task!r}; known: "
                                    f"{', '.join(DCDP_PRESETS)}")
-        self.task = task if task is not None else _OP_PRESET.get(getattr(op, "name", None),
+        self.task = task if task is not None else _OP_PRESET.get(getattr(op, "name", ""),
                                                                  DCDP_DEFAULT_PRESET)
         p = DCDP_PRESETS[self.task]
         if steps is not None and K is not None and int(steps) != int(K):

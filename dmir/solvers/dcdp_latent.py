@@ -54,7 +54,7 @@ Deviations from the release, on purpose:
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -63,7 +63,7 @@ from .dcdp import _OP_PRESET, DCDP, _float
 
 #: released latent-DCDP settings (DCDP-LDM run_latent_sapce_dcdp.sh / README); M_ref as in
 #: :data:`dmir.solvers.dcdp.DCDP_PRESETS` (256×256 RGB; 3×64×64 for ×4 SR)
-LATENT_PRESETS = {
+LATENT_PRESETS: dict[str, dict[str, Any]] = {
     "sr4": {"consistency": "latent", "K": 10, "tau": 100, "lr": 1e3, "T0": 400, "T_end": 0,
             "M_ref": 3 * 64 * 64},
     "inpainting": {"consistency": "latent", "K": 20, "tau": 50, "lr": 1e3, "T0": 500,
@@ -134,7 +134,7 @@ class LatentDCDP(DCDP):
             raise UnknownNameError(f"dcdp (latent): no preset for task {task!r}; known: "
                                    f"{', '.join(LATENT_PRESETS)}")
         if task is None:
-            name = getattr(op, "name", None)
+            name = getattr(op, "name", "")
             task = name if name in LATENT_PRESETS else _OP_PRESET.get(name, LATENT_DEFAULT_PRESET)
         if task not in LATENT_PRESETS:
             task = LATENT_DEFAULT_PRESET

@@ -100,7 +100,7 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -247,14 +247,16 @@ class DeqIR:
                 raise ParameterError("deqir supports the deterministic EquS groups ('hflip', "
                                      "'vflip', 'rot90', 'shift'); 'random' draws a transform "
                                      "per step")
-            self.equs = Equivariance(equs, op.x_shape, equs_map_eps_back, equs_shift)
+            self.equs: Equivariance | None = Equivariance(equs, op.x_shape, equs_map_eps_back,
+                                                          equs_shift)
             self._flip = [self.equs.transform_for_step(k, None) is not None for k in ks]
         else:
             self.equs, self._flip = None, [False] * T
         self._devices = None if devices is None else self._resolve_devices(devices)
-        self._replicas = {}
-        self.nfe, self.iterations, self.residuals, self.converged = 0, 0, [], None
-        self.info = {}
+        self._replicas: dict = {}
+        self.residuals: list[float] = []
+        self.nfe, self.iterations, self.converged = 0, 0, None
+        self.info: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ devices
     def _model_device(self) -> torch.device:
@@ -345,6 +347,7 @@ class DeqIR:
         self.nfe += N
         if g is None:
             return eps, eps
+        assert self.equs is not None                 # g comes from it
         eps_x = torch.where(mask, g.inverse(eps), eps)
         return eps_x, (eps_x if self.equs.map_eps_back else eps)
 
@@ -379,7 +382,7 @@ class DeqIR:
         self._check_xT(x_T, B)
         T = self.steps
         dt, dev = y.dtype, y.device
-        ctx = {"y": y, "B": B, "dtype": dt, "device": dev, "zeros": {}}
+        ctx: dict[str, Any] = {"y": y, "B": B, "dtype": dt, "device": dev, "zeros": {}}
         if self.nw > 0:
             if noises is None:
                 raise ParameterError("nw > 0: pass the chain noises (solver.draw_noises(...))")

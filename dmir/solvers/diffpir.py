@@ -121,7 +121,7 @@ class DiffPIR(Sampler):
             raise UnknownNameError(f"diffpir: no preset for task {task!r}; known: "
                                    f"{', '.join(DIFFPIR_PRESETS)} (or pass lam=, zeta=)")
         p_lam, p_zeta = DIFFPIR_PRESETS.get(task if task is not None
-                                            else getattr(op, "name", None), DIFFPIR_DEFAULT)
+                                            else getattr(op, "name", ""), DIFFPIR_DEFAULT)
         lam = p_lam if lam is None else lam
         zeta = p_zeta if zeta is None else zeta
         try:

@@ -85,8 +85,8 @@ def make_plan(steps: int, num_train_timesteps: int = 1000, schedule: Schedule = 
         skip = num_train_timesteps // steps
         table = [k * skip for k in range(steps)]
     elif schedule in ("quadratic", "tas"):
-        seq = np.linspace(np.sqrt(num_train_timesteps - 1), 0, steps) ** 2
-        table = [int(s) for s in seq][::-1]
+        quad = np.linspace(np.sqrt(num_train_timesteps - 1), 0, steps) ** 2
+        table = [int(s) for s in quad][::-1]
     elif schedule == "diffpir_quad":
         if steps == 1:
             table = [num_train_timesteps - 1]
