@@ -140,7 +140,7 @@ STRATEGIES = ("auto", "sequential", "window", "anderson", "published")
 #: the published protocol (README command, ``fp_implicit_iters_anderson``): Anderson m = 5,
 #: λ = 1e-3, β = 1, relative-residual tolerance 1e-3, at most 15 evaluations of F, per-state
 #: mixing; the release returns the last mixed iterate
-PUBLISHED = {"m": 5, "lam": 1e-3, "beta": 1.0, "tol": 1e-3, "max_iter": 15}
+PUBLISHED: dict[str, Any] = {"m": 5, "lam": 1e-3, "beta": 1.0, "tol": 1e-3, "max_iter": 15}
 #: relative-residual tolerance of the converged strategies (window, anderson)
 CONVERGED_TOL = 1e-4
 
@@ -313,7 +313,7 @@ class DeqIR:
         self.residuals: list[float] = []
         self.nfe, self.iterations, self.converged = 0, 0, None
         self.info: dict[str, Any] = {}
-        self.ran = None
+        self.ran: str | None = None
 
     # ------------------------------------------------------------------ strategy
     @staticmethod
