@@ -10,6 +10,7 @@ implementations (and torch) on first use; the other subpackages load when first 
 """
 import importlib
 
+from . import log  # noqa: F401  (first: the NullHandler of the "dmir" logger)
 from . import errors, models, operators, solvers  # noqa: F401
 from .errors import DmirError  # noqa: F401
 

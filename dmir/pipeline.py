@@ -29,6 +29,7 @@ import os
 import time
 import warnings
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -248,6 +249,7 @@ def prepare_prior(prior, shape, device="cpu", *, tile: int | None = DEFAULT_TILE
         if isinstance(net_prior, models.NetworkPrior) and fastpath.options_of(net_prior) is None:
             fastpath.accelerate(net_prior, **kw)
             opts = fastpath.options_of(net_prior)
+            assert opts is not None                         # accelerate() set them
             if opts.dtype is not None or opts.compile or opts.cuda_graphs:   # not just layout
                 note(f"fast path: {opts.describe()}")
             if device.type == "cuda":
@@ -268,7 +270,8 @@ def sample_mean(solver, y: torch.Tensor, samples: int = 1, generator=None, progr
 
         kw = dict(init_opt)
         loss = kw.pop("loss")
-        tgt = target.to(ys.device, ys.dtype) if loss in ("mse", "lpips") else None
+        tgt = (target.to(ys.device, ys.dtype) if target is not None and loss in ("mse", "lpips")
+               else None)
         x, _, hist = optimize_init(solver, ys, None, loss=loss, target=tgt,
                                    generator=generator, progress=progress, **kw)
         return x.mean(0, keepdim=True), hist
@@ -281,9 +284,9 @@ class Restoration:
 
     x: torch.Tensor                      # (1, C, H, W) float32: the result (mean of K samples)
     y: torch.Tensor                      # the measurement, on the sampling device
-    op: object                           # the operator (on the sampling device)
-    solver: object
-    prior: object
+    op: Any                              # the operator (on the sampling device)
+    solver: Any
+    prior: Any
     seconds: float
     nfe: object                          # network evaluations (per sample batch)
     clean: torch.Tensor | None = None    # the clean input (degrade=True)
@@ -324,8 +327,8 @@ def restore(image: torch.Tensor, task: str, *, method: str = "ddnm-equs+",
         _note(f"INPUT is RGB; converted to gray with weights "
               f"{', '.join(f'{float(w):g}' for w in op.w.flatten())}")
     y = measure(op, image, degrade, noise, gen)
-    prior = load_prior(model, dtype, class_label, _note) if isinstance(model, (str, os.PathLike)) \
-        else model
+    prior = (load_prior(os.fspath(model), dtype, class_label, _note)
+             if isinstance(model, (str, os.PathLike)) else model)
     prior = prepare_prior(prior, shape, device, tile=tile, fast=fast, note=_note)
     solver = solvers.build(method, prior, op, steps=steps, eta=eta, sigma_y=sigma_solver,
                            **(solver_options or {}))

@@ -41,11 +41,14 @@ from .. import io as dio
 from .. import pipeline, solvers
 from ..data import ImageDataset, shard as shard_items
 from ..errors import DmirError, InputError, ParameterError
+from ..log import get_logger
 from . import results as res
 from .results import PLAN_FILE, grid_dir, image_path, safe_name
 from .pipeline import (LPIPS_METRICS, PIXEL_METRICS, LpipsBank, check_finite, degrade, measure,
                        on_device, restore, seed_for, task_operator)
 from .spec import DatasetSpec, MethodSpec, Preset, TaskSpec
+
+_log = get_logger("dmir.bench")
 
 __all__ = ["RunOptions", "Plan", "make_plan", "run", "safe_name", "dist_env", "record_order",
            "DEFAULT_METRICS", "PLAN_FILE"]
@@ -120,7 +123,10 @@ def record_order(plan: dict):
 
 
 def _note(opts, msg):
-    (opts.log or (lambda s: print(f"dmir bench: {s}", file=sys.stderr, flush=True)))(msg)
+    if opts.log is not None:
+        opts.log(msg)
+    else:
+        _log.info("%s", msg)
 
 
 # ----------------------------------------------------------------------------- planning
@@ -504,6 +510,7 @@ def _run_task(plan, opts, out, device, dp, task, todo, fps, writer, lpips_bank, 
                 for m in ms:
                     emit(_error_record(base, err), m)
                 continue
+            assert iop is not None                  # built above when there was no error
             if it.index < opts.grid:
                 gdir = grid_dir(out, ds.name, task.name, it)
                 _save_png(os.path.join(gdir, "gt.png"), x)
@@ -517,7 +524,7 @@ def _run_task(plan, opts, out, device, dp, task, todo, fps, writer, lpips_bank, 
             continue
         for m in ready[0][1]:
             # images of the same shape go through the sampler together
-            by_shape = {}
+            by_shape: dict = {}
             for r in ready:
                 by_shape.setdefault(tuple(r[3].shape), []).append(r)
             for rows in by_shape.values():

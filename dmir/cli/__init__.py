@@ -16,9 +16,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .. import log as dlog
 from ..errors import DmirError
 from . import bench, demo, metrics, models, restore, train
-from .common import EXIT_INTERRUPT, EXIT_USAGE, PROG, Parser, UsageError, fail
+from .common import EXIT_INTERRUPT, EXIT_USAGE, PROG, Parser, UsageError, add_verbosity, fail
 
 __all__ = ["main", "parse_kernel", "UsageError", "PROG", "EXIT_USAGE", "EXIT_INTERRUPT"]
 
@@ -57,6 +58,9 @@ def _parser(argv=None) -> argparse.ArgumentParser:
             mod.add_parser(sub, full=chosen in (None, name))
         else:
             mod.add_parser(sub)
+    add_verbosity(p, top=True)
+    for sp in sub.choices.values():
+        add_verbosity(sp)
     return p
 
 
@@ -71,6 +75,14 @@ def main(argv=None) -> int:
     if a.command is None:
         return fail("a command is required: restore, models, metrics, train, demo or bench "
                     "(see dmir --help)")
+    dlog.configure(-1 if a.quiet else min(int(a.verbose or 0), 1))
+    try:
+        return _run(a)
+    finally:
+        dlog.unconfigure()
+
+
+def _run(a) -> int:
     try:
         return COMMANDS[a.command].run(a)
     except DmirError as e:

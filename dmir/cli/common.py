@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 import textwrap
+from typing import Any
 
+from .. import log as dlog
 from ..errors import DmirError
 
 PROG = "dmir"
@@ -34,8 +36,21 @@ def fail(msg) -> int:
     return EXIT_USAGE
 
 
+_log = dlog.get_logger("dmir.cli")
+
+
 def note(msg) -> None:
-    print(f"{PROG}: note: {one_line(msg)}", file=sys.stderr)
+    _log.info("note: %s", one_line(msg))   # shown unless -q (dmir.log.configure in main)
+
+
+def add_verbosity(p: argparse.ArgumentParser, top: bool = False) -> None:
+    """-q/--quiet and -v/--verbose, accepted before or after the command name."""
+    d: dict = {} if top else {"default": argparse.SUPPRESS}
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on "
+                   "stderr (no notes, no progress bar)", **d)
+    g.add_argument("-v", "--verbose", action="count", help="more detail on stderr (debug log)",
+                   **({"default": 0} if top else d))
 
 
 def listing(title: str, items: dict) -> str:
@@ -56,20 +71,28 @@ def safe(fn):
 
 
 class Progress:
-    """A tqdm step bar on stderr (only on a terminal), created at the first call."""
+    """The restore bar: network evaluations done / planned, NFE/s and the ETA.
 
-    def __init__(self, desc: str):
-        self.bar = None
+    Shown on a terminal unless -q; ``file``/``enabled`` override that (tests)."""
+
+    FORMAT = ("{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} NFE "
+              "[{elapsed}, ETA {remaining}, {rate_fmt}]")
+
+    def __init__(self, desc: str, quiet: bool = False, file=None, enabled: bool | None = None):
+        from ..io import isatty
+
+        self.bar: Any = None
         self.desc = desc
+        self.file = file
+        self.enabled = (not quiet and isatty(sys.stderr)) if enabled is None else enabled
 
     def __call__(self, i: int, n: int) -> None:
         if self.bar is None:
             from tqdm import tqdm
 
-            from ..io import isatty
-
-            self.bar = tqdm(total=n, desc=self.desc, unit="step", file=sys.stderr,
-                            disable=not isatty(sys.stderr), leave=False, dynamic_ncols=True)
+            self.bar = tqdm(total=n, desc=self.desc, unit="NFE", file=self.file or sys.stderr,
+                            disable=not self.enabled, leave=False, dynamic_ncols=True,
+                            bar_format=self.FORMAT, mininterval=0.2)
         if self.bar.total != n:
             self.bar.total = n
         self.bar.update(i - self.bar.n)

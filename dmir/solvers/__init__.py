@@ -12,8 +12,24 @@ Names are imported on first use, so ``import dmir.solvers`` does not load torch.
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
 from .registry import build, describe, names, register, unregister
+
+if TYPE_CHECKING:     # the lazy names below, for type checkers
+    from ..rng import BatchGenerator
+    from .base import Sampler
+    from .cddb import CDDB
+    from .dcdp import DCDP
+    from .dcdp_latent import LatentDCDP, is_latent_prior
+    from .ddnm import DDNM
+    from .ddrm import DDRM
+    from .deqir import DeqIR
+    from .diffpir import DiffPIR
+    from .dps import DPS
+    from .equivariance import GROUPS as EQUS_GROUPS
+    from .pigdm import PiGDM
+    from .schedules import jump_schedule, make_plan
 
 __all__ = ["build", "names", "describe", "register", "unregister", "Sampler", "DDNM", "DDRM",
            "PiGDM", "make_plan", "jump_schedule", "EQUS_GROUPS", "DPS", "CDDB", "DiffPIR",

@@ -9,6 +9,7 @@ and is then reachable from ``dmir.pipeline``, ``dmir restore --method`` and the 
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 from ..errors import ParameterError, UnknownNameError
 
@@ -100,7 +101,7 @@ def build(method: str, model, op, steps: int | None = None, eta: float | None = 
     for b, (cls, _) in _BASE.items():
         for v, (preset, _) in _VARIANTS.items():
             if method == b + v:
-                kw = dict(preset)
+                kw: dict[str, Any] = dict(preset)
                 kw.update(options)
                 if steps is not None:
                     kw["steps"] = steps
@@ -117,13 +118,13 @@ def build(method: str, model, op, steps: int | None = None, eta: float | None = 
         if eta is not None:
             kw["eta"] = eta
         try:
-            cls = _resolve(_STANDALONE[method][0])
+            factory: Any = _resolve(_STANDALONE[method][0])
             if method == "dcdp":
                 from .dcdp_latent import LatentDCDP, is_latent_prior
 
                 if is_latent_prior(model):      # a latent-diffusion prior
-                    cls = LatentDCDP
-            return cls(model, op, sigma_y=sigma_y, **kw)
+                    factory = LatentDCDP
+            return factory(model, op, sigma_y=sigma_y, **kw)
         except TypeError as e:  # unexpected keyword
             raise ParameterError(f"{method}: {e}") from None
     raise UnknownNameError(f"unknown method {method!r}; available: {', '.join(names())}")
