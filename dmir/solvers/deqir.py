@@ -97,9 +97,7 @@ Beyond the paper:
   states still move.
 * EquS (``equs=``, the registry's ``deqir-equs``/``deqir-equs+``): the transform of even
   schedule indices k = T-1-i is applied to those rows inside the batched evaluation.
-* Multi-device: the batched evaluation is split over ``devices`` (one process, one model
-  replica per device, chunks issued to every device before any result is gathered, so CUDA
-  devices run concurrently).
+* Multi-device: the batched evaluation is split over ``devices`` (:mod:`.parallel`).
 """
 from __future__ import annotations
 
@@ -336,14 +334,13 @@ class DeqIR:
         self.window = 1 if cpu else AUTO_WINDOW
         return "sequential" if cpu else "window"
 
-    # ------------------------------------------------------------------ devices
+    # ------------------------------------------------------------------ network
     @property
     def devices(self) -> list:
         """The devices of the batched evaluation (resolved at each call when the option is
         None, so moving the model after construction is honoured)."""
         return self._devices if self._devices is not None else default_devices(self.model)
 
-    # ------------------------------------------------------------------ network
     def _eps_batch(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """ε for a flat batch x (M, C, H, W) at timesteps t (M,), chunked over the devices."""
         eps = eps_on_devices(self.model, x, t, self.devices, self.chunk, self._replicas)
