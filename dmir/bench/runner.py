@@ -335,8 +335,8 @@ def _load_model(name, opts, device, cache, shape):
 
 def default_batch(device) -> int:
     """Images per sampler call when --batch is not given. Batching changes no result (per-image
-    seeds); on the CPU it still saves per-call overhead (benchmarks/bench_batch.py: 1.2× at 4,
-    1.6× at 8 with the shipped prior at 64×64), on a GPU it fills the device."""
+    seeds); on the CPU it still saves per-call overhead (benchmarks/bench_batch.py: 1.1-1.2× at 4,
+    1.3-1.6× at 8 with the shipped prior at 64×64), on a GPU it fills the device."""
     return 8 if torch.device(device).type == "cuda" else 4
 
 
