@@ -5,30 +5,34 @@ whole GPU programme is this one script, tested on the CPU with ``--small`` (test
 
 Driver note
 -----------
-On the device machine (the ``run`` tool; timeout 600 s leaves nothing for a rerun, so do not
-shorten ``--budget`` below what the stages need — 540 s ends ~1 min before the limit)::
+One call of the device tool (``run``), in the repository root, ``timeout_s=600``::
 
-    PYTHONUNBUFFERED=1 python benchmarks/gpu_run.py --out $OUT --budget 540
+    PYTHONUNBUFFERED=1 python3 benchmarks/gpu_run.py --out $OUT --budget 540
 
-Everything it needs is in the repository (fixture model dmir/data/dmir-ddpm, training photos
-benchmarks/gpu_data/, test photo tests/data/); it reads nothing else and needs no network.
-It finishes within ``--budget`` seconds of its start, CUDA warm-up included: each stage gets a
-share of the time left (below), later stages keep their minimum, a stage that cannot get its
-minimum is recorded as skipped, and a watchdog ends the process 20 s after the budget (writing
-what it has). If the machine is still warm afterwards (it stays 30 s), more training resumes
-from the state left on it: ``python benchmarks/gpu_run.py --out $OUT --stages 4 --budget N``.
+(``python3`` is the interpreter that holds PyTorch there; dmir is imported from this checkout.)
+Everything it needs travels with the working tree: the fixture model dmir/data/dmir-ddpm, the
+training photos benchmarks/gpu_data/ (9.9 MB), the test photo in tests/data/; it reads nothing
+else and needs no network. It ends within ``--budget`` seconds of its start, CUDA warm-up
+included: each stage gets a share of the time left (below) while later stages keep their
+minimum; a stage that cannot get its minimum is recorded as skipped; inside a stage, parts that
+no longer fit are skipped and listed; a watchdog ends the process 20 s after the budget, writing
+what it has (and the latest trained weights). Output stays under 12 kB (what the tool shows).
+If the machine is still warm afterwards (30 s) and device time is left, more training resumes
+from the state left on it: ``... gpu_run.py --out $OUT --stages 4 --budget N``.
 
 Afterwards, on the CPU here:
 
-1. copy the returned folder into ``benchmarks/results/gpu_run/`` (8 files) and commit it;
-2. evaluate the trained prior on held-out photos and compare it with the shipped one::
+1. copy the returned folder (``files_at``) to ``benchmarks/results/gpu_run/`` and commit it;
+2. evaluate the trained prior on held-out photos next to the shipped one::
 
        python benchmarks/prior_quality.py --model benchmarks/results/gpu_run/prior \\
            --out benchmarks/results/prior_quality_gpu.json
-       python benchmarks/prior_quality.py        # the shipped dmir-ddpm, if not in results/
+       python benchmarks/prior_quality.py          # the shipped dmir-ddpm, same photos
 
-   ship it (``dmir/data/dmir-ddpm``) only if it beats the shipped prior on both tasks;
-3. ``give_back`` the machine unless you rerun at once.
+   and ship it (replace ``dmir/data/dmir-ddpm``) only if it beats the shipped prior on both
+   tasks;
+3. ``give_back`` the machine unless you rerun at once; put the headline numbers (stage
+   summaries in ``gpu_run.json``) into the issue's closing note.
 
 Output folder (``--out``; default ``$OUT``, else benchmarks/results/gpu_run), at most 8 files of
 ≤ 16 MiB (what the device machine returns), each written as soon as its stage ends:
@@ -39,7 +43,8 @@ Output folder (``--out``; default ``$OUT``, else benchmarks/results/gpu_run), at
   on the shipped trained prior (64×64 SR×4, 20 steps, 3 for DCDP's K) on the device in float32
   and with the fast path (bf16 autocast + channels_last), against the same run on the CPU with
   the same seed (the device run draws its random numbers on the CPU from the same generator:
-  :class:`HostNoise`); tiling (:class:`~dmir.models.tiled.TiledPrior` on 96×128); CUDA graphs
+  :class:`HostNoise`; DeqIR with its sliding window, which ends on the exact chain); tiling
+  (:class:`~dmir.models.tiled.TiledPrior` on 96×128); CUDA graphs
   and ``torch.compile`` once each against the eager fast path. Tolerances
   (:data:`TOLERANCES`; outputs compared on [0, 1] after clamping): float32 (TF32 off) PSNR vs
   CPU ≥ 40 dB; fast path PSNR vs CPU float32 ≥ 30 dB and PSNR against the truth within 0.5 dB
@@ -48,7 +53,9 @@ Output folder (``--out``; default ``$OUT``, else benchmarks/results/gpu_run), at
   JSON layout, so its ``print_tables`` reads it) for the full-size ImageNet-256 ADM with random
   weights, DDNM and DDNM-EquS+, SR×4 bicubic, batch 1…64 on the fast path, the reference loop's
   re-creation (batch 1, float16 torso), CUDA graphs at small batches, bf16 vs fp32; images/s,
-  TFLOP/s, fraction of the limit (0.28 s/image for 100 steps at 800 TFLOP/s), peak memory;
+  TFLOP/s, fraction of the limit (0.28 s/image for 100 steps at 800 TFLOP/s), peak memory.
+  Timed runs have 20 steps (time per step does not depend on the count; s/image is also given
+  for 100 steps); a batch whose predicted time no longer fits ends its sweep;
 * ``3_deqir_latency.json``    DeqIR on one 256×256 image with the full ADM (random weights,
   fast path) and the shipped trained prior: sequential vs full Anderson vs sliding window, T 25
   and 50: wall-clock, evaluations, ΔPSNR vs the sequential chain (equal output: ≤ 0.1 dB) and
@@ -57,14 +64,15 @@ Output folder (``--out``; default ``$OUT``, else benchmarks/results/gpu_run), at
 * ``4_loss.png``; ``prior/model.safetensors`` (bf16 storage) + ``prior/config.json``: the EMA
   weights, loadable with ``dmir.models.load``.
 
-Stage shares (seconds, :data:`SHARES`): 1 → 75, 2 → 90, 3 → 60, 4 → the rest (≈ 300 s of a 540 s
-budget, more when earlier stages end early).
+Stage shares (seconds, :data:`SHARES`): 1 → 90, 2 → 90, 3 → 50, 4 → the rest (≈ 300 s of a
+540 s budget, more when earlier stages end early).
 
     python benchmarks/gpu_run.py --small [--out DIR]   # CPU, tiny models, < 1 min: proves it runs
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import dataclasses
 import gc
@@ -84,14 +92,16 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from dmir import io as dio
-from dmir import models, operators, solvers
-from dmir.metrics import image as im
-from dmir.models import fast
-from dmir.models.tiled import TiledPrior
-
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))      # this checkout's dmir (the device machine has no install)
+
+from dmir import io as dio  # noqa: E402
+from dmir import models, operators, solvers  # noqa: E402
+from dmir.metrics import image as im  # noqa: E402
+from dmir.models import fast  # noqa: E402
+from dmir.models.tiled import TiledPrior  # noqa: E402
+
 IMAGE = ROOT / "tests" / "data" / "kodim05_crop64.png"
 GPU_DATA = HERE / "gpu_data"
 
@@ -210,7 +220,7 @@ class HostNoise(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def test_image(size: int, width: int | None = None) -> torch.Tensor:
+def photo(size: int, width: int | None = None) -> torch.Tensor:
     """(1, 3, size, width) in [-1, 1]: the Kodak crop of tests/data, resized bilinearly."""
     x = dio.read_image(IMAGE)
     width = width or size
@@ -229,14 +239,16 @@ def rel_l2(a, b) -> float:
 
 
 # ============================================================================= stage 1
-def _restore(prior, method, op, y, x_T, steps, device, info=None, **options):
-    """One restoration on ``device`` with CPU-drawn noise (seed 2); (output on CPU, seconds).
-    ``info``: a dict that gets the solver's NFE (and DeqIR's convergence)."""
+def _restore(prior, method, op, y, x_T, steps, device, info=None, host_noise=True, **options):
+    """One restoration on ``device``; (output on the CPU, seconds). Noise from seed 2: drawn on
+    the CPU (:class:`HostNoise`), or with ``host_noise=False`` by a generator on ``device``
+    (no Python-level interception: torch.compile traces the run). ``info``: a dict that gets
+    the solver's NFE (and DeqIR's convergence)."""
     s = solvers.build(method, prior, op.to(device), steps=steps, **options)
-    g = torch.Generator().manual_seed(2)
+    g = torch.Generator(device="cpu" if host_noise else device).manual_seed(2)
     sync(device)
     t0 = time.perf_counter()
-    with HostNoise():
+    with HostNoise() if host_noise else contextlib.nullcontext():
         out = s.sample(y.to(device), x_T=x_T.to(device), generator=g)
     sync(device)
     if info is not None:
@@ -256,7 +268,7 @@ def stage_correctness(st: Stage) -> dict:
         torch.backends.cuda.matmul.allow_tf32 = False
     base = models.load(models.DEFAULT_MODEL)          # the shipped trained prior, float32, CPU
     size, steps, dcdp_k = (32, 12, 2) if small else (64, 20, 3)
-    clean = test_image(size)
+    clean = photo(size)
     op = operators.build("sr_averagepooling", (3, size, size), scale=4)
     y = op.A(clean)
     x_T = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(1))
@@ -288,7 +300,8 @@ def stage_correctness(st: Stage) -> dict:
         # to the same image (its default full Anderson stops after 15 evaluations, unconverged
         # on this prior at T = 20; stage 3 times the parallel solvers on the device)
         kw = {"window": 5} if method.startswith("deqir") else {}
-        row = {"method": method, "steps": k, "options": kw, "seconds": {}, "psnr_vs_cpu": {}, "rel_l2_vs_cpu": {},
+        row = {"method": method, "steps": k, "options": kw, "seconds": {}, "psnr_vs_cpu": {},
+               "rel_l2_vs_cpu": {},
                "psnr_truth": {}, "pass": {}, "solver": {}}
         try:
             ref, row["seconds"]["cpu"] = _restore(base, method, op, y, x_T, k, "cpu",
@@ -312,10 +325,9 @@ def stage_correctness(st: Stage) -> dict:
             row["pass"] = {k: False for k in dev_priors}
         row["seconds_total"] = time.perf_counter() - t_m
         res["methods"].append(row)
-        print(f"  {method:<14} fp32 {row['psnr_vs_cpu'].get('fp32', float('nan')):6.1f} dB  "
-              f"fast {row['psnr_vs_cpu'].get('fast', float('nan')):5.1f} dB vs CPU  "
-              f"truth {row['psnr_truth'].get('cpu', float('nan')):5.2f}/"
-              f"{row['psnr_truth'].get('fast', float('nan')):5.2f} dB  "
+        vs = "  ".join(f"{k} {v:5.1f}" for k, v in row["psnr_vs_cpu"].items())
+        print(f"  {method:<14} vs CPU: {vs} dB;  truth {row['psnr_truth'].get('cpu', 0):5.2f}/"
+              f"{row['psnr_truth'].get('fast', 0):5.2f} dB  "
               f"{'ok' if all(row['pass'].values()) else 'FAIL ' + row.get('error', '')}",
               flush=True)
         run.save_partial(st, res)
@@ -323,7 +335,7 @@ def stage_correctness(st: Stage) -> dict:
     # tiling: the prior's own size as tile on a 1.5x2 larger image
     if st.fits(3 * sum(r["seconds_total"] for r in res["methods"][:1]) + 1, "tiling"):
         H, W = size * 3 // 2, size * 2
-        tclean = test_image(H, W)
+        tclean = photo(H, W)
         top = operators.build("sr_averagepooling", (3, H, W), scale=4)
         ty = top.A(tclean)
         tx_T = torch.randn(1, 3, H, W, generator=torch.Generator().manual_seed(1))
@@ -344,9 +356,8 @@ def stage_correctness(st: Stage) -> dict:
             row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
             row["pass"] = {k: False for k in dev_priors}
         res["extras"]["tiling"] = row
-        print(f"  tiling {H}x{W} (tile {size}): fp32 "
-              f"{row['psnr_vs_cpu'].get('fp32', float('nan')):.1f} dB, fast "
-              f"{row['psnr_vs_cpu'].get('fast', float('nan')):.1f} dB vs CPU", flush=True)
+        vs = ", ".join(f"{k} {v:.1f} dB" for k, v in row["psnr_vs_cpu"].items())
+        print(f"  tiling {H}x{W} (tile {size}) vs CPU: {vs} {row.get('error', '')}", flush=True)
         run.save_partial(st, res)
 
     # CUDA graphs and torch.compile, once each, against the eager fast path (ddnm)
@@ -367,12 +378,12 @@ def stage_correctness(st: Stage) -> dict:
         try:
             if eager is None:
                 eager, row["eager_seconds"] = _restore(dev_priors["fast"], "ddnm", op, y, x_T,
-                                                       steps, dev)
+                                                       steps, dev, host_noise=False)
             p = fast.accelerate(copy.deepcopy(base).to(dev), dev, **kw)
             t0 = time.perf_counter()
-            _restore(p, "ddnm", op, y, x_T, steps, dev)         # capture / compile
+            _restore(p, "ddnm", op, y, x_T, steps, dev, host_noise=False)   # capture/compile
             row["first_run_seconds"] = time.perf_counter() - t0
-            out, row["seconds"] = _restore(p, "ddnm", op, y, x_T, steps, dev)
+            out, row["seconds"] = _restore(p, "ddnm", op, y, x_T, steps, dev, host_noise=False)
             row["options"] = fast.options_of(p).describe()
             row["psnr_vs_eager"] = psnr(out, eager)
             row["rel_l2_vs_eager"] = rel_l2(out, eager)
@@ -415,7 +426,8 @@ def summary_correctness(r: dict) -> str:
     d = s["max_fast_truth_delta_db"]
     return (f"{s['methods_run']}/{s['methods_total']} methods; min PSNR vs CPU: {m}; max |Δ "
             f"truth| fast {d if d is None else round(d, 2)} dB; "
-            + ("all pass" if s["all_pass"] else f"FAILED: {', '.join(s['failed']) or 'incomplete'}"))
+            + ("all pass" if s["all_pass"] else
+               f"FAILED: {', '.join(s['failed']) or 'incomplete'}"))
 
 
 # ============================================================================= stage 2
@@ -436,16 +448,16 @@ def stage_throughput(st: Stage) -> dict:
     variant = "fast"                                    # bf16 autocast + channels_last on CUDA
     net, cfg = gt.build_net(key, cfg, dev)
     flops = gt.flops_per_forward(key, cfg, size)
+    flops256 = flops if not small else gt.flops_per_forward(key, gt.MODELS[key][1], 256)
     limit_s = flops * steps / (PEAK_TFLOPS * 1e12)
     res = {"config": gt.NAMES[key] + (" (small)" if small else ""), "size": size,
            "params": sum(p.numel() for p in net.parameters()), "weights": "random",
            "flops_per_forward": flops, "limit_s_per_image": limit_s, "runs": [],
            "reference": {}, "oom_at": {}}
     out = {"steps": steps, "task": "sr_bicubic x4", "peak_tflops": PEAK_TFLOPS, "small": small,
-           "adm256_tflop_per_image_per_nfe": gt.flops_per_forward(
-               key, gt.MODELS[key][1], 256) / 1e12,
-           "limit_s_per_image_100_steps": gt.flops_per_forward(key, gt.MODELS[key][1], 256)
-           * 100 / (PEAK_TFLOPS * 1e12), "models": {key: res}}
+           "adm256_tflop_per_image_per_nfe": flops256 / 1e12,
+           "limit_s_per_image_100_steps": flops256 * 100 / (PEAK_TFLOPS * 1e12),
+           "models": {key: res}}
     op = operators.build("sr_bicubic", (3, size, size), scale=4).to(dev)
     print(f"  {res['config']}: {res['params'] / 1e6:.1f} M parameters, "
           f"{flops / 1e12:.3g} TFLOP/image/NFE; {steps} steps per timed run", flush=True)
@@ -477,7 +489,8 @@ def stage_throughput(st: Stage) -> dict:
             row["net_share"] = min(1.0, row["net_s"] * row["nfe"] / row["seconds"])
             res["runs"].append(row)
             mem = f"{row['peak_mem_gib']:.1f} GiB" if row["peak_mem_gib"] is not None else "-"
-            print(f"  {method:<11} {variant:<11} batch {b:>3}: {row['s_per_image'] * 100 / steps:7.3f}"
+            print(f"  {method:<11} {variant:<11} batch {b:>3}: "
+                  f"{row['s_per_image'] * 100 / steps:7.3f}"
                   f" s/image/100 steps, {row['tflops']:6.1f} TFLOP/s "
                   f"({100 * row['frac_peak']:4.1f} % of {PEAK_TFLOPS:g}), {mem}", flush=True)
             run.save_partial(st, out)
@@ -571,6 +584,12 @@ def summary_throughput(r: dict) -> str:
 
 
 # ============================================================================= stage 3
+#: DeqIR variants in the order they are run (the most telling first; later ones are skipped
+#: when the stage's time runs out): benchmarks/deqir.py's names, w = 10 for T > 20, else 5
+DEQIR_ORDER = ("published", "window-{w}", "window-{w2}", "window-{w}-picard", "picard",
+               "anderson", "joint")
+
+
 def stage_deqir(st: Stage) -> dict:
     run = st.run
     dq = _module("deqir")
@@ -581,41 +600,41 @@ def stage_deqir(st: Stage) -> dict:
     dev, small = run.device, run.small
     cuda = torch.device(dev).type == "cuda"
     Ts = [6] if small else [25, 50]
-    cap = 20 if small else 100
+    cap = 20 if small else 50
     warnings.simplefilter("ignore", ConvergenceWarning)
 
-    def problems():
-        cfg = gt.MODELS["adm"][2 if small else 1]
-        net, cfg = gt.build_net("adm", cfg, dev)
-        p = adm.prior(net, cfg, name=gt.NAMES["adm"] + " (random weights)")
-        yield "adm256" if not small else "adm (small)", p, cfg["image_size"]
-        del p, net
-        free_memory(dev)
-        yield f"{models.DEFAULT_MODEL} (trained)", models.load(models.DEFAULT_MODEL).to(dev), \
-            32 if small else 256
+    problems = []        # (name, prior on the fast path, clean, op, y, x_T)
+    cfg = gt.MODELS["adm"][2 if small else 1]
+    net, cfg = gt.build_net("adm", cfg, dev)
+    for name, prior, size in (
+            ("adm (small)" if small else "adm256",
+             adm.prior(net, cfg, name=gt.NAMES["adm"] + " (random weights)"), cfg["image_size"]),
+            (f"{models.DEFAULT_MODEL} (trained)", models.load(models.DEFAULT_MODEL).to(dev),
+             32 if small else 256)):
+        prior = fast.accelerate(prior, dev) if cuda else prior
+        clean = photo(size).to(dev)
+        op = operators.build("sr_averagepooling", (3, size, size), scale=4).to(dev)
+        x_T = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(dev)
+        problems.append((name, prior, clean, op, op.A(clean), x_T))
+    del net
+
+    def timed(fn):
+        sync(dev)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            o = fn()
+        sync(dev)
+        return o, time.perf_counter() - t0
 
     rows = []
     res = {"task": "sr_averagepooling x4, sigma_y 0", "nw": 0, "etw": 0.1, "cap": cap,
+           "options": {p[0]: (fast.options_of(p[1]).describe() if fast.options_of(p[1])
+                              else "float32") for p in problems},
            "equal_output_db": 0.1, "latency_goal": 0.5, "rows": rows}
-    for pname, prior, size in problems():
-        prior = fast.accelerate(prior, dev) if cuda else prior
-        clean = test_image(size).to(dev)
-        op = operators.build("sr_averagepooling", (3, size, size), scale=4).to(dev)
-        y = op.A(clean)
-        x_T = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(dev)
-        opts = fast.options_of(prior)
-        for T in Ts:
+    for T in Ts:
+        for pname, prior, clean, op, y, x_T in problems:
             if not st.fits(5 if not small else 0.5, f"{pname} T={T}"):
-                break
-
-            def timed(fn):
-                sync(dev)
-                t0 = time.perf_counter()
-                with torch.no_grad():
-                    o = fn()
-                sync(dev)
-                return o, time.perf_counter() - t0
-
+                continue
             s = solvers.build("deqir", prior, op, steps=T)
             timed(lambda: s.sequential(y, x_T=x_T))                       # warm-up
             timed(lambda: solvers.build("deqir", prior, op, steps=T, max_iter=1).sample(
@@ -623,16 +642,18 @@ def stage_deqir(st: Stage) -> dict:
             seq, t_seq = timed(lambda: s.sequential(y, x_T=x_T))
             p_seq = psnr(seq, clean)
             rows.append(dict(prior=pname, T=T, method="sequential", evals=T, nfe=s.nfe,
-                             err=0.0, dpsnr=0.0, converged=True, wall=t_seq, ratio=1.0,
-                             options=opts.describe() if opts else "float32"))
+                             err=0.0, dpsnr=0.0, converged=True, wall=t_seq, ratio=1.0))
             print(f"  {pname} T={T}: sequential {t_seq:.3f} s", flush=True)
+            variants = dq.variants(T, cap)
+            w = 10 if T > 20 else 5
+            order = [n.format(w=w, w2=2 * w) for n in DEQIR_ORDER]
             last = t_seq
-            for name, kw in dq.variants(T, cap).items():
-                if small and name not in SMALL_DEQIR:
+            for name in order:
+                if name not in variants or (small and name not in SMALL_DEQIR):
                     continue
                 if not st.fits(min(3 * last, 60), f"{pname} T={T} {name}"):
                     continue
-                s = solvers.build("deqir", prior, op, steps=T, **kw)
+                s = solvers.build("deqir", prior, op, steps=T, **variants[name])
                 o, dt = timed(lambda: s.sample(y, x_T=x_T.clone()))
                 last = dt
                 r = dict(prior=pname, T=T, method=name, evals=s.iterations, nfe=s.nfe,
@@ -645,8 +666,8 @@ def stage_deqir(st: Stage) -> dict:
                       f" {r['evals']} evals, ΔPSNR {r['dpsnr']:+.3f} dB, max err {r['err']:.1e}",
                       flush=True)
                 run.save_partial(st, res)
-        del prior
-        free_memory(dev)
+    del problems
+    free_memory(dev)
     best = {}
     for r in rows:
         if r["method"] == "sequential" or not r.get("equal_output"):
@@ -707,7 +728,8 @@ def stage_train(st: Stage) -> dict:
     cfg, ignored = train_config(recipe, steps=1, **kw)
     if ignored:
         print(f"  recipe keys unknown to TrainConfig (ignored): {', '.join(ignored)}", flush=True)
-    res = {"recipe": recipe, "ignored_recipe_keys": ignored, "data": str(GPU_DATA.relative_to(ROOT)),
+    res = {"recipe": recipe, "ignored_recipe_keys": ignored,
+           "data": str(GPU_DATA.relative_to(ROOT)),
            "chunks": [], "status": "running"}
     run.train_out = out_dir
     marks = {}
@@ -716,7 +738,9 @@ def stage_train(st: Stage) -> dict:
         now = time.monotonic()
         if msg.startswith("training on"):
             marks["loop_start"] = now
-            res.setdefault("start_message", msg)
+            if "start_message" not in res:
+                res["start_message"] = msg
+                print(f"  {msg}", flush=True)
         elif msg.startswith("resuming from"):
             res.setdefault("resumed", msg)
         elif msg.startswith("done:"):
@@ -733,6 +757,8 @@ def stage_train(st: Stage) -> dict:
         c = {"to_step": target, "seconds": t1 - t0, "loop_seconds": loop,
              "overhead_seconds": (t1 - t0) - loop}
         res["chunks"].append(c)
+        print(f"  trained to step {target}: {c['loop_seconds']:.1f} s of steps + "
+              f"{c['overhead_seconds']:.1f} s loading/saving", flush=True)
         return c
 
     def current_step() -> int:
@@ -757,11 +783,10 @@ def stage_train(st: Stage) -> dict:
     res.update({
         "status": "ok", "steps": steps, "steps_this_run": steps - step0,
         "seconds_per_step": rate, "crops_per_s": cfg.batch / rate,
-        "params": None, "config": dataclasses.asdict(cfg), "loss": hist,
+        "params": models.num_parameters("ddpm", cfg.model_config()),
+        "config": dataclasses.asdict(cfg), "loss": hist,
         "final_loss": hist[-1][1] if hist else None,
         "peak_mem_gib": torch.cuda.max_memory_allocated(dev) / 2 ** 30 if cuda else None})
-    if res.get("start_message"):
-        res["params"] = res["start_message"].split(" parameters")[0].rsplit(", ", 1)[-1]
     res["export"] = run.export_trained()
     if cuda:
         torch.backends.cudnn.benchmark = False
@@ -771,9 +796,10 @@ def stage_train(st: Stage) -> dict:
 def summary_train(r: dict) -> str:
     e = r.get("export") or {}
     fl = r.get("final_loss")
-    return (f"{r['steps_this_run']} steps ({r['steps']} in all) at {r['seconds_per_step'] * 1e3:.0f}"
+    return (f"{r['steps_this_run']} steps ({r['steps']} in all) at "
+            f"{r['seconds_per_step'] * 1e3:.0f}"
             f" ms/step ({r['crops_per_s']:.0f} crops/s), final loss "
-            f"{fl if fl is None else round(fl, 4)}, {r['params']} parameters, weights "
+            f"{fl if fl is None else round(fl, 4)}, {r['params']:,} parameters, weights "
             f"{e.get('bytes', 0) / 2 ** 20:.1f} MiB bf16")
 
 
@@ -894,6 +920,11 @@ class Run:
                 status, line = "failed", f"{type(e).__name__}: {e}"
                 res = {"error": line, "traceback": traceback.format_exc()[-4000:]}
                 print(traceback.format_exc()[-2000:], flush=True)
+                if i == 4:      # keep what was trained up to the last save
+                    try:
+                        res["export"] = self.export_trained()
+                    except Exception as e2:  # noqa: BLE001
+                        res["export"] = f"failed: {e2}"
             entry.update(status=status, seconds=round(st.elapsed(), 1),
                          cpu_seconds=round(time.process_time() - cpu0, 1), summary=line)
             if st.skipped:

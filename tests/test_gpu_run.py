@@ -129,7 +129,8 @@ def test_stage4_trains_and_exports_a_loadable_bf16_prior(small_run):
     x = torch.zeros(1, 3, 32, 32)
     assert torch.isfinite(m.eps(x, torch.tensor([500]))).all()
     cfg = json.loads((out / g.PRIOR_DIR / "config.json").read_text())
-    assert cfg["config"]["ch"] == g.SMALL_RECIPE["ch"] and cfg["training"]["stored_as"] == "bfloat16"
+    assert cfg["config"]["ch"] == g.SMALL_RECIPE["ch"]
+    assert cfg["training"]["stored_as"] == "bfloat16"
 
 
 def test_a_short_budget_skips_stages_and_says_so(tmp_path):
