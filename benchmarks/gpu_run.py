@@ -187,6 +187,7 @@ class Stage:
         self.t0 = time.monotonic()
         self.deadline = self.t0 + budget
         self.skipped: list[str] = []
+        self.partial: dict = {}          # the results so far (kept if the stage fails)
 
     def left(self) -> float:
         return self.deadline - time.monotonic()
@@ -601,6 +602,7 @@ def stage_deqir(st: Stage) -> dict:
     cuda = torch.device(dev).type == "cuda"
     Ts = [6] if small else [25, 50]
     cap = 20 if small else 50
+    chunk = None if small else 32      # images per network call: bounds the ADM's memory
     warnings.simplefilter("ignore", ConvergenceWarning)
 
     problems = []        # (name, prior on the fast path, clean, op, y, x_T)
@@ -628,6 +630,7 @@ def stage_deqir(st: Stage) -> dict:
 
     rows = []
     res = {"task": "sr_averagepooling x4, sigma_y 0", "nw": 0, "etw": 0.1, "cap": cap,
+           "chunk": chunk,
            "options": {p[0]: (fast.options_of(p[1]).describe() if fast.options_of(p[1])
                               else "float32") for p in problems},
            "equal_output_db": 0.1, "latency_goal": 0.5, "rows": rows}
@@ -653,8 +656,15 @@ def stage_deqir(st: Stage) -> dict:
                     continue
                 if not st.fits(min(3 * last, 60), f"{pname} T={T} {name}"):
                     continue
-                s = solvers.build("deqir", prior, op, steps=T, **variants[name])
-                o, dt = timed(lambda: s.sample(y, x_T=x_T.clone()))
+                s = solvers.build("deqir", prior, op, steps=T, chunk=chunk, **variants[name])
+                try:
+                    o, dt = timed(lambda: s.sample(y, x_T=x_T.clone()))
+                except Exception as e:  # noqa: BLE001 - e.g. out of memory: the next one
+                    rows.append(dict(prior=pname, T=T, method=name,
+                                     error=f"{type(e).__name__}: {str(e)[:200]}"))
+                    print(f"  {pname} T={T}: {name}: {rows[-1]['error']}", flush=True)
+                    free_memory(dev)
+                    continue
                 last = dt
                 r = dict(prior=pname, T=T, method=name, evals=s.iterations, nfe=s.nfe,
                          err=float((o - seq).abs().max()), rel_l2=rel_l2(o, seq),
@@ -836,6 +846,7 @@ class Run:
 
     def save_partial(self, st: Stage, res: dict) -> None:
         """The stage's JSON as it stands (status 'partial' until the stage ends)."""
+        st.partial = res
         with self.lock:
             write_json(self.out / NAMES[st.number], {**self.header(st), "status": "partial",
                                                      "seconds": st.elapsed(),
@@ -918,7 +929,8 @@ class Run:
                 line = summarize(res)
             except Exception as e:  # noqa: BLE001 - the next stages still run
                 status, line = "failed", f"{type(e).__name__}: {e}"
-                res = {"error": line, "traceback": traceback.format_exc()[-4000:]}
+                res = {**st.partial, "error": line,
+                       "traceback": traceback.format_exc()[-4000:]}
                 print(traceback.format_exc()[-2000:], flush=True)
                 if i == 4:      # keep what was trained up to the last save
                     try:
