@@ -691,9 +691,9 @@ def _restore(a) -> int:
         model.to(device)
         op.to(device)
         y = y.to(device)
-        sgen = torch.Generator(device=device).manual_seed(a.seed)
-    else:
-        sgen = gen
+    # one CPU stream on every device: solvers draw on the generator's device and move the noise
+    # (dmir.rng.randn), so a seed gives the same image on CPU and GPU
+    sgen = gen
     if fast_kw is not None:
         net_prior = getattr(model, "model", model)          # inside a TiledPrior
         if isinstance(net_prior, models.NetworkPrior):

@@ -301,11 +301,15 @@ def main(a) -> int:
     if out["summary"]:
         rows = summary.aggregate(runner.plan_json(out["plan"], opts),
                                  res.read_jsonl(os.path.join(a.out, res.RESULTS))[0])
+        stored = runner.plan_json(out["plan"], opts)
+        shown = [m for m in stored["preset"]["metrics"] if m in summary.METRIC_ORDER
+                 and m not in ("nfe", "time", "fid", "kid")] or ["psnr", "ssim"]
         for r in rows:
-            v = (f"PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.4f}" if r["psnr"] is not None
-                 and r["ssim"] is not None else r["status"])
+            v = (summary.paper_text(stored, r, shown)
+                 if r["psnr"] is not None else r["status"])
             print(f"{r['dataset']}/{r['task']}/{r['method']}: {v} "
-                  f"({r['n']}/{r['n_expected']} images)")
+                  f"({r['n']}/{r['n_expected']} images"
+                  + (f"; {r['status']}" if r["status"].startswith("partial") else "") + ")")
         print(f"wrote {out['summary']}")
     else:
         print(f"{out['records']} results written to {a.out}")
