@@ -42,8 +42,8 @@ Output folder (``--out``; default ``$OUT``, else benchmarks/results/gpu_run), at
 * ``1_cuda_correctness.json`` every method and EquS/EquS+ variant (``dmir.solvers.names()``)
   on the shipped trained prior (64×64 SR×4, 20 steps, 3 for DCDP's K) on the device in float32
   and with the fast path (bf16 autocast + channels_last), against the same run on the CPU with
-  the same seed (the device run draws its random numbers on the CPU from the same generator:
-  :class:`HostNoise`; DeqIR with its sliding window, which ends on the exact chain); tiling
+  the same seed (a CPU generator: dmir draws on the generator's device, so both runs get the
+  same noise; DeqIR with its sliding window, which ends on the exact chain); tiling
   (:class:`~dmir.models.tiled.TiledPrior` on 96×128); CUDA graphs
   and ``torch.compile`` once each against the eager fast path. Tolerances
   (:data:`TOLERANCES`; outputs compared on [0, 1] after clamping): float32 (TF32 off) PSNR vs
@@ -72,7 +72,6 @@ Stage shares (seconds, :data:`SHARES`): 1 → 90, 2 → 90, 3 → 50, 4 → the 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import dataclasses
 import gc
@@ -90,7 +89,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.overrides import TorchFunctionMode
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -204,23 +202,6 @@ class Stage:
         return False
 
 
-class HostNoise(TorchFunctionMode):
-    """Random draws that name a CPU generator and another device are made on the CPU and then
-    moved: a device run consumes exactly the random numbers of the CPU run with the same seed
-    (same generator, same order), so the two can be compared number by number."""
-
-    FUNCS = {torch.randn, torch.rand, torch.randint, torch.randperm, torch.normal}
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = dict(kwargs or {})
-        g, dev = kwargs.get("generator"), kwargs.get("device")
-        if (func in self.FUNCS and g is not None and g.device.type == "cpu"
-                and dev is not None and torch.device(dev).type != "cpu"):
-            kwargs["device"] = "cpu"
-            return func(*args, **kwargs).to(dev)
-        return func(*args, **kwargs)
-
-
 def photo(size: int, width: int | None = None) -> torch.Tensor:
     """(1, 3, size, width) in [-1, 1]: the Kodak crop of tests/data, resized bilinearly."""
     x = dio.read_image(IMAGE)
@@ -240,16 +221,16 @@ def rel_l2(a, b) -> float:
 
 
 # ============================================================================= stage 1
-def _restore(prior, method, op, y, x_T, steps, device, info=None, host_noise=True, **options):
-    """One restoration on ``device``; (output on the CPU, seconds). Noise from seed 2: drawn on
-    the CPU (:class:`HostNoise`), or with ``host_noise=False`` by a generator on ``device``
-    (no Python-level interception: torch.compile traces the run). ``info``: a dict that gets
-    the solver's NFE (and DeqIR's convergence)."""
+def _restore(prior, method, op, y, x_T, steps, device, info=None, **options):
+    """One restoration on ``device``; (output on the CPU, seconds). Noise from a CPU generator
+    with seed 2: dmir draws on the generator's device and moves the numbers (dmir.rng), so every
+    device gets the CPU run's noise. ``info``: a dict that gets the solver's NFE (and DeqIR's
+    convergence)."""
     s = solvers.build(method, prior, op.to(device), steps=steps, **options)
-    g = torch.Generator(device="cpu" if host_noise else device).manual_seed(2)
+    g = torch.Generator().manual_seed(2)
     sync(device)
     t0 = time.perf_counter()
-    with HostNoise() if host_noise else contextlib.nullcontext():
+    with torch.no_grad():
         out = s.sample(y.to(device), x_T=x_T.to(device), generator=g)
     sync(device)
     if info is not None:
@@ -379,12 +360,12 @@ def stage_correctness(st: Stage) -> dict:
         try:
             if eager is None:
                 eager, row["eager_seconds"] = _restore(dev_priors["fast"], "ddnm", op, y, x_T,
-                                                       steps, dev, host_noise=False)
+                                                       steps, dev)
             p = fast.accelerate(copy.deepcopy(base).to(dev), dev, **kw)
             t0 = time.perf_counter()
-            _restore(p, "ddnm", op, y, x_T, steps, dev, host_noise=False)   # capture/compile
+            _restore(p, "ddnm", op, y, x_T, steps, dev)           # capture / compile
             row["first_run_seconds"] = time.perf_counter() - t0
-            out, row["seconds"] = _restore(p, "ddnm", op, y, x_T, steps, dev, host_noise=False)
+            out, row["seconds"] = _restore(p, "ddnm", op, y, x_T, steps, dev)
             row["options"] = fast.options_of(p).describe()
             row["psnr_vs_eager"] = psnr(out, eager)
             row["rel_l2_vs_eager"] = rel_l2(out, eager)
