@@ -396,9 +396,6 @@ def stage_correctness(st: Stage) -> dict:
         "max_fast_truth_delta_db": max((abs(r["fast_truth_delta_db"]) for r in rows
                                         if "fast_truth_delta_db" in r), default=None),
         "failed": failed, "all_pass": not failed and len(rows) == len(methods)}
-    if cuda:
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cuda.matmul.allow_tf32 = False      # PyTorch's defaults
     return res
 
 
@@ -549,8 +546,6 @@ def stage_throughput(st: Stage) -> dict:
             "loop_sync_free": next((r.get("loop_sync_free") for r in rs
                                     if "loop_sync_free" in r), None)}
     out["summary"] = summ
-    if cuda:
-        torch.backends.cudnn.benchmark = False
     return out
 
 
@@ -779,8 +774,6 @@ def stage_train(st: Stage) -> dict:
         "final_loss": hist[-1][1] if hist else None,
         "peak_mem_gib": torch.cuda.max_memory_allocated(dev) / 2 ** 30 if cuda else None})
     res["export"] = run.export_trained()
-    if cuda:
-        torch.backends.cudnn.benchmark = False
     return res
 
 
@@ -931,6 +924,10 @@ class Run:
             self.write_summary()
             print(f"== stage {i} {status} in {st.elapsed():.1f} s: {line}", flush=True)
             free_memory(self.device)
+            if torch.device(self.device).type == "cuda":   # PyTorch's defaults again
+                torch.backends.cudnn.allow_tf32 = True
+                torch.backends.cuda.matmul.allow_tf32 = False
+                torch.backends.cudnn.benchmark = False
         dog.cancel()
         self.write_summary()
         files = sorted(str(p.relative_to(self.out)) for p in self.out.rglob("*") if p.is_file())
