@@ -663,8 +663,12 @@ def _restore(a) -> int:
     options = {} if a.purifier is None else {"purifier": a.purifier}
     if a.travel_length != 1 or a.travel_repeat != 1:
         options.update(travel_length=a.travel_length, travel_repeat=a.travel_repeat)
-    solver = solvers.build(a.method, model, op, steps=a.steps, eta=a.eta,
-                           sigma_y=sigma_solver, **options)
+    with warnings.catch_warnings(record=True) as caught:   # e.g. too few steps for EquS+
+        warnings.simplefilter("always", solvers.FewStepsWarning)
+        solver = solvers.build(a.method, model, op, steps=a.steps, eta=a.eta,
+                               sigma_y=sigma_solver, **options)
+    for w in caught:
+        _note(w.message)
     if device.type != "cpu":
         model.to(device)
         op.to(device)

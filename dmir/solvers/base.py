@@ -14,7 +14,7 @@ import torch
 from ..errors import InputError, ParameterError, ShapeError
 from ..operators.noise import sigma_to_model
 from .equivariance import Equivariance, predict
-from .schedules import make_plan
+from .schedules import check_steps, make_plan, resolve_schedule
 
 
 def _as_unit(name, v):
@@ -67,8 +67,9 @@ class Sampler:
         self.eta = _as_unit("eta", eta)
         self.sigma_y = _as_unit("sigma_y", sigma_y)
         self.sigma_model = sigma_to_model(self.sigma_y)
-        self.steps = int(steps)
-        self.plan = make_plan(steps, model.num_timesteps, schedule, int(travel_length),
+        self.steps = check_steps(steps)
+        self.schedule = resolve_schedule(schedule, steps)
+        self.plan = make_plan(steps, model.num_timesteps, self.schedule, int(travel_length),
                               int(travel_repeat))
         self.equs = (Equivariance(equs, op.x_shape, equs_map_eps_back, equs_shift)
                      if equs else None)

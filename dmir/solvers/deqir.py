@@ -111,7 +111,7 @@ from .anderson import AndersonMixer, anderson, check_options, slot_residuals
 from .base import Sampler, _as_unit
 from .ddnm import ddnm_plus_simple_step, ddnm_plus_svd_step
 from .equivariance import Equivariance
-from .schedules import make_plan
+from .schedules import check_steps, make_plan, resolve_schedule
 
 class ConvergenceWarning(UserWarning):
     """The fixed-point solve stopped at ``max_iter`` before reaching ``tol``: the returned image
@@ -226,7 +226,9 @@ class DeqIR:
         self.form = form
         self.use_svd = bool(svd) and op.has_svd
 
-        self.plan = make_plan(steps, model.num_timesteps, schedule)
+        steps = check_steps(steps)
+        self.schedule = resolve_schedule(schedule, steps)
+        self.plan = make_plan(steps, model.num_timesteps, self.schedule)
         self.steps = T = int(steps)
         ks = list(range(T - 1, -1, -1))                   # schedule index of step i
         self.t = [self.plan.timestep(k) for k in ks]
