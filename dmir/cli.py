@@ -28,7 +28,7 @@ import torch
 from . import io as dio
 from . import metrics, models, operators, solvers
 from .models import fast
-from .errors import DmirError, InputError, ShapeError
+from .errors import DmirError, InputError, NumericalError, ShapeError
 
 PROG = "dmir"
 EXIT_USAGE = 2
@@ -377,8 +377,8 @@ def _check_numbers(a) -> None:
                              "not both")
     if a.samples < 1:
         raise UsageError(f"--samples must be a positive integer, got {a.samples}")
-    if a.seed < 0:
-        raise UsageError(f"--seed must be a non-negative integer, got {a.seed}")
+    if not 0 <= a.seed < 2 ** 64:        # torch generators take 64-bit seeds
+        raise UsageError(f"--seed must be an integer in 0..2^64-1, got {a.seed}")
     if a.tile < 32:
         raise UsageError(f"--tile must be at least 32 pixels, got {a.tile}")
     if a.travel_length < 1 or a.travel_repeat < 1:
@@ -605,6 +605,7 @@ def _restore(a) -> int:
     if a.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device is available here; use --device cpu")
     out_path = dio.check_output_path(a.output)
+    dio.check_not_input(out_path, a.input, a.mask, a.kernel)     # never overwrite an input
 
     inp = _read_input(a.input)                                  # (1, C, H, W) in [-1, 1]
     _, C, H, W = inp.shape
@@ -701,10 +702,9 @@ def _restore(a) -> int:
         bar.close()
     elapsed = time.perf_counter() - t0
     x = x.detach().to("cpu", torch.float32)
-    if not torch.isfinite(x).all():
-        print(f"{PROG}: error: the sampler produced NaN/Inf values (method {a.method}, "
-              f"{solver.steps} steps); no output written", file=sys.stderr)
-        return 1
+    if not torch.isfinite(x).all():     # a user-facing failure: one line, exit status 2
+        raise NumericalError(f"the sampler produced NaN/Inf values (method {a.method}, "
+                             f"{solver.steps} steps); no output written")
 
     if hist is not None:
         L = hist["loss"]

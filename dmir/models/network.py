@@ -122,6 +122,7 @@ class NetworkPrior(DiffusionModel):
             raise ShapeError(f"{self.name} takes (B, {self.in_channels}, H, W) inputs, got "
                              f"{tuple(x_t.shape)}")
         B = x_t.shape[0]
+        self.check_timesteps(t)
         if isinstance(t, numbers.Real):   # filled on the device: no host-to-device copy
             tt = torch.full((B,), float(t), dtype=torch.float32, device=x_t.device)
         else:

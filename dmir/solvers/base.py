@@ -11,7 +11,7 @@ from typing import Callable
 
 import torch
 
-from ..errors import InputError, ParameterError, ShapeError
+from ..errors import InputError, NumericalError, ParameterError, ShapeError
 from ..operators.noise import sigma_to_model
 from .equivariance import Equivariance, predict
 from .schedules import check_steps, make_plan, resolve_schedule
@@ -25,6 +25,23 @@ def _as_unit(name, v):
     if not (0.0 <= v <= 1.0):
         raise ParameterError(f"{name} must be in [0, 1], got {v}")
     return v
+
+
+def check_start(x_T: torch.Tensor) -> None:
+    """A given initial state must be finite (a NaN x_T used to give a NaN result silently)."""
+    if not bool(torch.isfinite(x_T).all()):
+        raise InputError("x_T (the initial state) contains NaN or Inf values")
+
+
+def check_result(x: torch.Tensor, method: str, steps=None) -> torch.Tensor:
+    """``x`` if finite, else :class:`NumericalError`: the prior returned non-finite predictions
+    (or the iteration diverged). Checked once, after the loop (no sync inside it)."""
+    if not bool(torch.isfinite(x).all()):
+        raise NumericalError(f"{method}{f' ({steps} steps)' if steps else ''} produced NaN/Inf "
+                             f"values: the prior returned non-finite predictions or the "
+                             f"iteration diverged (check the model's weights, try float32 "
+                             f"or other settings)")
+    return x
 
 
 class Sampler:
@@ -126,8 +143,11 @@ class Sampler:
         elif tuple(x_T.shape) != (B, *self.op.x_shape):
             raise ShapeError(f"x_T must have shape {(B, *self.op.x_shape)}, got "
                              f"{tuple(x_T.shape)}")
+        else:
+            check_start(x_T)
         with torch.no_grad():
-            return self._loop(y, x_T, generator, progress)
+            return check_result(self._loop(y, x_T, generator, progress), self.method,
+                                self.steps)
 
     def _loop(self, y, x_T, generator, progress):
         state = self.prepare(y)

@@ -94,7 +94,7 @@ import numpy as np
 import torch
 
 from ..errors import ParameterError, ShapeError, UnknownNameError
-from .base import Sampler, _as_unit
+from .base import Sampler, _as_unit, check_result
 from .dps import ddpm_step
 from .equivariance import predict
 
@@ -393,4 +393,4 @@ class DCDP:
         self.nfe, self._total = 0, self.total_nfe
         for k in range(self.K):
             v = self.outer_step(v, y, k, generator, progress)
-        return v
+        return check_result(v, self.method, self.K)

@@ -59,6 +59,7 @@ from typing import Callable
 import torch
 
 from ..errors import ParameterError, ShapeError, UnknownNameError
+from .base import check_result
 from .dcdp import _OP_PRESET, DCDP, _float
 
 #: released latent-DCDP settings (DCDP-LDM run_latent_sapce_dcdp.sh / README); M_ref as in
@@ -209,7 +210,8 @@ class LatentDCDP(DCDP):
         for k in range(self.K):
             v = self.outer_step(v, y, k, generator, progress)
         with torch.no_grad():
-            return self.model.decode(v) if self.consistency == "latent" else v
+            return check_result(self.model.decode(v) if self.consistency == "latent" else v,
+                                self.method, self.K)
 
 
 __all__ = ["LatentDCDP", "DecodedOperator", "LATENT_PRESETS", "is_latent_prior"]

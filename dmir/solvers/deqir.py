@@ -108,7 +108,7 @@ from ..errors import ParameterError, ShapeError
 from ..operators.base import safe_inverse
 from ..operators.noise import sigma_to_model
 from .anderson import AndersonMixer, anderson, check_options, slot_residuals
-from .base import Sampler, _as_unit
+from .base import Sampler, _as_unit, check_result, check_start
 from .ddnm import ddnm_plus_simple_step, ddnm_plus_svd_step
 from .equivariance import Equivariance
 from .schedules import check_steps, make_plan, resolve_schedule
@@ -369,6 +369,7 @@ class DeqIR:
         if not isinstance(x_T, torch.Tensor) or tuple(x_T.shape) != (B, *self.op.x_shape):
             raise ShapeError(f"x_T must have shape {(B, *self.op.x_shape)}, got "
                              f"{tuple(getattr(x_T, 'shape', ()))}")
+        check_start(x_T)
 
     def prepare(self, y: torch.Tensor, x_T: torch.Tensor, noises=None) -> dict:
         """Precomputations for one measurement: A⁺y, the noise terms, DDNM+ spectra.
@@ -599,7 +600,7 @@ class DeqIR:
         with torch.no_grad():
             ctx = self.prepare(y, x_T, noises)
             z, _ = self.solve(x_T, ctx, progress=progress)
-            return self.output(z, ctx)
+            return check_result(self.output(z, ctx), self.method, self.steps)
 
     def sequential(self, y: torch.Tensor, x_T: torch.Tensor | None = None,
                    noises: torch.Tensor | None = None,
