@@ -131,7 +131,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--block", type=int, metavar="B",
                    help="cs_blockbased: block size (default 32; H and W must be multiples)")
     g.add_argument("--mask", metavar="PATH",
-                   help="inpainting: mask .npy (0/1) or image (white = kept), H×W of the image")
+                   help="inpainting: mask .npy (0/1; H×W or 3×H×W) or image (white = "
+                        "kept), the size of the image")
     g.add_argument("--kernel", metavar="SPEC", help="deblur: blur kernel (see below)")
     g.add_argument("--weights", metavar="W1,W2,W3",
                    help="colorization: channel weights of the gray image")
@@ -437,12 +438,26 @@ def _parse_weights(text: str) -> list[float]:
     return w
 
 
-def parse_kernel(spec: str) -> np.ndarray:
+#: largest side of a kernel given by a spec (checked before anything is allocated)
+MAX_KERNEL = 2049
+
+
+def parse_kernel(spec: str, max_size: int | None = None) -> np.ndarray:
     """``gauss:SIGMA[:SIZE]``, ``box:SIZE``, ``motion:LENGTH:ANGLE`` or a .npy/.png file → 2-D
-    float64 kernel normalised to sum 1."""
+    float64 kernel normalised to sum 1. The kernel's side is checked before it is built: at
+    most ``max_size`` (the image's smaller side, when given) and :data:`MAX_KERNEL`."""
     forms = "gauss:SIGMA[:SIZE], box:SIZE, motion:LENGTH:ANGLE or a .npy/.png file"
     parts = spec.split(":")
     kind = parts[0].lower()
+    limit = MAX_KERNEL if max_size is None else min(MAX_KERNEL, int(max_size))
+
+    def fits(size):
+        if size > limit:
+            where = (f"the image ({max_size} pixels on its smaller side)"
+                     if max_size is not None and max_size < MAX_KERNEL
+                     else f"the largest kernel dmir builds ({MAX_KERNEL})")
+            raise UsageError(f"--kernel {spec}: a {size}x{size} kernel is larger than {where}")
+
     try:
         if kind == "gauss" and len(parts) in (2, 3):
             sigma = float(parts[1])
@@ -453,19 +468,23 @@ def parse_kernel(spec: str) -> np.ndarray:
             if size < 1 or size % 2 == 0:
                 raise UsageError(f"--kernel gauss: SIZE must be a positive odd integer, got "
                                  f"{size}")
+            fits(size)
             r = (size - 1) // 2
-            g = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+            with np.errstate(over="ignore", under="ignore"):   # a tiny σ: a delta kernel
+                g = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
             k = np.outer(g, g)
         elif kind == "box" and len(parts) == 2:
             size = int(parts[1])
             if size < 1:
                 raise UsageError(f"--kernel box: SIZE must be a positive integer, got {size}")
+            fits(size)
             k = np.ones((size, size))
         elif kind == "motion" and len(parts) == 3:
             length, angle = float(parts[1]), float(parts[2])
             if not (1 <= length < 1e3) or not math.isfinite(angle):
                 raise UsageError(f"--kernel motion: LENGTH must be ≥ 1 and ANGLE (degrees) "
                                  f"finite, got {parts[1]}:{parts[2]}")
+            fits(int(math.ceil(length)) | 1)
             k = _motion_kernel(length, angle)
         elif len(parts) > 1 and kind in ("gauss", "box", "motion"):
             raise UsageError(f"--kernel {spec!r}: wrong number of fields; use {forms}")
@@ -515,7 +534,7 @@ def _motion_kernel(length: float, angle_deg: float) -> np.ndarray:
     return k
 
 
-def _operator_params(a, task: str, C: int) -> dict:
+def _operator_params(a, task: str, C: int, hw=None) -> dict:
     allowed, _ = _task_params(task)
     params = {}
     for flag, name in _FLAG_PARAM.items():
@@ -529,7 +548,7 @@ def _operator_params(a, task: str, C: int) -> dict:
         if flag == "mask":
             v = dio.load_mask(v)
         elif flag == "kernel":
-            v = parse_kernel(v)
+            v = parse_kernel(v, min(hw) if hw else None)
         elif flag == "weights":
             v = _parse_weights(v)
         params[name] = v
@@ -609,7 +628,7 @@ def _restore(a) -> int:
 
     inp = _read_input(a.input)                                  # (1, C, H, W) in [-1, 1]
     _, C, H, W = inp.shape
-    params = _operator_params(a, task, C)
+    params = _operator_params(a, task, C, (H, W))
     _, takes_gen = _task_params(task)
     gen = torch.Generator().manual_seed(a.seed)
 

@@ -208,9 +208,11 @@ def read_image(path) -> torch.Tensor:
 
 
 def load_mask(path) -> torch.Tensor:
-    """An inpainting mask as an ``(H, W)`` float32 tensor of 0/1 (1 = pixel kept).
+    """An inpainting mask as an ``(H, W)`` (or ``(C, H, W)``) float32 tensor of 0/1 (1 = pixel
+    kept).
 
-    ``.npy``: any numeric or bool dtype, 2-D (or with one singleton axis), values must be 0 or 1.
+    ``.npy``: any numeric or bool dtype, 2-D (or with one singleton axis), or C×H×W with C = 3
+    (one mask per colour channel, as the ``inpainting`` operator takes); values must be 0 or 1.
     Image files (PNG, …): gray value > 0.5 (of the full range) = kept, i.e. white = kept; colour
     masks are averaged over channels, an alpha channel is ignored.
     """
@@ -225,9 +227,9 @@ def load_mask(path) -> torch.Tensor:
             raise InputError(f"mask '{p}' must be a numeric or boolean array")
         if m.ndim == 3 and 1 in m.shape:
             m = m.squeeze(axis=m.shape.index(1))
-        if m.ndim != 2 or m.size == 0:
-            raise InputError(f"mask '{p}' must be a non-empty 2-D (H×W) array, got shape "
-                             f"{m.shape}")
+        if not (m.ndim == 2 or (m.ndim == 3 and m.shape[0] == 3)) or m.size == 0:
+            raise InputError(f"mask '{p}' must be a non-empty H×W or 3×H×W (C×H×W) array, got "
+                             f"shape {m.shape}")
         m = m.astype(np.float64)
         if not np.isfinite(m).all():
             raise InputError(f"mask '{p}' contains NaN or Inf values")

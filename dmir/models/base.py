@@ -29,6 +29,10 @@ def cosine_betas(T: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> to
 
 def make_schedule(schedule="linear", T: int = 1000) -> torch.Tensor:
     """ᾱ_t (float64, length T) from a name ('linear', 'cosine') or a tensor of betas."""
+    if isinstance(T, bool) or not _whole(T) or int(T) < 1:
+        raise ParameterError(f"T (the number of timesteps) must be a positive integer, got "
+                             f"{T!r}")
+    T = int(T)
     if isinstance(schedule, torch.Tensor):
         betas = schedule.to(torch.float64)
     elif schedule == "linear":
