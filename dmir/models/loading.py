@@ -139,8 +139,8 @@ def load(name_or_path, format: str | None = None, config=None, dtype=None, devic
                 prior = _builtin(name_or_path, **kwargs)
             except TypeError as e:           # an option the prior does not take
                 raise ParameterError(f"{name_or_path}: {e}") from None
-            if dtype is not None:
-                prior = prior.to(parse_dtype(dtype))
+            if dtype is not None and parse_dtype(dtype) == torch.float64:
+                prior = prior.to(torch.float64)       # float32: as built (float64 inside)
             return prior.to(device) if device is not None else prior
         prior = _builtin(name_or_path, dtype=dtype, device=device, **kwargs)
         return prior

@@ -33,14 +33,36 @@ def check_start(x_T: torch.Tensor) -> None:
         raise InputError("x_T (the initial state) contains NaN or Inf values")
 
 
-def check_result(x: torch.Tensor, method: str, steps=None) -> torch.Tensor:
-    """``x`` if finite, else :class:`NumericalError`: the prior returned non-finite predictions
-    (or the iteration diverged). Checked once, after the loop (no sync inside it)."""
+class FiniteWatch:
+    """Remembers whether every prediction it was shown was finite, without a device-to-host
+    sync per step (one flag tensor, read once by :func:`check_result`). Clamping x̂0 would
+    otherwise turn an Inf prediction into a plausible-looking but meaningless image."""
+
+    def __init__(self):
+        self.ok = None
+
+    def see(self, t: torch.Tensor) -> None:
+        f = torch.isfinite(t.detach()).all()
+        self.ok = f if self.ok is None else self.ok & f
+
+    @property
+    def failed(self) -> bool:
+        return self.ok is not None and not bool(self.ok)
+
+
+def check_result(x: torch.Tensor, method: str, steps=None,
+                 watch: FiniteWatch | None = None) -> torch.Tensor:
+    """``x`` if it and every prediction ``watch`` saw are finite, else :class:`NumericalError`
+    (the prior returned NaN/Inf predictions, or the iteration diverged). Checked once, after
+    the loop."""
+    what = f"{method}{f' ({steps} steps)' if steps else ''}"
+    if watch is not None and watch.failed:
+        raise NumericalError(f"{what}: the prior returned NaN/Inf predictions (check the "
+                             f"model's weights, or use float32)")
     if not bool(torch.isfinite(x).all()):
-        raise NumericalError(f"{method}{f' ({steps} steps)' if steps else ''} produced NaN/Inf "
-                             f"values: the prior returned non-finite predictions or the "
-                             f"iteration diverged (check the model's weights, try float32 "
-                             f"or other settings)")
+        raise NumericalError(f"{what} produced NaN/Inf values: the prior returned non-finite "
+                             f"predictions or the iteration diverged (check the model's "
+                             f"weights, try float32 or other settings)")
     return x
 
 
@@ -145,12 +167,15 @@ class Sampler:
                              f"{tuple(x_T.shape)}")
         else:
             check_start(x_T)
+        self._watch = FiniteWatch()
         with torch.no_grad():
             return check_result(self._loop(y, x_T, generator, progress), self.method,
-                                self.steps)
+                                self.steps, self._watch)
 
     def _loop(self, y, x_T, generator, progress):
         state = self.prepare(y)
+        if getattr(self, "_watch", None) is None:
+            self._watch = FiniteWatch()
         x, x0 = self.initial_state(x_T, y, state), None
         total, self.nfe = self.plan.nfe, 0
         map_back = self.equs.map_eps_back if self.equs else False
@@ -163,11 +188,13 @@ class Sampler:
                     with torch.enable_grad():
                         x = x.detach().requires_grad_(True)
                         x0, eps = predict(self.model, x, t, self.alpha_bar(t), g, map_back)
+                        self._watch.see(eps)
                         self.nfe += 1
                         x = self.update(x, x0, eps, t, t_next, y, state, generator)
                     x, x0 = x.detach(), x0.detach()
                 else:
                     x0, eps = predict(self.model, x, t, self.alpha_bar(t), g, map_back)
+                    self._watch.see(eps)
                     self.nfe += 1
                     x = self.update(x, x0, eps, t, t_next, y, state, generator)
                 if progress is not None:

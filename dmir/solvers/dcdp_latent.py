@@ -59,7 +59,7 @@ from typing import Callable
 import torch
 
 from ..errors import ParameterError, ShapeError, UnknownNameError
-from .base import check_result
+from .base import FiniteWatch, check_result
 from .dcdp import _OP_PRESET, DCDP, _float
 
 #: released latent-DCDP settings (DCDP-LDM run_latent_sapce_dcdp.sh / README); M_ref as in
@@ -206,12 +206,12 @@ class LatentDCDP(DCDP):
         y = y.detach()
         with torch.no_grad():
             v = self.initial_state(y, x_T, generator)
-        self.nfe, self._total = 0, self.total_nfe
+        self.nfe, self._total, self._watch = 0, self.total_nfe, FiniteWatch()
         for k in range(self.K):
             v = self.outer_step(v, y, k, generator, progress)
         with torch.no_grad():
             return check_result(self.model.decode(v) if self.consistency == "latent" else v,
-                                self.method, self.K)
+                                self.method, self.K, self._watch)
 
 
 __all__ = ["LatentDCDP", "DecodedOperator", "LATENT_PRESETS", "is_latent_prior"]

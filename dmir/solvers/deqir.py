@@ -108,7 +108,7 @@ from ..errors import ParameterError, ShapeError
 from ..operators.base import safe_inverse
 from ..operators.noise import sigma_to_model
 from .anderson import AndersonMixer, anderson, check_options, slot_residuals
-from .base import Sampler, _as_unit, check_result, check_start
+from .base import FiniteWatch, Sampler, _as_unit, check_result, check_start
 from .ddnm import ddnm_plus_simple_step, ddnm_plus_svd_step
 from .equivariance import Equivariance
 from .schedules import check_steps, make_plan, resolve_schedule
@@ -330,6 +330,8 @@ class DeqIR:
         eps = torch.cat([outs[s].to(x.device) for s in sorted(outs)])
         if eps.shape[1] == 2 * C:           # learned-sigma networks: ε is the first half
             eps = eps[:, :C]
+        if getattr(self, "_watch", None) is not None:
+            self._watch.see(eps)
         return eps
 
     def _eval(self, x_in: torch.Tensor, lo: int):
@@ -597,10 +599,14 @@ class DeqIR:
         so far of an estimated n.
         """
         x_T, noises = self._inputs(y, x_T, generator, None)
-        with torch.no_grad():
-            ctx = self.prepare(y, x_T, noises)
-            z, _ = self.solve(x_T, ctx, progress=progress)
-            return check_result(self.output(z, ctx), self.method, self.steps)
+        self._watch = FiniteWatch()
+        try:
+            with torch.no_grad():
+                ctx = self.prepare(y, x_T, noises)
+                z, _ = self.solve(x_T, ctx, progress=progress)
+                return check_result(self.output(z, ctx), self.method, self.steps, self._watch)
+        finally:
+            self._watch = None
 
     def sequential(self, y: torch.Tensor, x_T: torch.Tensor | None = None,
                    noises: torch.Tensor | None = None,
