@@ -228,7 +228,7 @@ def load_mask(path) -> torch.Tensor:
         if m.ndim == 3 and 1 in m.shape:
             m = m.squeeze(axis=m.shape.index(1))
         if not (m.ndim == 2 or (m.ndim == 3 and m.shape[0] == 3)) or m.size == 0:
-            raise InputError(f"mask '{p}' must be a non-empty H×W or 3×H×W (C×H×W) array, got "
+            raise InputError(f"mask '{p}' must be a non-empty 2-D (H×W) or 3×H×W array, got "
                              f"shape {m.shape}")
         m = m.astype(np.float64)
         if not np.isfinite(m).all():

@@ -245,7 +245,7 @@ def main(a) -> int:
         raise ParameterError("--out DIR is required (results, summaries and plots go there)")
     if a.summarize:
         plan = summary.load_plan(a.out)
-        rows = res.merge(a.out, runner.record_order(plan))
+        rows = res.merge(a.out, runner.record_order(plan), log=_log)
         path = summary.write(a.out, plan, rows, log=_log, device=a.device)
         print(f"wrote {path} ({len(rows)} results)")
         return 0
@@ -300,12 +300,13 @@ def main(a) -> int:
     out = runner.run(preset, opts)
     if out["summary"]:
         rows = summary.aggregate(runner.plan_json(out["plan"], opts),
-                                 res.read_jsonl(os.path.join(a.out, res.RESULTS))[0])
+                                 list(res.load(a.out)[0].values()))
         for r in rows:
             v = (f"PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.4f}" if r["psnr"] is not None
                  and r["ssim"] is not None else r["status"])
+            k = min(r["n_psnr"], r["n_ssim"]) if r["psnr"] is not None else r["n"]
             print(f"{r['dataset']}/{r['task']}/{r['method']}: {v} "
-                  f"({r['n']}/{r['n_expected']} images)")
+                  f"({k}/{r['n_expected']} images)")
         print(f"wrote {out['summary']}")
     else:
         print(f"{out['records']} results written to {a.out}")
