@@ -22,6 +22,7 @@ import glob
 import json
 import os
 import re
+import time
 
 try:
     import fcntl
@@ -165,15 +166,23 @@ class RunLock:
         except (OSError, ValueError):
             return None
 
-    def acquire(self, fail: bool = True) -> bool:
+    def acquire(self, fail: bool = True, wait: float = 0.0) -> bool:
+        """Take the lock; if it is held, retry for up to ``wait`` seconds, then raise
+        :class:`FolderInUse` (or return False when ``fail`` is False)."""
         if self.fd is not None:
             return True
         os.makedirs(self.out_dir, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         if fcntl is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
+            deadline = time.monotonic() + wait
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError:
+                    if time.monotonic() < deadline:
+                        time.sleep(0.05)
+                        continue
                 os.close(fd)
                 if not fail:
                     return False
@@ -252,7 +261,7 @@ def merge(out_dir, order=None, lock: RunLock | None = None, log=None) -> list[di
     own = None
     if lock is None or not lock.held:
         own = RunLock(out_dir, RESULTS)
-        if not own.acquire(fail=False):
+        if not own.acquire(fail=False, wait=2.0):     # another shard's merge takes a moment
             own = None
             if log:
                 log(f"results.jsonl is being appended to by another run (pid "

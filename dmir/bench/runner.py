@@ -399,7 +399,7 @@ def run(preset: Preset, opts: RunOptions) -> dict:
         idx, cnt = si * dist.world + dist.rank, sn * dist.world
         # one appender per results file: a second run on this file is refused (holder's pid)
         lock = res.RunLock(out, res.part_name(idx, cnt))
-        lock.acquire()
+        lock.acquire(wait=2.0)       # (a shard's merge holds results.jsonl for a moment)
         for dp in plan.datasets:
             if dp.missing:
                 _note(opts, f"dataset {dp.spec.name}: {dp.missing}")

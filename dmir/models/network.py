@@ -122,7 +122,6 @@ class NetworkPrior(DiffusionModel):
             raise ShapeError(f"{self.name} takes (B, {self.in_channels}, H, W) inputs, got "
                              f"{tuple(x_t.shape)}")
         B = x_t.shape[0]
-        self.check_timesteps(t)
         if isinstance(t, numbers.Real):   # filled on the device: no host-to-device copy
             tt = torch.full((B,), float(t), dtype=torch.float32, device=x_t.device)
         else:
@@ -133,6 +132,7 @@ class NetworkPrior(DiffusionModel):
         return out.to(x_t.dtype)
 
     def eps(self, x_t: torch.Tensor, t) -> torch.Tensor:
+        self.check_timesteps(t)       # forward_raw also takes continuous times (consistency)
         out = self.forward_raw(x_t, t)
         C = self.in_channels
         if self.learned_sigma:
