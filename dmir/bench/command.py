@@ -301,12 +301,18 @@ def main(a) -> int:
     if out["summary"]:
         rows = summary.aggregate(runner.plan_json(out["plan"], opts),
                                  list(res.load(a.out)[0].values()))
+        stored = runner.plan_json(out["plan"], opts)
+        shown = [m for m in stored["preset"]["metrics"] if m in summary.METRIC_ORDER
+                 and m not in ("nfe", "time", "fid", "kid")] or ["psnr", "ssim"]
         for r in rows:
-            v = (f"PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.4f}" if r["psnr"] is not None
-                 and r["ssim"] is not None else r["status"])
-            k = min(r["n_psnr"], r["n_ssim"]) if r["psnr"] is not None else r["n"]
+            v = (summary.paper_text(stored, r, shown)
+                 if r["psnr"] is not None else r["status"])
+            # the images the shown means are over (a metric may miss on some of the n)
+            k = min((r.get("n_" + m, r["n"]) for m in shown if r.get(m) is not None),
+                    default=r["n"])
             print(f"{r['dataset']}/{r['task']}/{r['method']}: {v} "
-                  f"({k}/{r['n_expected']} images)")
+                  f"({k}/{r['n_expected']} images"
+                  + (f"; {r['status']}" if r["status"].startswith("partial") else "") + ")")
         print(f"wrote {out['summary']}")
     else:
         print(f"{out['records']} results written to {a.out}")

@@ -229,6 +229,7 @@ def plan_json(plan: Plan, opts: RunOptions) -> dict:
     return {
         "preset": {"name": p.name, "title": p.title, "protocol": p.protocol, "source": p.source,
                    "metrics": list(plan.wanted), "seed": plan.seed,
+                   "protocol_limit": {d.name: d.limit for d in p.datasets},
                    "paper": [{"dataset": k[0], "task": k[1], "method": k[2], "values": v}
                              for k, v in p.paper.items()]},
         "datasets": [dict(asdict(d.spec), n=len(d.dataset) if d.dataset else 0,

@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..rng import randn
 from ..errors import ParameterError, ShapeError
 from .adm import GroupNorm32
 
@@ -372,8 +373,7 @@ class AutoencoderKL(Autoencoder):
         mean, logvar = self.quant_conv(self.encoder(x.to(self.param_dtype))).chunk(2, dim=1)
         if sample:
             std = torch.exp(0.5 * logvar.clamp(-30.0, 20.0))
-            mean = mean + std * torch.randn(mean.shape, generator=generator,
-                                            dtype=mean.dtype, device=mean.device)
+            mean = mean + std * randn(mean.shape, generator, mean.dtype, mean.device)
         return mean.to(x.dtype)
 
     def decode(self, h: torch.Tensor, **_) -> torch.Tensor:

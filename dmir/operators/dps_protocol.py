@@ -11,8 +11,9 @@ What the DPS reference code (``util/img_utils.py``, ``util/resizer.py``,
   4σ, so only the central 25×25 taps are nonzero). The motion kernel is the ``motionblur``
   package's ``Kernel(size=(61, 61), intensity=0.5).kernelMatrix``; :func:`motion_kernel`
   repeats its algorithm with a private ``numpy.random.RandomState(seed)`` making the same draws
-  in the same order, so ``motion_kernel(seed=s)`` is the kernel the package gives after
-  ``np.random.seed(s)``.
+  in the same order; ``motion_kernel(seed=s)`` is the *second* kernel drawn after
+  ``np.random.seed(s)`` — the one the DPS/DCDP ``MotionBlurOperator`` uses (it draws twice).
+  The kernel is drawn once per run (per operator), not per image.
   A is exact, Aᵀ is exact (transposed convolution, then the reflected borders folded back onto
   the interior). There is no cheap exact pseudo-inverse: ``pinv`` runs conjugate gradients on
   the normal equations AᵀA x = Aᵀy from x = 0 (``cg_iters`` iterations at most, relative
@@ -74,11 +75,18 @@ def gaussian_kernel(size: int = 61, std: float = 3.0) -> np.ndarray:
     return scipy.ndimage.gaussian_filter(n, sigma=float(std))
 
 
-def motion_kernel(size: int = 61, intensity: float = 0.5, seed: int = 0) -> np.ndarray:
+def motion_kernel(size: int = 61, intensity: float = 0.5, seed: int = 0,
+                  draw: int = 2) -> np.ndarray:
     """The ``motionblur`` package's ``Kernel((size, size), intensity).kernelMatrix``, seeded.
 
-    Same algorithm and same random draws, in the same order, from
-    ``numpy.random.RandomState(seed)`` instead of numpy's global state:
+    The ``draw``-th kernel drawn from ``numpy.random.RandomState(seed)``. The default 2 is what
+    the DPS/DCDP operator uses: ``MotionBlurOperator.__init__`` builds a ``Blurkernel`` whose
+    ``weights_init`` draws one ``Kernel``, then draws a second ``Kernel`` itself and loads
+    *that* one into the convolution — both from the global numpy state seeded once per run
+    (``np.random.seed(0)`` in DCDP's ``dcdp.py``), so one kernel serves every image of a run.
+
+    Each draw uses the package's algorithm and random draws, in the same order, from the
+    private ``RandomState`` instead of numpy's global state:
 
     1. on a 2×-supersampled canvas of diagonal D, a path length L = 0.75·D·(U(0,1) + U(0, i²));
        step lengths Beta(1, 30)·(1 − i + 0.1)·D (steps ≥ L rejected) until they sum to L;
@@ -95,15 +103,25 @@ def motion_kernel(size: int = 61, intensity: float = 0.5, seed: int = 0) -> np.n
     Sizes below 54 give an empty drawing (line width int(D/150) = 0), as in the package (whose
     kernel is then NaN); they raise :class:`~dmir.errors.ParameterError` here.
     """
-    from PIL import Image, ImageDraw, ImageFilter
-
     size = int(size)
     if size < 1:
         raise ParameterError(f"kernel size must be a positive integer, got {size}")
     intensity = float(intensity)
     if not (0.0 <= intensity <= 1.0):
         raise ParameterError(f"intensity must be in [0, 1], got {intensity}")
+    if isinstance(draw, bool) or not isinstance(draw, int) or draw < 1:
+        raise ParameterError(f"draw must be a positive integer (the n-th kernel of the "
+                             f"seed's stream), got {draw!r}")
     rng = np.random.RandomState(int(seed))
+    for _ in range(draw - 1):
+        _motion_draw(rng, size, intensity)
+    return _motion_draw(rng, size, intensity)
+
+
+def _motion_draw(rng, size: int, intensity: float) -> np.ndarray:
+    """One ``Kernel(...).kernelMatrix`` from ``rng`` (advances it as the package does)."""
+    from PIL import Image, ImageDraw, ImageFilter
+
     eps = 0.1
     big = 2 * size
     diag = (big ** 2 + big ** 2) ** 0.5

@@ -37,7 +37,7 @@ _BASE = {
     "cddb": (CDDB, "CDDB data consistency (one A^T gradient step) in the DDNM sampler "
                    "(step_size 1.0)"),
     "diffpir": (DiffPIR, "DiffPIR (HQS: closed-form/CG data step + zeta re-noising; 100 steps, "
-                         "diffpir_quad schedule)"),
+                         "20 for inpainting, diffpir_quad schedule)"),
     "deqir": (DeqIR, "DeqIR (the DDNM chain as one fixed point over all steps, Anderson "
                      "acceleration, batched network calls; 25 steps, nw 0, etw 0.1)"),
 }

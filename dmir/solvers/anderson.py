@@ -196,7 +196,7 @@ def anderson(f: Callable[[torch.Tensor], torch.Tensor], z0: torch.Tensor, m: int
         or a triangular system such as a diffusion chain, at least as accurate as x_k);
         info = {"iterations": evaluations of f, "residuals": relative residual after each
         evaluation, "converged": bool, "slot_residuals": (G,) relative residuals of the last
-        evaluation}.
+        evaluation, "iterate": x_k itself (what the DEQ/DeqIR release code returns)}.
 
     The first two iterates are x_0 = z0 and x_1 = f(x_0) (as in the published loop); from then
     on x_{k+1} is the Anderson mix of the last min(k+1, m) evaluations.
@@ -223,5 +223,5 @@ def anderson(f: Callable[[torch.Tensor], torch.Tensor], z0: torch.Tensor, m: int
         mixer.push(x.reshape(G, -1), fx.reshape(G, -1))
         x = fx if k == 1 else mixer.mix().reshape(shape)
     info = {"iterations": len(res), "residuals": res, "converged": res[-1] < tol,
-            "slot_residuals": slot_residuals(x, fx)}
+            "slot_residuals": slot_residuals(x, fx), "iterate": x}
     return fx, info

@@ -12,6 +12,7 @@ from typing import Callable
 import torch
 
 from ..errors import InputError, NumericalError, ParameterError, ShapeError
+from ..rng import randn
 from ..operators.noise import sigma_to_model
 from .equivariance import Equivariance, predict
 from .schedules import check_steps, make_plan, resolve_schedule
@@ -138,7 +139,7 @@ class Sampler:
         return 1.0 if t < 0 else self._abar[t]
 
     def noise_like(self, x, generator):
-        return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        return randn(x.shape, generator, x.dtype, x.device)
 
     def check_measurement(self, y: torch.Tensor) -> None:
         if not isinstance(y, torch.Tensor):
@@ -160,8 +161,7 @@ class Sampler:
         self.check_measurement(y)
         B = y.shape[0]
         if x_T is None:
-            x_T = torch.randn((B, *self.op.x_shape), generator=generator, dtype=y.dtype,
-                              device=y.device)
+            x_T = randn((B, *self.op.x_shape), generator, y.dtype, y.device)
         elif tuple(x_T.shape) != (B, *self.op.x_shape):
             raise ShapeError(f"x_T must have shape {(B, *self.op.x_shape)}, got "
                              f"{tuple(x_T.shape)}")

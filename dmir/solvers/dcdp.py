@@ -93,6 +93,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..rng import randn
 from ..errors import ParameterError, ShapeError, UnknownNameError
 from .base import FiniteWatch, Sampler, _as_unit, check_result
 from .dps import ddpm_step
@@ -338,7 +339,7 @@ class DCDP:
         if self.purifier == "none":
             return x
         a = self.alpha_bar(t_star - 1)
-        z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        z = randn(x.shape, generator, x.dtype, x.device)
         if self.purifier == "consistency":     # VE form of the same level: x_{t*}/√ᾱ
             sigma = ((1 - a) / a) ** 0.5
             out = self.model.denoise(x + sigma * z, sigma)
@@ -357,7 +358,7 @@ class DCDP:
             self._tick(progress)
             a_t, a_s = self.alpha_bar(t), self.alpha_bar(s)
             var = self.eta ** 2 * (1 - a_s) / (1 - a_t) * (1 - a_t / a_s)
-            zz = (torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+            zz = (randn(x.shape, generator, x.dtype, x.device)
                   if var > 0 and s >= 0 else None)
             x_t = ddpm_step(x_t, x0, a_t, a_s, self.eta, zz)   # DDIM, ε from the clipped x̂0
         return x_t

@@ -58,6 +58,7 @@ from typing import Callable
 
 import torch
 
+from ..rng import randn
 from ..errors import ParameterError, ShapeError, UnknownNameError
 from .base import FiniteWatch, check_result
 from .dcdp import _OP_PRESET, DCDP, _float
@@ -192,7 +193,7 @@ class LatentDCDP(DCDP):
                              f"got {tuple(x_T.shape)}")
         if self.init == "randn":
             return (x_T if x_T is not None else
-                    torch.randn(shape, generator=generator, dtype=y.dtype, device=y.device))
+                    randn(shape, generator, y.dtype, y.device))
         if self.init == "zeros":
             return torch.zeros(shape, dtype=y.dtype, device=y.device)
         return self.op.pinv(y).detach().clone()

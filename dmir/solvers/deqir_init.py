@@ -86,6 +86,7 @@ from typing import Callable, NamedTuple
 
 import torch
 
+from ..rng import randn
 from ..errors import ParameterError, ShapeError, UnknownNameError
 
 __all__ = ["optimize_init", "init_gradient", "LOSSES", "LossSpec", "loss_names", "LR", "ITERS",
@@ -343,7 +344,7 @@ def optimize_init(solver, y: torch.Tensor, x_T: torch.Tensor | None = None,
     B = y.shape[0]
     shape = (B, *op.x_shape)
     if x_T is None:
-        x_T = torch.randn(shape, generator=generator, dtype=y.dtype, device=y.device)
+        x_T = randn(shape, generator, y.dtype, y.device)
     elif tuple(x_T.shape) != shape:
         raise ShapeError(f"x_T must have shape {shape}, got {tuple(x_T.shape)}")
     if target is not None:
