@@ -230,7 +230,7 @@ class DeqIR:
                 f"deqir with sigma_y > 0 runs the DDNM+ update, which has a single η for the "
                 f"fresh noise and the ε term: nw ({self.nw:g}) must equal etw ({self.etw:g}); "
                 f"pass eta=... (sets both)")
-        T = int(steps)
+        T = steps = check_steps(steps)       # 3.7 / NaN: ParameterError, never truncated
         strategy = self._resolve_strategy(strategy, window, m, max_iter, mixing)
         if strategy == "published":
             m = PUBLISHED["m"] if m is None else m
