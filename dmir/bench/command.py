@@ -19,6 +19,7 @@ import sys
 
 from .. import operators
 from ..errors import DmirError, InputError, ParameterError
+from ..log import get_logger
 from .spec import DatasetSpec, MethodSpec, Preset, TaskSpec
 
 __all__ = ["load_preset", "preset_names", "parse_spec", "adhoc_preset", "main", "fid_main"]
@@ -191,7 +192,8 @@ def adhoc_preset(a) -> Preset:
                                  f"--data NAME=FOLDER")
         names.add(name)
         datasets.append(DatasetSpec(name, path, size=a.size or 256, crop=a.crop or "center"))
-    used_t, used_m = set(), set()
+    used_t: set = set()
+    used_m: set = set()
     tasks = [_task(t, a.sigma_y or 0.0, used_t) for t in a.task]
     methods = [MethodSpec("A+y", "apy")]
     used_m.add("A+y")
@@ -226,7 +228,7 @@ def _shard(text):
 
 
 def _log(msg):
-    print(f"dmir bench: {' '.join(str(msg).split())}", file=sys.stderr, flush=True)
+    get_logger("dmir.bench").info("%s", " ".join(str(msg).split()))
 
 
 def main(a) -> int:

@@ -190,7 +190,7 @@ def measure(x, gt, y, op, names, lpips_bank: LpipsBank | None = None) -> dict:
                 out[name] = _finite(metrics.consistency(x, y, op, uint8=True))
             elif name in LPIPS_METRICS:
                 net = lpips_bank.get(name) if lpips_bank is not None else None
-                if net is None:
+                if net is None or lpips_bank is None:
                     out[name] = None
                 else:
                     dev = lpips_bank.device

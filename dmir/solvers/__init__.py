@@ -8,6 +8,8 @@ base solver can also be passed explicitly (``equs="vflip"``, ``schedule="quadrat
 """
 from __future__ import annotations
 
+from typing import Any
+
 from ..errors import ParameterError, UnknownNameError
 from .base import Sampler
 from .cddb import CDDB
@@ -77,7 +79,7 @@ def build(method: str, model, op, steps: int | None = None, eta: float | None = 
     for b, (cls, _) in _BASE.items():
         for v, (preset, _) in _VARIANTS.items():
             if method == b + v:
-                kw = dict(preset)
+                kw: dict[str, Any] = dict(preset)
                 kw.update(options)
                 if steps is not None:
                     kw["steps"] = steps

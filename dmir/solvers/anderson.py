@@ -130,6 +130,7 @@ class AndersonMixer:
         gram = torch.bmm(R, R.transpose(1, 2)).double()                 # (G, m, m)
         valid = self.valid
         if not self.per_slot:
+            assert self.labels is not None        # set whenever slots share a group
             NG = int(self.labels.max()) + 1
             gram = gram.new_zeros(NG, m, m).index_add_(0, self.labels, gram)
             valid = valid.new_full((NG,), m).scatter_reduce(0, self.labels, valid, "amin")
@@ -222,6 +223,7 @@ def anderson(f: Callable[[torch.Tensor], torch.Tensor], z0: torch.Tensor, m: int
             break
         mixer.push(x.reshape(G, -1), fx.reshape(G, -1))
         x = fx if k == 1 else mixer.mix().reshape(shape)
+    assert fx is not None                       # max_iter ≥ 1 (check_options)
     info = {"iterations": len(res), "residuals": res, "converged": res[-1] < tol,
             "slot_residuals": slot_residuals(x, fx), "iterate": x}
     return fx, info

@@ -236,7 +236,7 @@ class DCDP:
         if task is not None and task not in DCDP_PRESETS:
             raise UnknownNameError(f"dcdp: no preset for task {task!r}; known: "
                                    f"{', '.join(DCDP_PRESETS)}")
-        self.task = task if task is not None else _OP_PRESET.get(getattr(op, "name", None),
+        self.task = task if task is not None else _OP_PRESET.get(getattr(op, "name", ""),
                                                                  DCDP_DEFAULT_PRESET)
         p = DCDP_PRESETS[self.task]
         if steps is not None and K is not None and int(steps) != int(K):
@@ -385,10 +385,13 @@ class DCDP:
 
     def sample(self, y: torch.Tensor, x_T: torch.Tensor | None = None,
                generator: torch.Generator | None = None,
-               progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+               progress: Callable[[int, int], None] | None = None,
+               callback=None) -> torch.Tensor:
         """Restore x from y. ``x_T`` is accepted for the common signature (its shape is
         checked) but unused: DCDP starts from ``init`` and draws its re-noising from
-        ``generator``. ``progress(i, n)`` after each network evaluation."""
+        ``generator``. ``progress(i, n)`` after each network evaluation. ``callback(k, t*,
+        tensors)`` after each outer iteration k with ``{"x_t": the estimate before it, "x0" and
+        "x_next": the estimate after it}`` (:data:`dmir.solvers.base.StepCallback`)."""
         self.check_measurement(y)
         B = y.shape[0]
         if x_T is not None and tuple(x_T.shape) != (B, *self.op.x_shape):
@@ -400,5 +403,8 @@ class DCDP:
                  if self.init == "zeros" else self.op.pinv(y).detach().clone())
         self.nfe, self._total, self._watch = 0, self.total_nfe, FiniteWatch()
         for k in range(self.K):
-            v = self.outer_step(v, y, k, generator, progress)
+            v_in, v = v, self.outer_step(v, y, k, generator, progress)
+            if callback is not None:
+                callback(k, int(self.levels[k]), {"x_t": v_in.detach(), "x0": v.detach(),
+                                                  "x_next": v.detach()})
         return check_result(v, self.method, self.K, self._watch)

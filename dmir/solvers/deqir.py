@@ -110,12 +110,13 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
 from ..rng import randn
 from ..errors import ParameterError, ShapeError
+from ..types import EqusGroup, Schedule
 from ..operators.base import safe_inverse
 from ..operators.noise import sigma_to_model
 from .anderson import AndersonMixer, anderson, check_options, slot_residuals
@@ -139,7 +140,7 @@ STRATEGIES = ("auto", "sequential", "window", "anderson", "published")
 #: the published protocol (README command, ``fp_implicit_iters_anderson``): Anderson m = 5,
 #: λ = 1e-3, β = 1, relative-residual tolerance 1e-3, at most 15 evaluations of F, per-state
 #: mixing; the release returns the last mixed iterate
-PUBLISHED = {"m": 5, "lam": 1e-3, "beta": 1.0, "tol": 1e-3, "max_iter": 15}
+PUBLISHED: dict[str, Any] = {"m": 5, "lam": 1e-3, "beta": 1.0, "tol": 1e-3, "max_iter": 15}
 #: relative-residual tolerance of the converged strategies (window, anderson)
 CONVERGED_TOL = 1e-4
 
@@ -211,8 +212,8 @@ class DeqIR:
                  m: int | None = None, lam: float = 1e-3, beta: float = 1.0,
                  tol: float | None = None, max_iter: int | None = None,
                  mixing: str | None = None, chunk: int | None = None, devices=None,
-                 window: int | str | None = "auto", schedule: str = "uniform",
-                 equs: str | None = None, equs_map_eps_back: bool = False, equs_shift=None,
+                 window: int | str | None = "auto", schedule: Schedule = "uniform",
+                 equs: EqusGroup | None = None, equs_map_eps_back: bool = False, equs_shift=None,
                  svd: bool = True, form: str | None = None, strategy: str = "auto"):
         self.model = model
         self.op = op
@@ -304,14 +305,17 @@ class DeqIR:
                 raise ParameterError("deqir supports the deterministic EquS groups ('hflip', "
                                      "'vflip', 'rot90', 'shift'); 'random' draws a transform "
                                      "per step")
-            self.equs = Equivariance(equs, op.x_shape, equs_map_eps_back, equs_shift)
+            self.equs: Equivariance | None = Equivariance(equs, op.x_shape, equs_map_eps_back,
+                                                          equs_shift)
             self._flip = [self.equs.transform_for_step(k, None) is not None for k in ks]
         else:
             self.equs, self._flip = None, [False] * T
         self._devices = None if devices is None else self._resolve_devices(devices)
-        self._replicas = {}
-        self.nfe, self.iterations, self.residuals, self.converged = 0, 0, [], None
-        self.info, self.ran = {}, None
+        self._replicas: dict = {}
+        self.residuals: list[float] = []
+        self.nfe, self.iterations, self.converged = 0, 0, None
+        self.info: dict[str, Any] = {}
+        self.ran: str | None = None
 
     # ------------------------------------------------------------------ strategy
     @staticmethod
@@ -428,6 +432,7 @@ class DeqIR:
         self.nfe += N
         if g is None:
             return eps, eps
+        assert self.equs is not None                 # g comes from it
         eps_x = torch.where(mask, g.inverse(eps), eps)
         return eps_x, (eps_x if self.equs.map_eps_back else eps)
 
@@ -462,7 +467,7 @@ class DeqIR:
         self._check_xT(x_T, B)
         T = self.steps
         dt, dev = y.dtype, y.device
-        ctx = {"y": y, "B": B, "dtype": dt, "device": dev, "zeros": {}}
+        ctx: dict[str, Any] = {"y": y, "B": B, "dtype": dt, "device": dev, "zeros": {}}
         if self.nw > 0:
             if noises is None:
                 raise ParameterError("nw > 0: pass the chain noises (solver.draw_noises(...))")
@@ -675,13 +680,18 @@ class DeqIR:
 
     def sample(self, y: torch.Tensor, x_T: torch.Tensor | None = None,
                generator: torch.Generator | None = None,
-               progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+               progress: Callable[[int, int], None] | None = None,
+               callback=None) -> torch.Tensor:
         """Restore x from y = A x + n. Returns (B, C, H, W) in the model domain (unclamped).
 
         ``x_T`` (default drawn from ``generator``) and then the chain noises (when nw > 0) are
         drawn in the order of the sequential sampler. ``progress(i, n)``: i network evaluations
-        so far of an estimated n.
+        so far of an estimated n. ``callback``: not available — DeqIR updates all steps at
+        once (watch :meth:`sequential` with ``return_states=True`` instead).
         """
+        if callback is not None:
+            raise ParameterError("deqir solves all steps at once, so it has no per-step "
+                                 "callback; use progress=, or sequential(return_states=True)")
         x_T, noises = self._inputs(y, x_T, generator, None)
         self._watch = FiniteWatch()
         try:

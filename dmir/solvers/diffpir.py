@@ -49,6 +49,7 @@ from __future__ import annotations
 import math
 
 from ..errors import ParameterError, UnknownNameError
+from ..types import Schedule
 from .base import Sampler
 from .cg import conjugate_gradient
 
@@ -118,11 +119,11 @@ class DiffPIR(Sampler):
     def __init__(self, model, op, steps=None, eta=0.0, sigma_y=0.0, lam=None, zeta=None,
                  task: str | None = None, sigma_floor: float = SIGMA_FLOOR, clip: bool = True,
                  svd: bool = True, cg_iters: int = 50, cg_tol: float = 1e-6,
-                 schedule: str = "diffpir_quad", **kw):
+                 schedule: Schedule = "diffpir_quad", **kw):
         if task is not None and task not in DIFFPIR_PRESETS:
             raise UnknownNameError(f"diffpir: no preset for task {task!r}; known: "
                                    f"{', '.join(DIFFPIR_PRESETS)} (or pass lam=, zeta=)")
-        key = task if task is not None else getattr(op, "name", None)
+        key = task if task is not None else getattr(op, "name", "")
         if steps is None:
             steps = DIFFPIR_STEPS.get(key, DIFFPIR_DEFAULT_STEPS)
         super().__init__(model, op, steps=steps, eta=eta, sigma_y=sigma_y, schedule=schedule,
