@@ -27,7 +27,7 @@ import time
 try:
     import fcntl
 except ImportError:              # pragma: no cover - not POSIX: no locking
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]
 
 from .. import io as dio
 from ..errors import InputError
@@ -156,7 +156,7 @@ class RunLock:
         self.out_dir = os.fspath(out_dir)
         self.name = name
         self.path = os.path.join(self.out_dir, f".{name}.lock")
-        self.fd = None
+        self.fd: int | None = None
 
     def holder(self) -> int | None:
         """The pid written by the current (or last) holder, if readable."""

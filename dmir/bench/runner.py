@@ -175,7 +175,7 @@ def make_plan(preset: Preset, opts: RunOptions) -> Plan:
                          f"{' / '.join(names) or 'a dataset'} with --data NAME=FOLDER")
     for what, labels in (("dataset name", names), ("task label", [t.name for t in preset.tasks]),
                          ("method label", [m.name for m in preset.methods])):
-        folders = {}                 # safe_name(label) → label: labels name output folders
+        folders: dict[str, str] = {}     # safe_name(label) → label: labels name output folders
         for label in labels:
             other = folders.setdefault(safe_name(label), label)
             if other == label and labels.count(label) > 1:

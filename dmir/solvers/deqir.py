@@ -414,8 +414,9 @@ class DeqIR:
         eps = torch.cat([outs[s].to(x.device) for s in sorted(outs)])
         if eps.shape[1] == 2 * C:           # learned-sigma networks: ε is the first half
             eps = eps[:, :C]
-        if getattr(self, "_watch", None) is not None:
-            self._watch.see(eps)
+        watch = getattr(self, "_watch", None)
+        if watch is not None:
+            watch.see(eps)
         return eps
 
     def _eval(self, x_in: torch.Tensor, lo: int):
@@ -693,7 +694,7 @@ class DeqIR:
             raise ParameterError("deqir solves all steps at once, so it has no per-step "
                                  "callback; use progress=, or sequential(return_states=True)")
         x_T, noises = self._inputs(y, x_T, generator, None)
-        self._watch = FiniteWatch()
+        self._watch: FiniteWatch | None = FiniteWatch()
         try:
             with torch.no_grad():
                 ctx = self.prepare(y, x_T, noises)

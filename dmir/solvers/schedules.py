@@ -60,7 +60,7 @@ def check_steps(steps) -> int:
     return n
 
 
-def resolve_schedule(schedule: str, steps) -> str:
+def resolve_schedule(schedule: Schedule, steps) -> Schedule:
     """The schedule actually used for ``steps`` steps: 'quadratic' (TAS) with fewer than
     :data:`TAS_MIN_STEPS` steps degenerates (module docstring) and becomes 'uniform', with a
     :class:`FewStepsWarning`; every other case is returned unchanged."""
