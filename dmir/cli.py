@@ -30,7 +30,7 @@ from . import io as dio
 from . import log as dlog
 from . import metrics, models, operators, solvers
 from .models import fast
-from .errors import DmirError, InputError, ShapeError
+from .errors import DmirError, InputError, NumericalError, ShapeError
 
 PROG = "dmir"
 EXIT_USAGE = 2
@@ -146,7 +146,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--block", type=int, metavar="B",
                    help="cs_blockbased: block size (default 32; H and W must be multiples)")
     g.add_argument("--mask", metavar="PATH",
-                   help="inpainting: mask .npy (0/1) or image (white = kept), H×W of the image")
+                   help="inpainting: mask .npy (0/1; H×W or 3×H×W) or image (white = "
+                        "kept), the size of the image")
     g.add_argument("--kernel", metavar="SPEC", help="deblur: blur kernel (see below)")
     g.add_argument("--weights", metavar="W1,W2,W3",
                    help="colorization: channel weights of the gray image")
@@ -418,8 +419,8 @@ def _check_numbers(a) -> None:
                              "not both")
     if a.samples < 1:
         raise UsageError(f"--samples must be a positive integer, got {a.samples}")
-    if a.seed < 0:
-        raise UsageError(f"--seed must be a non-negative integer, got {a.seed}")
+    if not 0 <= a.seed < 2 ** 64:        # torch generators take 64-bit seeds
+        raise UsageError(f"--seed must be an integer in 0..2^64-1, got {a.seed}")
     if a.tile < 32:
         raise UsageError(f"--tile must be at least 32 pixels, got {a.tile}")
     if a.travel_length < 1 or a.travel_repeat < 1:
@@ -478,12 +479,26 @@ def _parse_weights(text: str) -> list[float]:
     return w
 
 
-def parse_kernel(spec: str) -> np.ndarray:
+#: largest side of a kernel given by a spec (checked before anything is allocated)
+MAX_KERNEL = 2049
+
+
+def parse_kernel(spec: str, max_size: int | None = None) -> np.ndarray:
     """``gauss:SIGMA[:SIZE]``, ``box:SIZE``, ``motion:LENGTH:ANGLE`` or a .npy/.png file → 2-D
-    float64 kernel normalised to sum 1."""
+    float64 kernel normalised to sum 1. The kernel's side is checked before it is built: at
+    most ``max_size`` (the image's smaller side, when given) and :data:`MAX_KERNEL`."""
     forms = "gauss:SIGMA[:SIZE], box:SIZE, motion:LENGTH:ANGLE or a .npy/.png file"
     parts = spec.split(":")
     kind = parts[0].lower()
+    limit = MAX_KERNEL if max_size is None else min(MAX_KERNEL, int(max_size))
+
+    def fits(size):
+        if size > limit:
+            where = (f"the image ({max_size} pixels on its smaller side)"
+                     if max_size is not None and max_size < MAX_KERNEL
+                     else f"the largest kernel dmir builds ({MAX_KERNEL})")
+            raise UsageError(f"--kernel {spec}: a {size}x{size} kernel is larger than {where}")
+
     try:
         if kind == "gauss" and len(parts) in (2, 3):
             sigma = float(parts[1])
@@ -494,19 +509,23 @@ def parse_kernel(spec: str) -> np.ndarray:
             if size < 1 or size % 2 == 0:
                 raise UsageError(f"--kernel gauss: SIZE must be a positive odd integer, got "
                                  f"{size}")
+            fits(size)
             r = (size - 1) // 2
-            g = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+            with np.errstate(over="ignore", under="ignore"):   # a tiny σ: a delta kernel
+                g = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
             k = np.outer(g, g)
         elif kind == "box" and len(parts) == 2:
             size = int(parts[1])
             if size < 1:
                 raise UsageError(f"--kernel box: SIZE must be a positive integer, got {size}")
+            fits(size)
             k = np.ones((size, size))
         elif kind == "motion" and len(parts) == 3:
             length, angle = float(parts[1]), float(parts[2])
             if not (1 <= length < 1e3) or not math.isfinite(angle):
                 raise UsageError(f"--kernel motion: LENGTH must be ≥ 1 and ANGLE (degrees) "
                                  f"finite, got {parts[1]}:{parts[2]}")
+            fits(int(math.ceil(length)) | 1)
             k = _motion_kernel(length, angle)
         elif len(parts) > 1 and kind in ("gauss", "box", "motion"):
             raise UsageError(f"--kernel {spec!r}: wrong number of fields; use {forms}")
@@ -556,7 +575,7 @@ def _motion_kernel(length: float, angle_deg: float) -> np.ndarray:
     return k
 
 
-def _operator_params(a, task: str, C: int) -> dict:
+def _operator_params(a, task: str, C: int, hw=None) -> dict:
     allowed, _ = _task_params(task)
     params = {}
     for flag, name in _FLAG_PARAM.items():
@@ -570,7 +589,7 @@ def _operator_params(a, task: str, C: int) -> dict:
         if flag == "mask":
             v = dio.load_mask(v)
         elif flag == "kernel":
-            v = parse_kernel(v)
+            v = parse_kernel(v, min(hw) if hw else None)
         elif flag == "weights":
             v = _parse_weights(v)
         params[name] = v
@@ -656,10 +675,11 @@ def _restore(a) -> int:
     if a.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device is available here; use --device cpu")
     out_path = dio.check_output_path(a.output)
+    dio.check_not_input(out_path, a.input, a.mask, a.kernel)     # never overwrite an input
 
     inp = _read_input(a.input)                                  # (1, C, H, W) in [-1, 1]
     _, C, H, W = inp.shape
-    params = _operator_params(a, task, C)
+    params = _operator_params(a, task, C, (H, W))
     _, takes_gen = _task_params(task)
     gen = torch.Generator().manual_seed(a.seed)
 
@@ -715,8 +735,12 @@ def _restore(a) -> int:
     options = {} if a.purifier is None else {"purifier": a.purifier}
     if a.travel_length != 1 or a.travel_repeat != 1:
         options.update(travel_length=a.travel_length, travel_repeat=a.travel_repeat)
-    solver = solvers.build(a.method, model, op, steps=a.steps, eta=a.eta,
-                           sigma_y=sigma_solver, **options)
+    with warnings.catch_warnings(record=True) as caught:   # e.g. too few steps for EquS+
+        warnings.simplefilter("always", solvers.FewStepsWarning)
+        solver = solvers.build(a.method, model, op, steps=a.steps, eta=a.eta,
+                               sigma_y=sigma_solver, **options)
+    for w in caught:
+        _note(w.message)
     if device.type != "cpu":
         model.to(device)
         op.to(device)
@@ -750,10 +774,9 @@ def _restore(a) -> int:
         bar.close()
     elapsed = time.perf_counter() - t0
     x = x.detach().to("cpu", torch.float32)
-    if not torch.isfinite(x).all():
-        print(f"{PROG}: error: the sampler produced NaN/Inf values (method {a.method}, "
-              f"{solver.steps} steps); no output written", file=sys.stderr)
-        return 1
+    if not torch.isfinite(x).all():     # a user-facing failure: one line, exit status 2
+        raise NumericalError(f"the sampler produced NaN/Inf values (method {a.method}, "
+                             f"{solver.steps} steps); no output written")
 
     if hist is not None:
         L = hist["loss"]

@@ -50,8 +50,8 @@ from .spec import DatasetSpec, MethodSpec, Preset, TaskSpec
 
 _log = get_logger("dmir.bench")
 
-__all__ = ["RunOptions", "Plan", "make_plan", "run", "safe_name", "dist_env", "record_order",
-           "DEFAULT_METRICS", "PLAN_FILE"]
+__all__ = ["RunOptions", "Plan", "make_plan", "run", "safe_name", "image_file", "dist_env",
+           "record_order", "DEFAULT_METRICS", "PLAN_FILE"]
 
 PLAN_FILE = "plan.json"
 #: per-image metrics of an ad-hoc run (a preset names its own; PIXEL_METRICS are always in)
@@ -173,16 +173,16 @@ def make_plan(preset: Preset, opts: RunOptions) -> Plan:
     if not any(d.dataset is not None for d in datasets):
         raise InputError(f"no dataset to run: give the images of "
                          f"{' / '.join(names) or 'a dataset'} with --data NAME=FOLDER")
-    seen = set()
-    for t in preset.tasks:
-        if t.name in seen:
-            raise ParameterError(f"task label {t.name!r} is used twice")
-        seen.add(t.name)
-    seen = set()
-    for m in preset.methods:
-        if m.name in seen:
-            raise ParameterError(f"method label {m.name!r} is used twice")
-        seen.add(m.name)
+    for what, labels in (("dataset name", names), ("task label", [t.name for t in preset.tasks]),
+                         ("method label", [m.name for m in preset.methods])):
+        folders: dict[str, str] = {}     # safe_name(label) → label: labels name output folders
+        for label in labels:
+            other = folders.setdefault(safe_name(label), label)
+            if other == label and labels.count(label) > 1:
+                raise ParameterError(f"{what} {label!r} is used twice")
+            if other != label:
+                raise ParameterError(f"{what}s {other!r} and {label!r} would share the folder "
+                                     f"{safe_name(label)!r}; rename one (label=...)")
     wanted = list(opts.metrics) if opts.metrics is not None else list(preset.metrics)
     known = set(PIXEL_METRICS) | set(LPIPS_METRICS) | {"nfe", "time"} | set(SUMMARY_METRICS)
     bad = [m for m in wanted if m not in known]
@@ -354,12 +354,27 @@ def _grid_dir(out, ds, task, item):
                         f"{item.index:06d}_{safe_name(stem)}")
 
 
+def image_file(image_id: str) -> str:
+    """The relative PNG path of a restored image: the image id itself when it is a ``.png``
+    name that :func:`safe_name` keeps unchanged (``sub/x.png`` → ``sub/x.png``); otherwise the
+    sanitised name, its original extension kept, plus ``~`` and a short hash of the id
+    (``x.jpg`` → ``x.jpg~1a2b3c4d.png``, ``a b.png`` → ``a_b~5e6f7a8b.png``). ``~`` never
+    survives :func:`safe_name`, so two different ids never share a file, and a name does not
+    depend on the other images of the dataset (stable across runs)."""
+    parts = str(image_id).split("/")
+    stem, ext = os.path.splitext(parts[-1])
+    clean = [safe_name(p) for p in parts[:-1]] + [safe_name(stem)]
+    if ext == ".png" and clean == parts[:-1] + [stem] and stem:
+        return "/".join(parts)
+    tag = hashlib.sha256(str(image_id).encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    keep = "" if ext.lower() == ".png" or not ext else "." + safe_name(ext[1:])
+    return "/".join(clean[:-1] + [f"{clean[-1]}{keep}~{tag}.png"])
+
+
 def _image_path(out, ds, task, method, image_id):
-    """out/images/DATASET/TASK/METHOD/<image id with .png> (sub-folders kept)."""
-    stem = os.path.splitext(image_id)[0]
-    parts = [safe_name(p) for p in stem.split("/")]
+    """out/images/DATASET/TASK/METHOD/<:func:`image_file` of the id> (sub-folders kept)."""
     return os.path.join(out, "images", safe_name(ds), safe_name(task), safe_name(method),
-                        *parts[:-1], parts[-1] + ".png")
+                        *image_file(image_id).split("/"))
 
 
 def _save_png(path, x):
@@ -384,18 +399,19 @@ def run(preset: Preset, opts: RunOptions) -> dict:
     except OSError as e:
         raise InputError(f"cannot create output folder '{opts.out}': {e.strerror or e}") from None
     dist = _Dist(opts.device)
+    lock = None
     try:
         device = dist.device
         idx, cnt = si * dist.world + dist.rank, sn * dist.world
+        # one appender per results file: a second run on this file is refused (holder's pid)
+        lock = res.RunLock(out, res.part_name(idx, cnt))
+        lock.acquire(wait=2.0)       # (a shard's merge holds results.jsonl for a moment)
         for dp in plan.datasets:
             if dp.missing:
                 _note(opts, f"dataset {dp.spec.name}: {dp.missing}")
         for m, status in plan.methods:
             if status:
                 _note(opts, f"method {m.name}: {status}")
-        if dist.rank == 0:
-            res.atomic_write(os.path.join(out, PLAN_FILE),
-                             json.dumps(plan_json(plan, opts), indent=1, default=str))
         fps = {(dp.spec.name, t.name, m.name): _fingerprint(plan, dp, t, m)
                for dp in plan.datasets for t in plan.tasks for m, _ in plan.methods}
         done, bad = res.load(out)
@@ -403,7 +419,10 @@ def run(preset: Preset, opts: RunOptions) -> dict:
         if bad:
             _note(opts, f"ignored {bad} unreadable line(s) in the results files (a write "
                         f"interrupted by a crash)")
-        _check_done(plan, done, fps, out)
+        _check_done(plan, done, fps, out)   # before plan.json: a refused resume changes nothing
+        if dist.rank == 0:
+            res.atomic_write(os.path.join(out, PLAN_FILE),
+                             json.dumps(plan_json(plan, opts), indent=1, default=str))
         n = 0
         with res.ResultWriter(os.path.join(out, res.part_name(idx, cnt))) as writer:
             if writer.repaired:
@@ -414,12 +433,15 @@ def run(preset: Preset, opts: RunOptions) -> dict:
         summary_path = None
         if dist.rank == 0:
             stored = plan_json(plan, opts)
-            rows = res.merge(out, record_order(stored))
+            rows = res.merge(out, record_order(stored), lock=lock,
+                             log=lambda m: _note(opts, m))
             from . import summary
             summary_path = summary.write(out, stored, rows, log=opts.log, device=device)
         dist.barrier()
         return {"records": n, "summary": summary_path, "plan": plan}
     finally:
+        if lock is not None:
+            lock.release()
         dist.close()
 
 

@@ -22,11 +22,11 @@ from .diffpir import DiffPIR
 from .dps import DPS
 from .equivariance import GROUPS as EQUS_GROUPS
 from .pigdm import PiGDM
-from .schedules import jump_schedule, make_plan
+from .schedules import TAS_MIN_STEPS, FewStepsWarning, jump_schedule, make_plan
 
 __all__ = ["build", "names", "describe", "Sampler", "DDNM", "DDRM", "PiGDM", "make_plan",
            "jump_schedule", "EQUS_GROUPS", "DPS", "CDDB", "DiffPIR", "DeqIR", "DCDP",
-           "LatentDCDP"]
+           "LatentDCDP", "FewStepsWarning", "TAS_MIN_STEPS"]
 
 _BASE = {
     "ddnm": (DDNM, "DDNM (noise-free range–null-space projection) / DDNM+ when sigma_y > 0"),

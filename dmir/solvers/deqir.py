@@ -120,10 +120,10 @@ from ..types import EqusGroup, Schedule
 from ..operators.base import safe_inverse
 from ..operators.noise import sigma_to_model
 from .anderson import AndersonMixer, anderson, check_options, slot_residuals
-from .base import Sampler, _as_unit
+from .base import FiniteWatch, Sampler, _as_unit, check_result, check_start
 from .ddnm import ddnm_plus_simple_step, ddnm_plus_svd_step
 from .equivariance import Equivariance
-from .schedules import make_plan
+from .schedules import check_steps, make_plan, resolve_schedule
 
 class ConvergenceWarning(UserWarning):
     """The fixed-point solve stopped at ``max_iter`` before reaching ``tol``: the returned image
@@ -231,7 +231,7 @@ class DeqIR:
                 f"deqir with sigma_y > 0 runs the DDNM+ update, which has a single η for the "
                 f"fresh noise and the ε term: nw ({self.nw:g}) must equal etw ({self.etw:g}); "
                 f"pass eta=... (sets both)")
-        T = int(steps)
+        T = steps = check_steps(steps)       # 3.7 / NaN: ParameterError, never truncated
         strategy = self._resolve_strategy(strategy, window, m, max_iter, mixing)
         if strategy == "published":
             m = PUBLISHED["m"] if m is None else m
@@ -283,7 +283,9 @@ class DeqIR:
         self.form = form
         self.use_svd = bool(svd) and op.has_svd
 
-        self.plan = make_plan(steps, model.num_timesteps, schedule)
+        steps = check_steps(steps)
+        self.schedule = resolve_schedule(schedule, steps)
+        self.plan = make_plan(steps, model.num_timesteps, self.schedule)
         self.steps = T = int(steps)
         ks = list(range(T - 1, -1, -1))                   # schedule index of step i
         self.t = [self.plan.timestep(k) for k in ks]
@@ -412,6 +414,9 @@ class DeqIR:
         eps = torch.cat([outs[s].to(x.device) for s in sorted(outs)])
         if eps.shape[1] == 2 * C:           # learned-sigma networks: ε is the first half
             eps = eps[:, :C]
+        watch = getattr(self, "_watch", None)
+        if watch is not None:
+            watch.see(eps)
         return eps
 
     def _eval(self, x_in: torch.Tensor, lo: int):
@@ -451,6 +456,7 @@ class DeqIR:
         if not isinstance(x_T, torch.Tensor) or tuple(x_T.shape) != (B, *self.op.x_shape):
             raise ShapeError(f"x_T must have shape {(B, *self.op.x_shape)}, got "
                              f"{tuple(getattr(x_T, 'shape', ()))}")
+        check_start(x_T)
 
     def prepare(self, y: torch.Tensor, x_T: torch.Tensor, noises=None) -> dict:
         """Precomputations for one measurement: A⁺y, the noise terms, DDNM+ spectra.
@@ -688,10 +694,14 @@ class DeqIR:
             raise ParameterError("deqir solves all steps at once, so it has no per-step "
                                  "callback; use progress=, or sequential(return_states=True)")
         x_T, noises = self._inputs(y, x_T, generator, None)
-        with torch.no_grad():
-            ctx = self.prepare(y, x_T, noises)
-            z, _ = self.solve(x_T, ctx, progress=progress)
-            return self.output(z, ctx)
+        self._watch: FiniteWatch | None = FiniteWatch()
+        try:
+            with torch.no_grad():
+                ctx = self.prepare(y, x_T, noises)
+                z, _ = self.solve(x_T, ctx, progress=progress)
+                return check_result(self.output(z, ctx), self.method, self.steps, self._watch)
+        finally:
+            self._watch = None
 
     def sequential(self, y: torch.Tensor, x_T: torch.Tensor | None = None,
                    noises: torch.Tensor | None = None,
