@@ -27,3 +27,7 @@ class ParameterError(DmirError, ValueError):
 
 class InputError(DmirError, ValueError):
     """Input data is invalid (NaN/Inf pixels, unreadable file, ...)."""
+
+
+class ResourceError(DmirError, MemoryError):
+    """A run needs more memory than the device has (estimated before any work)."""
