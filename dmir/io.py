@@ -13,7 +13,9 @@ Conventions (DESIGN.md): files hold 8-bit or 16-bit images in [0, 1]; in memory 
   image file (white = kept: a pixel is kept where its gray value is > 0.5).
 
 Pillow reads 16-bit *colour* PNGs only at 8-bit precision, so 16-bit colour PNGs are decoded and
-encoded by the small PNG codec at the end of this module (zlib + the five PNG row filters).
+encoded by the small PNG codec at the end of this module (zlib + the five PNG row filters),
+which applies Pillow's decompression-bomb pixel limit (``PIL.Image.MAX_IMAGE_PIXELS``) before
+decompressing and inflates no more than the header announces.
 
 Every bad file raises :class:`dmir.errors.InputError` (:class:`OutputError` for outputs) with a
 one-line message that names the path.
@@ -183,6 +185,8 @@ def _read_array(path) -> tuple[np.ndarray, list[str]]:
                 a, more = _read_pil(path)
                 notes += more
         else:
+            if head.startswith(_PNG_SIG):
+                _check_png_chunks(path)
             a, notes = _read_pil(path)
     if a.shape[0] == 0 or a.shape[1] == 0:
         raise InputError(f"'{path}' is an empty image ({a.shape[0]}x{a.shape[1]} pixels)")
@@ -365,28 +369,73 @@ def _unfilter(raw: np.ndarray, ftype: np.ndarray, bpp: int) -> np.ndarray:
     """Undo the PNG row filters. raw: (H, W, bpp) filtered bytes, ftype: (H,) filter types.
 
     Each byte depends on its left, upper and upper-left neighbours only, so all pixels on an
-    anti-diagonal r + x = d are independent: H + W - 1 vectorised sweeps.
+    anti-diagonal r + x = d are independent: H + W - 1 vectorised sweeps. The result is kept
+    as bytes (one byte per output byte, plus a zero border); only one diagonal at a time is
+    widened to int16 for the predictors.
     """
     H, W, _ = raw.shape
-    out = np.zeros((H + 1, W + 1, bpp), np.int32)       # zero row/column = "outside the image"
-    raw = raw.astype(np.int32)
+    out = np.zeros((H + 1, W + 1, bpp), np.uint8)       # zero row/column = "outside the image"
     for d in range(H + W - 1):
         r = np.arange(max(0, d - W + 1), min(H - 1, d) + 1)
         x = d - r
-        a = out[r + 1, x]          # left
-        b = out[r, x + 1]          # up
-        c = out[r, x]              # up-left
+        a = out[r + 1, x].astype(np.int16)          # left
+        b = out[r, x + 1].astype(np.int16)          # up
+        c = out[r, x].astype(np.int16)              # up-left
         f = ftype[r][:, None]
         p = a + b - c
         pa, pb, pc = np.abs(p - a), np.abs(p - b), np.abs(p - c)
         paeth = np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
         pred = np.select([f == 1, f == 2, f == 3, f == 4], [a, b, (a + b) >> 1, paeth], 0)
         out[r + 1, x + 1] = (raw[r, x] + pred) & 0xFF
-    return out[1:, 1:].astype(np.uint8)
+    return out[1:, 1:]
+
+
+def _check_png_chunks(path: str) -> None:
+    """Walk a PNG's chunk headers (not their data) before Pillow reads it: a chunk that claims
+    more bytes than the file holds is a corrupt file, refused here rather than handed to a
+    reader that would reserve the claimed size (up to 4 GB) first."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            pos = 8
+            while pos + 8 <= size:
+                f.seek(pos)
+                n, kind = struct.unpack(">I4s", f.read(8))
+                if n > 2 ** 31 - 1 or pos + 12 + n > size:
+                    raise InputError(f"'{path}' is a truncated or corrupt PNG file (its "
+                                     f"{kind.decode('latin-1')!r} chunk claims {n:,} bytes, the "
+                                     f"file has {size - pos - 12:,} left)")
+                if kind == b"IEND":
+                    return
+                pos += 12 + n
+    except OSError as e:
+        raise InputError(f"cannot read '{path}': {e.strerror or e}") from None
+
+
+def _pixel_limit(W: int, H: int, path: str) -> None:
+    """Pillow's decompression-bomb rule, applied before anything is decompressed: more than
+    ``2 * Image.MAX_IMAGE_PIXELS`` pixels is refused, more than ``MAX_IMAGE_PIXELS`` warns."""
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is None:
+        return
+    if W * H > 2 * limit:
+        raise InputError(f"'{path}' is too large: {W}x{H} = {W * H:,} pixels is more than the "
+                         f"decompression-bomb limit of {2 * limit:,} pixels "
+                         f"(2 x PIL.Image.MAX_IMAGE_PIXELS)")
+    if W * H > limit:
+        warnings.warn(f"'{path}' has {W * H:,} pixels, more than PIL.Image.MAX_IMAGE_PIXELS "
+                      f"({limit:,}): could be a decompression bomb", Image.DecompressionBombWarning,
+                      stacklevel=4)
 
 
 def _decode_png16(data: bytes, path: str):
-    """16-bit PNG bytes → ((H, W, C) uint16, notes), or (None, notes) if interlaced."""
+    """16-bit PNG bytes → ((H, W, C) uint16, notes), or (None, notes) if interlaced.
+
+    The image size is checked against the pixel limit (:func:`_pixel_limit`) before the data
+    is decompressed, and decompression stops at the H × (W × bpp + 1) bytes the header
+    announces, so a small file cannot expand into gigabytes."""
     bad = InputError(f"'{path}' is a corrupt PNG file")
     pos, idat, hdr = 8, [], None
     while True:
@@ -400,6 +449,8 @@ def _decode_png16(data: bytes, path: str):
             raise bad
         pos += 12 + n
         if kind == b"IHDR":
+            if hdr is not None or len(body) != 13:
+                raise bad
             hdr = struct.unpack(">IIBBBBB", body)
         elif kind == b"IDAT":
             idat.append(body)
@@ -408,19 +459,20 @@ def _decode_png16(data: bytes, path: str):
     if hdr is None or not idat:
         raise bad
     W, H, depth, ctype, _, _, interlace = hdr
-    if depth != 16 or ctype not in _CHANNELS:
+    if depth != 16 or ctype not in _CHANNELS or W >= 2 ** 31 or H >= 2 ** 31:
         raise bad
     if W == 0 or H == 0:
         raise InputError(f"'{path}' is an empty image ({H}x{W} pixels)")
+    _pixel_limit(W, H, path)
     if interlace:
         return None, [f"'{path}' is an interlaced 16-bit PNG; it was read at 8-bit precision"]
     C = _CHANNELS[ctype]
     bpp = 2 * C
+    stride = W * bpp + 1
     try:
-        raw = zlib.decompress(b"".join(idat))
+        raw = zlib.decompressobj().decompress(b"".join(idat), H * stride)   # at most that
     except zlib.error:
         raise bad from None
-    stride = W * bpp + 1
     if len(raw) < H * stride:
         raise InputError(f"'{path}' is a truncated PNG file")
     rows = np.frombuffer(raw, np.uint8, count=H * stride).reshape(H, stride)

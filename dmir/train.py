@@ -1,50 +1,78 @@
-"""Train a DDPM noise-prediction UNet on random crops of an image folder (``dmir train``).
+"""Train a DDPM UNet prior on random crops of an image folder (``dmir train``).
 
 The network is the DDPM "simple" UNet of :mod:`dmir.models.ddpm_unet` (the architecture of the
 SDEdit/DDIM/DDRM/DDNM CelebA-HQ and LSUN checkpoints), so the result loads through
-:func:`dmir.models.load` like any published checkpoint.
+:func:`dmir.models.load` like any published checkpoint, and every solver sees ε(x_t, t) on the
+linear 1000-step DDPM schedule whatever the network predicts.
 
-Recipe (Ho et al. 2020, Algorithm 1; the defaults are the ones of the prior shipped with dmir):
+Recipe (Ho et al. 2020, Algorithm 1, with the parametrisation of Salimans & Ho 2022, §4):
 
-- data: random ``crop``×``crop`` crops of every image found under the folders, random horizontal
-  flips; images in [-1, 1];
-- t uniform in 0..T-1 on the linear 1000-step schedule β = 1e-4..0.02, loss ‖ε − ε_θ(x_t, t)‖²
-  (mean over pixels), x_t = √ᾱ_t x₀ + √(1−ᾱ_t) ε;
+- data: random ``crop``×``crop`` crops of every readable image under the folders (sampled in
+  proportion to image area), random horizontal flips; images in [-1, 1];
+- t uniform in 0..T-1 on the linear schedule β = 1e-4..0.02, x_t = √ᾱ_t x₀ + √(1−ᾱ_t) ε;
+- ``prediction="v_prediction"`` (default): the network predicts v = √ᾱ ε − √(1−ᾱ) x₀ and the
+  loss is ‖v − v_θ‖² (equivalently an x₀ loss weighted by SNR+1): unlike ε-prediction its x̂₀
+  stays well conditioned at high noise, which deterministic (η = 0) sampling and colorization
+  depend on. ``"epsilon"`` is the DDPM loss ‖ε − ε_θ‖²;
 - Adam (β₁ 0.9, β₂ 0.999), linear warm-up, gradient-norm clipping at 1, EMA of the weights;
-- bf16 autocast on CUDA (``amp=True``; float32 master weights), float32 on the CPU.
+- bf16 autocast (``amp=True``; float32 master weights) on CUDA and on the CPU, where it is about
+  2× faster than float32 (measured in docs/prior.md).
 
-Outputs in ``out_dir``:
+State and outputs:
 
-- ``checkpoint.pt``: weights, EMA, optimizer, step, RNG state and the loss history, written
-  atomically every ``save_every`` steps; a later call with the same ``out_dir`` resumes from it
-  (a run killed at any moment loses at most the steps since the last save);
-- ``model/``: the EMA weights as ``model.safetensors`` plus ``config.json``
-  (``{"format": "ddpm", "config": …, "training": …}``), loadable with ``models.load(out_dir/model)``;
-- ``loss.png`` (loss curve, log scale, per-``log_every`` means) and ``loss.json``.
+- the full training state (weights, EMA, optimizer, step, RNG, loss history, validation
+  history) is one ``state.safetensors`` in ``state_dir`` (default: dmir's cache directory,
+  ``<cache>/train/<name of out_dir>-<hash of its path>``), written atomically every
+  ``save_every`` steps and on Ctrl-C. It holds tensors only (plain data as JSON in a uint8
+  tensor), so resuming never unpickles anything. A later call with the same settings resumes
+  from it bit-exactly; a call with different data/crop/batch/lr/seed/architecture is refused.
+  When there is no state and ``init`` names a model (e.g. the shipped ``dmir-ddpm``), training
+  starts from its weights (a warm start).
+- ``out_dir/model/``: the latest EMA weights as ``model.safetensors`` + ``config.json``
+  (``{"format": "ddpm", "config": …, "training": …}``), loadable with ``models.load``;
+- ``out_dir/best/``: the EMA weights with the best held-out restoration score so far (when
+  ``val`` folders are given): every ``val_every`` steps, ``val_size``² centre crops of the first
+  ``val_images`` images of each folder are restored (DDNM, ``val_steps`` steps) for SR×4
+  (average pooling), inpainting with the DDNM paper mask and colorization, plus SR×4 with
+  deterministic DDIM (η = 0); the score is the mean PSNR gain over A⁺y of the first three;
+- ``loss.json``/``loss.png`` and ``val.json``/``val.png``.
 
 Nothing here parses options: the CLI builds a :class:`TrainConfig`.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from .errors import InputError, ParameterError
+from .errors import DmirError, InputError, ParameterError
 from .models import ddpm_unet
 from .models.checkpoint import write_safetensors
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
+PREDICTIONS = ("epsilon", "v_prediction")
+STATE_FILE = "state.safetensors"
+STATE_VERSION = 1
+#: settings a resumed run must share with the stored state (anything else may change)
+RESUME_FIXED = ("data", "crop", "batch", "lr", "warmup", "ema_rate", "grad_clip", "dropout",
+                "seed", "max_images", "prediction", "init")
+
+
+class TrainingError(DmirError):
+    """Training cannot go on (diverged, or its stored state is unusable)."""
 
 
 @dataclass
 class TrainConfig:
-    """Everything a training run depends on (stored in the checkpoint and the model's config)."""
+    """Everything a training run depends on (stored in the state and the model's config)."""
 
     data: list = field(default_factory=list)   # image folders (searched recursively)
     out_dir: str = "dmir-train"
@@ -60,44 +88,102 @@ class TrainConfig:
     num_res_blocks: int = 2
     attn_resolutions: list = field(default_factory=list)
     dropout: float = 0.0
+    prediction: str = "v_prediction"   # what the network outputs: "v_prediction" or "epsilon"
     seed: int = 0
     save_every: int = 250
     log_every: int = 25
     device: str = "cpu"
-    amp: bool = True               # bf16 autocast on CUDA (ignored on the CPU)
+    amp: bool = True               # bf16 autocast (CUDA and CPU); float32 master weights
     max_images: int | None = None  # use only the first N images (sorted), e.g. for smoke tests
+    init: str | None = None        # warm start from this model (folder or built-in name)
+    state_dir: str | None = None   # where the training state lives (default: the cache)
+    val: list = field(default_factory=list)   # held-out folders for validation (never trained on)
+    val_every: int = 500
+    val_images: int = 2            # first N images of each validation folder
+    val_size: int = 128            # centre crop size of the validation images
+    val_steps: int = 20
 
     def model_config(self) -> dict:
         return ddpm_unet.full_config({
             "ch": self.ch, "ch_mult": list(self.ch_mult), "num_res_blocks": self.num_res_blocks,
             "attn_resolutions": list(self.attn_resolutions), "dropout": self.dropout,
-            "image_size": self.crop, "ema_rate": self.ema_rate, "resamp_with_conv": True})
+            "image_size": self.crop, "ema_rate": self.ema_rate, "resamp_with_conv": True,
+            "prediction": self.prediction})
+
+    def resolved_state_dir(self) -> str:
+        """``state_dir``, or ``<cache>/train/<name>-<hash of the absolute out_dir>``."""
+        if self.state_dir:
+            return os.fspath(self.state_dir)
+        from .models.registry import download_dir
+
+        out = os.path.abspath(os.fspath(self.out_dir))
+        tag = hashlib.sha256(out.encode("utf-8", "surrogateescape")).hexdigest()[:10]
+        name = "".join(c if c.isalnum() or c in "-_." else "_" for c in os.path.basename(out))
+        return os.path.join(download_dir(), "train", f"{name or 'run'}-{tag}")
+
+    def fixed_settings(self) -> dict:
+        """The settings a resume must keep (folders as absolute paths)."""
+        d = {k: getattr(self, k) for k in RESUME_FIXED}
+        d["data"] = [os.path.abspath(os.fspath(p)) for p in self.data]
+        return d
 
     def validate(self) -> None:
         if not self.data:
             raise ParameterError("training needs at least one image folder")
-        for k in ("crop", "batch", "steps", "save_every", "log_every"):
-            if int(getattr(self, k)) < 1:
-                raise ParameterError(f"{k} must be a positive integer, got {getattr(self, k)!r}")
+        for k in ("crop", "batch", "steps", "save_every", "log_every", "warmup", "val_every",
+                  "val_images", "val_size", "val_steps"):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < (0 if k == "warmup" else 1):
+                raise ParameterError(f"{k} must be a {'non-negative' if k == 'warmup' else 'positive'}"
+                                     f" integer, got {v!r}")
+        if self.batch > 4096 or self.crop > 4096:
+            raise ParameterError(f"batch ({self.batch}) and crop ({self.crop}) must be ≤ 4096")
+        for k in ("lr", "ema_rate", "grad_clip", "dropout"):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ParameterError(f"{k} must be a finite number, got {v!r}")
         if not 0.0 < self.ema_rate < 1.0:
             raise ParameterError(f"ema_rate must be in (0, 1), got {self.ema_rate!r}")
-        if not self.lr > 0:
-            raise ParameterError(f"lr must be positive, got {self.lr!r}")
+        if not 0 < self.lr <= 1.0:
+            raise ParameterError(f"lr must be in (0, 1], got {self.lr!r}")
+        if not self.grad_clip > 0:
+            raise ParameterError(f"grad_clip must be positive, got {self.grad_clip!r}")
+        if self.prediction not in PREDICTIONS:
+            raise ParameterError(f"prediction must be one of {', '.join(PREDICTIONS)}, "
+                                 f"got {self.prediction!r}")
         mult = 2 ** (len(self.ch_mult) - 1)
         if self.crop % mult:
             raise ParameterError(f"crop ({self.crop}) must be a multiple of {mult} "
                                  f"(2^(len(ch_mult)-1) for ch_mult={list(self.ch_mult)})")
+        levels = [self.crop // 2 ** i for i in range(len(self.ch_mult))]
+        bad = [r for r in self.attn_resolutions if r not in levels]
+        if bad:
+            raise ParameterError(f"attention resolution(s) {bad} never occur: with crop "
+                                 f"{self.crop} and {len(self.ch_mult)} levels the feature maps "
+                                 f"are {levels}")
+        if self.val_size % mult:
+            raise ParameterError(f"val_size ({self.val_size}) must be a multiple of {mult}")
         self.model_config()   # validates the architecture fields
 
 
 def find_images(folders, max_images: int | None = None) -> list[str]:
-    """Image files under ``folders`` (recursive, sorted by path)."""
-    files = []
+    """Image files under ``folders`` (recursive, sorted by path, each real file once)."""
+    files, seen = [], set()
     for d in folders:
         if not os.path.isdir(d):
             raise InputError(f"training data folder '{d}' does not exist or is not a folder")
         for root, _, names in os.walk(d):
-            files += [os.path.join(root, n) for n in names if n.lower().endswith(IMAGE_SUFFIXES)]
+            for n in names:
+                p = os.path.join(root, n)
+                if not n.lower().endswith(IMAGE_SUFFIXES):
+                    continue
+                try:
+                    key = os.path.realpath(p)
+                except OSError:
+                    continue
+                if key not in seen:
+                    seen.add(key)
+                    files.append(p)
     files.sort()
     if max_images is not None:
         files = files[:max_images]
@@ -107,25 +193,43 @@ def find_images(folders, max_images: int | None = None) -> list[str]:
     return files
 
 
+def _read_rgb_uint8(path: str) -> torch.Tensor:
+    """(H, W, 3) uint8 through dmir's own reader (16-bit and gray files handled exactly)."""
+    from .io import read_image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")          # alpha dropped: irrelevant for training crops
+        x = read_image(path)[0]                  # (C, H, W) in [-1, 1], C = 1 or 3
+    if x.shape[0] == 1:
+        x = x.expand(3, -1, -1)
+    return ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous()
+
+
 class CropSampler:
-    """Random crops (with horizontal flips) of images held in memory as uint8 (H, W, 3)."""
+    """Random crops (with horizontal flips) of images held in memory as uint8 (H, W, 3).
+
+    Unreadable files are skipped (listed in :attr:`skipped`); none readable is an error.
+    """
 
     def __init__(self, files, crop: int):
-        from PIL import Image
-
         self.crop = crop
-        self.images = []
+        self.images, self.skipped = [], []
         for f in files:
-            with Image.open(f) as im:
-                a = np.asarray(im.convert("RGB"))
+            try:
+                a = _read_rgb_uint8(f)
+            except DmirError as e:
+                self.skipped.append((f, str(e)))
+                continue
             if min(a.shape[:2]) < crop:   # too small: upscale the short side to the crop size
                 s = crop / min(a.shape[:2])
-                with Image.open(f) as im:
-                    im = im.convert("RGB").resize((max(crop, round(a.shape[1] * s)),
-                                                   max(crop, round(a.shape[0] * s))),
-                                                  Image.BICUBIC)
-                    a = np.asarray(im)
-            self.images.append(torch.from_numpy(np.array(a, dtype=np.uint8)))
+                size = (max(crop, round(a.shape[0] * s)), max(crop, round(a.shape[1] * s)))
+                a = torch.nn.functional.interpolate(
+                    a.permute(2, 0, 1)[None].float(), size=size, mode="bicubic",
+                    align_corners=False)[0].round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0)
+            self.images.append(a.contiguous())
+        if not self.images:
+            raise InputError(f"none of the {len(files)} image file(s) could be read; first "
+                             f"error: {self.skipped[0][1]}")
         # sample images proportionally to their area so every pixel is equally likely
         areas = torch.tensor([float(a.shape[0] * a.shape[1]) for a in self.images])
         self.weights = areas / areas.sum()
@@ -149,119 +253,326 @@ class CropSampler:
         return out / 127.5 - 1.0
 
 
-def _atomic_save(obj, path: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+# ------------------------------------------------------------------------------------ state
+def save_state(path: str, tensors: dict, meta: dict) -> None:
+    """Tensors plus JSON-able ``meta`` as one safetensors file (atomic; no pickle)."""
+    blob = torch.frombuffer(bytearray(json.dumps(meta).encode("utf-8")), dtype=torch.uint8)
+    write_safetensors({**tensors, "__json__": blob}, path)
 
 
-def export_model(ema_state: dict, cfg: TrainConfig, out: str, step: int, loss: float | None):
+def load_state(path: str) -> tuple[dict, dict]:
+    """(tensors, meta) from :func:`save_state`, read without unpickling anything.
+
+    Raises :class:`TrainingError` naming the file when it is truncated, corrupt or not a dmir
+    training state.
+    """
+    from .models.checkpoint import read_safetensors
+
+    what = (f"training state {path!r} is unusable ({{}}); delete it to start over, or "
+            f"point state_dir (--state) elsewhere")
+    try:
+        t = dict(read_safetensors(path))
+        meta = json.loads(bytes(t.pop("__json__").numpy()).decode("utf-8"))
+    except DmirError as e:
+        raise TrainingError(what.format(e)) from None
+    except (KeyError, UnicodeDecodeError, ValueError, TypeError, OSError) as e:
+        raise TrainingError(what.format(f"{type(e).__name__}: {e}")) from None
+    if not isinstance(meta, dict) or meta.get("version") != STATE_VERSION:
+        raise TrainingError(what.format("not a dmir training state of this version"))
+    return t, meta
+
+
+def _pack_optimizer(opt: torch.optim.Optimizer) -> tuple[dict, list]:
+    sd = opt.state_dict()
+    tensors = {}
+    for idx, st in sd["state"].items():
+        for k, v in st.items():
+            tensors[f"opt.{idx}.{k}"] = torch.as_tensor(v)
+    return tensors, sd["param_groups"]
+
+
+def _unpack_optimizer(tensors: dict, groups: list) -> dict:
+    state: dict = {}
+    for k, v in tensors.items():
+        if k.startswith("opt."):
+            _, idx, name = k.split(".", 2)
+            state.setdefault(int(idx), {})[name] = v.clone()
+    return {"state": state, "param_groups": groups}
+
+
+# ------------------------------------------------------------------------------- validation
+def load_validation_set(folders, per_folder: int, size: int) -> tuple[list[str], torch.Tensor]:
+    """Centre ``size``² crops (upscaled when smaller) of the first ``per_folder`` readable images
+    of each folder, as (N, 3, size, size) in [-1, 1], with their file names."""
+    names, xs = [], []
+    for d in folders:
+        got = 0
+        for f in find_images([d]):
+            if got == per_folder:
+                break
+            try:
+                a = _read_rgb_uint8(f).permute(2, 0, 1).float()
+            except DmirError:
+                continue
+            H, W = a.shape[1:]
+            if min(H, W) < size:
+                s = size / min(H, W)
+                a = torch.nn.functional.interpolate(a[None], size=(max(size, round(H * s)),
+                                                    max(size, round(W * s))), mode="bicubic",
+                                                    align_corners=False)[0]
+                H, W = a.shape[1:]
+            r, c = (H - size) // 2, (W - size) // 2
+            xs.append(a[:, r:r + size, c:c + size] / 127.5 - 1)
+            names.append(os.path.relpath(f))
+            got += 1
+    if not xs:
+        raise InputError(f"no readable validation images under {', '.join(map(str, folders))}")
+    return names, torch.stack(xs).clamp(-1, 1)
+
+
+def validation_tasks(size: int) -> dict:
+    """name → (operator name, params, η) of the held-out restorations."""
+    from .io import load_mask
+
+    mask = load_mask(os.path.join(os.path.dirname(__file__), "data", "ddnm_inpainting_mask.npy"))
+    if mask.shape[-1] != size:
+        mask = torch.nn.functional.interpolate(mask[None, None], size=(size, size),
+                                               mode="nearest")[0, 0]
+    return {"sr4": ("sr_averagepooling", {"scale": 4}, 0.85),
+            "inpaint": ("inpainting", {"mask": mask}, 0.85),
+            "color": ("colorization", {}, 0.85),
+            "sr4_eta0": ("sr_averagepooling", {"scale": 4}, 0.0)}
+
+
+SCORED_TASKS = ("sr4", "inpaint", "color")
+
+
+def evaluate_prior(prior, images: torch.Tensor, steps: int = 20, seed: int = 0) -> dict:
+    """Held-out restoration with ``prior``: per task, mean PSNR (dB) of A⁺y and of DDNM, and
+    the gain; ``score`` is the mean gain over :data:`SCORED_TASKS`."""
+    from . import operators, solvers
+    from .metrics.image import psnr, to_unit
+
+    out = {}
+    for name, (opname, params, eta) in validation_tasks(images.shape[-1]).items():
+        op = operators.build(opname, tuple(images.shape[1:]), **params)
+        y = op.A(images)
+        apy = op.pinv(y).clamp(-1, 1)
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            xh = solvers.build("ddnm", prior, op, steps=steps, eta=eta).sample(y, generator=g)
+        p0 = float(psnr(to_unit(apy), to_unit(images)))
+        p1 = float(psnr(to_unit(xh.clamp(-1, 1)), to_unit(images)))
+        out[name] = {"apy": round(p0, 3), "ddnm": round(p1, 3), "gain": round(p1 - p0, 3)}
+    out["score"] = round(float(np.mean([out[k]["gain"] for k in SCORED_TASKS])), 3)
+    return out
+
+
+# ---------------------------------------------------------------------------------- export
+def export_model(ema_state: dict, cfg: TrainConfig, out: str, step: int, loss: float | None,
+                 extra: dict | None = None):
     """Write the EMA weights as a dmir model folder (``config.json`` + ``model.safetensors``)."""
+    from .io import atomic_write
+
     os.makedirs(out, exist_ok=True)
     write_safetensors({k: v.float() for k, v in ema_state.items()},
                       os.path.join(out, "model.safetensors"),
                       metadata={"format": "ddpm", "step": str(step)})
     meta = {"format": "ddpm", "config": cfg.model_config(),
-            "training": {**dataclasses.asdict(cfg), "step": step, "final_loss": loss}}
-    tmp = os.path.join(out, "config.json.tmp")
-    with open(tmp, "w") as f:
-        json.dump(meta, f, indent=1)
-    os.replace(tmp, os.path.join(out, "config.json"))
+            "training": {**dataclasses.asdict(cfg), "step": step, "final_loss": loss,
+                         **(extra or {})}}
+    atomic_write(os.path.join(out, "config.json"), json.dumps(meta, indent=1).encode())
+
+
+def _init_weights(init: str, net: torch.nn.Module, mcfg: dict, log) -> None:
+    """Copy the weights of model ``init`` (same architecture) into ``net``."""
+    from .models import load
+
+    m = load(init)
+    src = getattr(m, "net", None)
+    icfg = (getattr(m, "info", {}) or {}).get("config") or {}
+    arch = ("ch", "ch_mult", "num_res_blocks", "attn_resolutions", "in_channels", "out_ch",
+            "resamp_with_conv", "type")
+    if src is None or (m.info or {}).get("format") != "ddpm" or \
+            any(icfg.get(k) != mcfg[k] for k in arch):
+        raise ParameterError(f"init model {init!r} is not a DDPM UNet with this architecture "
+                             f"({', '.join(f'{k}={mcfg[k]}' for k in arch[:4])})")
+    net.load_state_dict(src.state_dict())
+    if icfg.get("prediction", "epsilon") != mcfg["prediction"]:
+        log(f"warm start from {init} ({icfg.get('prediction', 'epsilon')}) into a "
+            f"{mcfg['prediction']} network: the features are reused, the output adapts")
+    else:
+        log(f"warm start from {init}")
 
 
 def train(cfg: TrainConfig, progress: bool = True, log=print) -> str:
-    """Run (or resume) training; returns the path of the exported model folder."""
+    """Run (or resume) training; returns the path of the exported (latest EMA) model folder.
+
+    Ctrl-C saves the state before it propagates, so the run resumes where it stopped.
+    Raises :class:`TrainingError` when the loss becomes NaN/Inf (the last saved state is kept).
+    """
     from tqdm import tqdm
 
     from .plot import line_plot
 
     cfg.validate()
-    os.makedirs(cfg.out_dir, exist_ok=True)
     device = torch.device(cfg.device)
     mcfg = cfg.model_config()
+    # read the data before anything is created on disk: an input error leaves nothing behind
+    files = find_images(cfg.data, cfg.max_images)
+    data = CropSampler(files, cfg.crop)
+    val_names, val_x = ([], None)
+    if cfg.val:
+        val_names, val_x = load_validation_set(cfg.val, cfg.val_images, cfg.val_size)
+    state_dir = cfg.resolved_state_dir()
+    state_path = os.path.join(state_dir, STATE_FILE)
+    stored = load_state(state_path) if os.path.exists(state_path) else None
+    if stored is not None:
+        old = stored[1]["fixed"]
+        new = cfg.fixed_settings()
+        diff = [k for k in RESUME_FIXED if old.get(k) != new.get(k)]
+        if diff:
+            raise ParameterError(
+                f"{state_path} was trained with other settings ("
+                + ", ".join(f"{k}: {old.get(k)!r} → {new.get(k)!r}" for k in diff)
+                + "); use the same settings to resume, or a new output folder (or --state)")
+        if stored[1]["model_config"] != mcfg:
+            raise ParameterError(f"{state_path} was trained with another architecture; use a "
+                                 f"new output folder or the same settings")
+
     with torch.random.fork_rng(devices=[]):     # seeded initialisation, global RNG untouched
         torch.manual_seed(cfg.seed)
         net = ddpm_unet.build(mcfg).to(device)
-    ema = {k: v.detach().clone() for k, v in net.state_dict().items()}
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     ab = ddpm_unet.schedule(mcfg).to(device=device, dtype=torch.float32)
     T = ab.shape[0]
     gen = torch.Generator().manual_seed(cfg.seed)
-    step, history = 0, []    # history: (step, mean loss over the last log_every steps)
-    ckpt_path = os.path.join(cfg.out_dir, "checkpoint.pt")
-    if os.path.exists(ckpt_path):
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if ck["model_config"] != mcfg:
-            raise ParameterError(f"{ckpt_path} was trained with another architecture; use a "
-                                 f"new output folder or the same settings")
-        net.load_state_dict(ck["model"])
-        ema = {k: v.to(device) for k, v in ck["ema"].items()}
-        opt.load_state_dict(ck["optimizer"])
-        step, history = ck["step"], ck["history"]
-        gen.set_state(ck["generator"])
-        log(f"resuming from step {step} ({ckpt_path})")
-    files = find_images(cfg.data, cfg.max_images)
-    data = CropSampler(files, cfg.crop)
+    step, history, val_hist, best = 0, [], [], None
+    acc, n_acc = 0.0, 0
+    if stored is not None:
+        t, meta = stored
+        net.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
+        ema = {k[4:]: v.to(device).clone() for k, v in t.items() if k.startswith("ema.")}
+        opt.load_state_dict(_unpack_optimizer(t, meta["param_groups"]))
+        gen.set_state(t["generator"].clone())
+        step, history, val_hist, best = meta["step"], meta["history"], meta["val"], meta["best"]
+        acc, n_acc = meta["acc"], meta["n_acc"]
+        log(f"resuming from step {step} ({state_path})")
+    else:
+        if cfg.init:
+            _init_weights(cfg.init, net, mcfg, log)
+        ema = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    os.makedirs(cfg.out_dir, exist_ok=True)
+    os.makedirs(state_dir, exist_ok=True)
+    if data.skipped:
+        log(f"skipped {len(data.skipped)} unreadable image(s), e.g. {data.skipped[0][1]}")
+    amp = cfg.amp and device.type in ("cuda", "cpu")
     log(f"training on {len(data)} images, {cfg.crop}x{cfg.crop} crops, batch {cfg.batch}, "
-        f"{sum(p.numel() for p in net.parameters()):,} parameters, device {device}")
-    amp = cfg.amp and device.type == "cuda"
+        f"{sum(p.numel() for p in net.parameters()):,} parameters, {cfg.prediction}, "
+        f"device {device}{', bf16 autocast' if amp else ''}; state in {state_dir}")
+
+    def ema_net():
+        m = ddpm_unet.build(mcfg)
+        m.load_state_dict({k: v.cpu() for k, v in ema.items()})
+        return m.eval()
+
+    def run_validation():
+        nonlocal best
+        prior = ddpm_unet.prior(ema_net(), mcfg)
+        r = evaluate_prior(prior, val_x, steps=cfg.val_steps, seed=cfg.seed)
+        val_hist.append({"step": step, **r})
+        log(f"step {step}: held-out gain over A⁺y " + ", ".join(
+            f"{k} {r[k]['gain']:+.2f} dB" for k in r if k != "score") + f" (score {r['score']:+.3f})")
+        if best is None or r["score"] > best["score"]:
+            best = {"step": step, "score": r["score"]}
+            export_model(ema, cfg, os.path.join(cfg.out_dir, "best"), step,
+                         history[-1][1] if history else None,
+                         extra={"validation": r, "validation_images": val_names})
 
     def save():
-        _atomic_save({"model": net.state_dict(), "ema": {k: v.cpu() for k, v in ema.items()},
-                      "optimizer": opt.state_dict(), "step": step, "history": history,
-                      "generator": gen.get_state(), "model_config": mcfg,
-                      "train_config": dataclasses.asdict(cfg)}, ckpt_path)
+        from .io import atomic_write
+
+        tensors = {f"model.{k}": v.detach().cpu() for k, v in net.state_dict().items()}
+        tensors.update({f"ema.{k}": v.detach().cpu() for k, v in ema.items()})
+        ot, groups = _pack_optimizer(opt)
+        tensors.update({k: v.cpu() for k, v in ot.items()})
+        tensors["generator"] = gen.get_state()
+        meta = {"version": STATE_VERSION, "step": step, "history": history, "val": val_hist,
+                "best": best, "acc": acc, "n_acc": n_acc, "param_groups": groups,
+                "model_config": mcfg, "fixed": cfg.fixed_settings(),
+                "train_config": dataclasses.asdict(cfg)}
+        save_state(state_path, tensors, meta)
         last = history[-1][1] if history else None
         export_model(ema, cfg, os.path.join(cfg.out_dir, "model"), step, last)
         if history:
-            with open(os.path.join(cfg.out_dir, "loss.json"), "w") as f:
-                json.dump(history, f)
+            atomic_write(os.path.join(cfg.out_dir, "loss.json"), json.dumps(history).encode())
             line_plot({"loss": history}, os.path.join(cfg.out_dir, "loss.png"),
-                      xlabel="step", ylabel="mean ε-MSE", logy=True,
-                      title=f"dmir train: {cfg.crop}px crops, batch {cfg.batch}")
+                      xlabel="step", ylabel=f"mean {'v' if cfg.prediction != 'epsilon' else 'ε'}-MSE",
+                      logy=True, title=f"dmir train: {cfg.crop}px crops, batch {cfg.batch}")
+        if val_hist:
+            atomic_write(os.path.join(cfg.out_dir, "val.json"),
+                         json.dumps(val_hist, indent=1).encode())
+            curves = {k: [(v["step"], v[k]["gain"]) for v in val_hist] for k in val_hist[0]
+                      if k not in ("step", "score")}
+            line_plot(curves, os.path.join(cfg.out_dir, "val.png"), xlabel="step",
+                      ylabel="held-out PSNR gain over A⁺y (dB)", title="dmir train: validation")
 
+    if val_x is not None and not val_hist:
+        run_validation()            # the starting point of the curve
     net.train()
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress, dynamic_ncols=True,
                desc="train")
-    acc, n_acc, running = 0.0, 0, None
+    running = None
     t0 = time.time()
-    while step < cfg.steps:
-        x0 = data.batch(cfg.batch, gen).to(device)
-        t = torch.randint(0, T, (cfg.batch,), generator=gen).to(device)
-        eps = torch.randn(x0.shape, generator=gen).to(device)
-        a = ab[t].view(-1, 1, 1, 1)
-        xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            pred = net(xt, t.float())
-        loss = (pred.float() - eps).pow(2).mean()
-        if not torch.isfinite(loss):
-            raise RuntimeError(f"training diverged at step {step} (loss {loss.item()}); "
-                               f"lower the learning rate (now {cfg.lr})")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-        for g in opt.param_groups:
-            g["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
-        opt.step()
-        step += 1
-        # EMA with the usual warm-up min(rate, (1+n)/(10+n)) so early averages are not stuck at init
-        rate = min(cfg.ema_rate, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for k, v in net.state_dict().items():
-                if v.dtype.is_floating_point:
-                    ema[k].mul_(rate).add_(v, alpha=1 - rate)
-                else:
-                    ema[k].copy_(v)
-        li = loss.item()
-        acc, n_acc = acc + li, n_acc + 1
-        running = li if running is None else 0.98 * running + 0.02 * li
-        bar.update(1)
-        bar.set_postfix(loss=f"{running:.4f}")
-        if n_acc == cfg.log_every:
-            history.append((step, acc / n_acc))
-            acc, n_acc = 0.0, 0
-        if step % cfg.save_every == 0 or step == cfg.steps:
-            save()
+    try:
+        while step < cfg.steps:
+            x0 = data.batch(cfg.batch, gen).to(device)
+            t = torch.randint(0, T, (cfg.batch,), generator=gen).to(device)
+            eps = torch.randn(x0.shape, generator=gen).to(device)
+            a = ab[t].view(-1, 1, 1, 1)
+            xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
+            # the regression target: ε, or v = √ᾱ ε − √(1−ᾱ) x₀ (Salimans & Ho 2022, eq. 5 ff.)
+            target = eps if cfg.prediction == "epsilon" else a.sqrt() * eps - (1 - a).sqrt() * x0
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                pred = net(xt, t.float())
+            loss = (pred.float() - target).pow(2).mean()
+            if not torch.isfinite(loss):
+                raise TrainingError(
+                    f"training diverged at step {step + 1} (loss {loss.item()}) with lr "
+                    f"{cfg.lr}; the state of step {step - step % cfg.save_every} is kept in "
+                    f"{state_dir}; start again with a lower --lr (and a new output folder)")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+            for g in opt.param_groups:
+                g["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
+            opt.step()
+            step += 1
+            # EMA with the usual warm-up min(rate, (1+n)/(10+n)) so early averages move
+            rate = min(cfg.ema_rate, (1 + step) / (10 + step))
+            with torch.no_grad():
+                for k, v in net.state_dict().items():
+                    if v.dtype.is_floating_point:
+                        ema[k].mul_(rate).add_(v, alpha=1 - rate)
+                    else:
+                        ema[k].copy_(v)
+            li = loss.item()
+            acc, n_acc = acc + li, n_acc + 1
+            running = li if running is None else 0.98 * running + 0.02 * li
+            bar.update(1)
+            bar.set_postfix(loss=f"{running:.4f}")
+            if n_acc == cfg.log_every:
+                history.append((step, acc / n_acc))
+                acc, n_acc = 0.0, 0
+            if val_x is not None and step % cfg.val_every == 0:
+                run_validation()
+            if step % cfg.save_every == 0 or step == cfg.steps:
+                save()
+    except KeyboardInterrupt:
+        bar.close()
+        save()
+        log(f"interrupted at step {step}; state saved in {state_dir} (rerun to resume)")
+        raise
     bar.close()
     if not os.path.exists(os.path.join(cfg.out_dir, "model", "model.safetensors")):
         save()
@@ -286,4 +597,6 @@ def ema_loss_at(model_dir: str, images: torch.Tensor, ts=(50, 200, 500, 800), se
     return out
 
 
-__all__ = ["TrainConfig", "train", "find_images", "CropSampler", "export_model", "ema_loss_at"]
+__all__ = ["TrainConfig", "TrainingError", "train", "find_images", "CropSampler",
+           "export_model", "ema_loss_at", "evaluate_prior", "load_validation_set",
+           "save_state", "load_state"]

@@ -55,14 +55,15 @@ def test_format_detection_and_mismatch_errors(tmp_path):
         models.load(ddpm_file, format="adm")
     with pytest.raises(CheckpointError, match="keys look like adm"):
         models.load(adm_file, format="ddpm")
-    # a config that does not match the weights: a short summary, not a dump
+    # a config that does not match the weights is refused before the network is built, with
+    # the setting, the config's value and the weights' value (issue 14, cause 7)
     with pytest.raises(ParameterError) as e:
         models.load(adm_file, config={"num_channels": 64})
     msg = str(e.value)
-    assert "shape mismatches" in msg and len(msg) < 900, msg
+    assert "num_channels is 64 in the config" in msg and len(msg) < 900, msg
     with pytest.raises(ParameterError) as e:
         models.load(adm_file, config={"num_res_blocks": 2})
-    assert "missing keys" in str(e.value)
+    assert "num_res_blocks is 2 in the config, 1 in the weights" in str(e.value)
     with pytest.raises(ParameterError, match="unknown"):
         models.load(adm_file, config={"num_chanels": 32})
     with pytest.raises(models.registry.UnknownNameError if hasattr(models.registry, "UnknownNameError")

@@ -4,13 +4,15 @@ A dataset is an ordered list of :class:`ImageItem` (a stable id, a path, a posit
 class label) plus one preprocessing rule that turns every file into a ``(1, C, size, size)``
 float32 tensor in the model domain [-1, 1].
 
-* **Folders** are searched recursively; files with an image extension (:data:`IMAGE_EXTENSIONS`,
+* **Folders** are searched recursively (symbolic links followed, each folder entered once, so
+  a link loop lists nothing twice); files with an image extension (:data:`IMAGE_EXTENSIONS`,
   case-insensitive) are kept, hidden files and folders (``.name``) are skipped, and the order is
   the sorted list of relative POSIX paths — the same on every machine and file system.
 * **DDNM list files** (``imagenet_val_1k.txt``): one ``filename label`` per line, the file name
   relative to the dataset folder; blank lines and ``#`` comments are skipped; a line with only a
   file name has no label. The order is the file's order (the published protocol's order).
-* **Ids**: the relative path (folder) or the file name as written in the list. Ids — not
+* **Ids**: the relative path (folder) or the file name as written in the list (bytes of a name
+  that are not valid UTF-8 written ``\\xNN``: :func:`image_id`). Ids — not
   positions — seed the degradations in ``dmir bench`` and key its resumable results, so a
   result never depends on how a run was ordered, limited or split across processes.
 
@@ -56,7 +58,7 @@ from .. import io as dio
 from ..errors import InputError, ParameterError, ShapeError
 
 __all__ = ["IMAGE_EXTENSIONS", "CROP_MODES", "ImageItem", "ImageDataset", "find_images",
-           "read_list", "preprocess", "resource", "shard"]
+           "image_id", "read_list", "preprocess", "resource", "shard"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
                     ".pnm", ".gif")
@@ -92,14 +94,30 @@ def _hidden(rel_parts) -> bool:
 
 def find_images(root, extensions=IMAGE_EXTENSIONS) -> list[str]:
     """Relative POSIX paths of the image files under ``root`` (recursive, sorted; hidden files
-    and folders skipped)."""
+    and folders skipped).
+
+    Symbolic links are followed, but every folder is entered once (by device and inode), so a
+    link back up the tree (``sub/loop -> ..``) neither repeats images nor recurses. The paths
+    are the names on disk: a name that is not valid UTF-8 keeps its undecodable bytes as
+    surrogate escapes (Python's file-name convention), so it opens; :func:`image_id` turns it
+    into printable text."""
     root = os.fspath(root)
     if not os.path.isdir(root):
         raise InputError(f"dataset folder '{root}' does not exist or is not a folder")
     exts = tuple(e.lower() for e in extensions)
     out = []
+    seen = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        try:
+            st = os.stat(dirpath)
+        except OSError:
+            dirnames[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in seen:      # reached again through a link: once only
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         rel_dir = os.path.relpath(dirpath, root)
         for f in filenames:
             if f.startswith(".") or not f.lower().endswith(exts):
@@ -109,11 +127,27 @@ def find_images(root, extensions=IMAGE_EXTENSIONS) -> list[str]:
     return sorted(out)
 
 
+def image_id(rel: str) -> str:
+    """The id of an image from its relative path, as text that can be printed, hashed and
+    stored as JSON: bytes of the file name that are not valid UTF-8 (kept by Python as
+    surrogate escapes) are written ``\\xNN`` (``caf\\xe9.png``); other names are unchanged."""
+    try:
+        rel.encode("utf-8")
+        return rel
+    except UnicodeEncodeError:
+        pass
+    try:
+        return rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:      # lone surrogates that are not escaped bytes
+        return rel.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def read_list(list_file) -> list[tuple[str, int | None]]:
     """Parse a DDNM list file: ``filename label`` per line → [(filename, label or None)]."""
     list_file = os.fspath(list_file)
     try:
-        with open(list_file, encoding="utf-8") as f:
+        # surrogateescape: a listed name that is not valid UTF-8 still names its file
+        with open(list_file, encoding="utf-8", errors="surrogateescape") as f:
             lines = f.read().splitlines()
     except OSError as e:
         raise InputError(f"cannot read list file '{list_file}': {e.strerror or e}") from None
@@ -259,7 +293,7 @@ class ImageDataset:
             missing = [f for f, _ in entries if not os.path.isfile(os.path.join(self.root, f))]
             if missing:
                 raise InputError(f"{len(missing)} file(s) of list '{list_file}' are not in "
-                                 f"'{root}', e.g. {', '.join(missing[:3])}")
+                                 f"'{root}', e.g. {', '.join(map(image_id, missing[:3]))}")
         else:
             entries = [(f, None) for f in find_images(self.root)]
         if limit is not None:
@@ -270,10 +304,11 @@ class ImageDataset:
                                 f" (extensions: {' '.join(IMAGE_EXTENSIONS)})"))
         seen = set()
         for f, _ in entries:
-            if f in seen:
-                raise InputError(f"dataset '{self.name}': image {f!r} is listed twice")
-            seen.add(f)
-        self.items = [ImageItem(f, os.path.join(self.root, f), i, lab)
+            if image_id(f) in seen:
+                raise InputError(f"dataset '{self.name}': image {image_id(f)!r} is listed "
+                                 f"twice")
+            seen.add(image_id(f))
+        self.items = [ImageItem(image_id(f), os.path.join(self.root, f), i, lab)
                       for i, (f, lab) in enumerate(entries)]
 
     @classmethod
@@ -320,7 +355,7 @@ class ImageDataset:
         if os.path.isdir(src):
             if item is None:
                 raise ParameterError("a mask folder needs the image the mask belongs to")
-            stem = os.path.splitext(item.id)[0]
+            stem = os.path.splitext(os.path.relpath(item.path, self.root))[0]   # name on disk
             cands = [os.path.join(src, stem + e) for e in _MASK_EXTENSIONS]
             cands += [os.path.join(src, stem + e.upper()) for e in _MASK_EXTENSIONS]
             found = next((c for c in cands if os.path.isfile(c)), None)

@@ -4,9 +4,10 @@
   ``torch.load(weights_only=True)``: tensors and plain containers only, so a pickle that would
   import or call anything is refused instead of executed. Zip-format files (every file saved by
   torch ≥ 1.6) are memory-mapped (``mmap=True``): loading costs page faults, not a copy.
-- ``.safetensors`` files are parsed here (8-byte header length, JSON header, raw little-endian
-  data) and memory-mapped copy-on-write; the header is validated against the file size, so a
-  truncated download is reported as such.
+- ``.safetensors`` files are read and written with the ``safetensors`` library (memory-mapped
+  ``safe_open``), after dmir has validated the header itself (:func:`safetensors_header`: types,
+  shapes, offsets, the file size), so a truncated download or an inconsistent header is
+  reported as such, naming the file and the problem.
 - :func:`fit_state_dict` loads a state dict into a network and, when it does not fit, raises one
   :class:`~dmir.errors.ParameterError` that summarises missing and unexpected keys and shape
   mismatches (counts and a few examples, not thousands of lines).
@@ -31,10 +32,11 @@ from ..errors import InputError, ParameterError
 TORCH_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
 SAFETENSORS_SUFFIXES = (".safetensors",)
 
-_ST_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16,
-              "BF16": torch.bfloat16, "I64": torch.int64, "I32": torch.int32, "I16": torch.int16,
-              "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
-_ST_NAMES = {v: k for k, v in _ST_DTYPES.items()}
+_ST_NAMES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16",
+             torch.bfloat16: "BF16", torch.int64: "I64", torch.int32: "I32", torch.int16: "I16",
+             torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL", torch.uint16: "U16",
+             torch.uint32: "U32", torch.uint64: "U64", torch.float8_e4m3fn: "F8_E4M3",
+             torch.float8_e5m2: "F8_E5M2"}
 
 
 class CheckpointError(InputError):
@@ -113,70 +115,166 @@ def _read_torch(path, mmap):
                               f"({type(e).__name__}: {str(e)[:200]}); download it again") from None
 
 
-def read_safetensors(path) -> dict[str, torch.Tensor]:
-    """A ``.safetensors`` file as a dict of tensors, memory-mapped copy-on-write."""
+#: safetensors dtypes dmir reads, with their element sizes in bytes (the format's byte-sized
+#: types; the sub-byte float4/float6 types are not read)
+ST_DTYPE_SIZES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2,
+                  "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8,
+                  "F64": 8}
+#: the longest header dmir reads: the format allows 100 MB, but a header takes ~150 bytes per
+#: tensor (1 MB for the largest UNet dmir loads), and parsing 100 MB of hostile JSON costs GBs
+ST_MAX_HEADER = 16 * 2 ** 20
+_ST_MAX_ELEMENTS = 2 ** 62
+
+
+def _no_duplicates(pairs):
+    d = {}
+    for k, v in pairs:
+        if k in d:
+            raise ValueError(f"the key {k!r} appears twice")
+        d[k] = v
+    return d
+
+
+def safetensors_header(path) -> tuple[dict, dict, int]:
+    """The validated header of a ``.safetensors`` file: ``(entries, metadata, data_start)``.
+
+    Checked as the format specifies, before any tensor is touched: an 8-byte little-endian
+    header length within the file and at most :data:`ST_MAX_HEADER`; a UTF-8 JSON object (no
+    duplicate keys; the type checks leave it nested 3 levels at most); ``__metadata__``
+    (optional) a str → str object; every other entry an object with ``dtype`` (one of
+    :data:`ST_DTYPE_SIZES`), ``shape`` (a list of non-negative integers) and ``data_offsets``
+    (two integers, begin ≤ end) whose length is dtype size × number of elements; the entries, in offset order, contiguous and
+    non-overlapping, covering the data section exactly. Anything else raises
+    :class:`CheckpointError` naming the file and the problem (a file shorter than its header
+    says is reported as truncated).
+    """
     path = os.fspath(path)
+
+    def bad(msg):
+        return CheckpointError(f"{path!r} is not a valid safetensors file: {msg}")
+
     size = os.path.getsize(path)
     with open(path, "rb") as f:
         raw = f.read(8)
         if len(raw) < 8:
-            raise CheckpointError(f"{path!r} is not a safetensors file (only {size} bytes)")
+            raise CheckpointError(f"{path!r} is not a safetensors file (only {size} bytes; "
+                                  f"truncated?)")
         n = struct.unpack("<Q", raw)[0]
+        if n > ST_MAX_HEADER:
+            raise bad(f"header length {n:,} exceeds dmir's limit of "
+                      f"{ST_MAX_HEADER:,} bytes")
         if n > size - 8:
             raise CheckpointError(f"{path!r} is truncated or not a safetensors file (header "
                                   f"length {n:,} > file size {size:,})")
-        try:
-            header = json.loads(f.read(n).decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise CheckpointError(f"{path!r}: corrupt safetensors header ({e})") from None
-    header.pop("__metadata__", None)
-    start = 8 + n
-    end = max((int(v["data_offsets"][1]) for v in header.values()), default=0)
-    if start + end > size:
-        raise CheckpointError(f"{path!r} is truncated: its header describes {start + end:,} "
-                              f"bytes, the file has {size:,}; download it again")
-    buf = np.memmap(path, dtype=np.uint8, mode="c", offset=0, shape=(size,)) if size else None
-    out = {}
+        hb = f.read(n)
+    if len(hb) != n:
+        raise CheckpointError(f"{path!r} is truncated (the header is cut short)")
+    if not hb.lstrip()[:1] == b"{":
+        raise bad("the header is not a JSON object")
+    try:
+        header = json.loads(hb.decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except RecursionError:     # json's scanner stops at the interpreter's recursion limit
+        raise bad("the header is nested too deeply (a valid header is nested 3 levels: "
+                  "{name: {'shape': [...]}})") from None
+    except (UnicodeDecodeError, ValueError) as e:
+        raise bad(f"corrupt header ({str(e)[:200]})") from None
+    if not isinstance(header, dict):
+        raise bad(f"the header is a JSON {type(header).__name__}, not an object")
+    meta = header.pop("__metadata__", None)
+    if meta is not None and not (isinstance(meta, dict) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in meta.items())):
+        raise bad("__metadata__ must be an object of strings to strings")
+    data_len = size - 8 - n
+    spans = []
     for name, v in header.items():
-        try:
-            dt = _ST_DTYPES[v["dtype"]]
-            b0, b1 = (int(o) for o in v["data_offsets"])
-            shape = [int(s) for s in v["shape"]]
-        except (KeyError, TypeError, ValueError):
-            raise CheckpointError(f"{path!r}: corrupt safetensors entry {name!r}: {v!r}") from None
-        count = int(np.prod(shape)) if shape else 1
-        if b1 - b0 != count * torch.empty((), dtype=dt).element_size():
-            raise CheckpointError(f"{path!r}: entry {name!r} has {b1 - b0} bytes for shape "
-                                  f"{shape} {v['dtype']}")
-        t = torch.from_numpy(buf[start + b0:start + b1]) if b1 > b0 else torch.empty(0, dtype=torch.uint8)
-        out[name] = t.view(dt).reshape(shape)
+        if not isinstance(v, dict):
+            raise bad(f"entry {name!r} is a {type(v).__name__}, not an object")
+        missing = [k for k in ("dtype", "shape", "data_offsets") if k not in v]
+        if missing:
+            raise bad(f"entry {name!r} lacks {', '.join(missing)}")
+        dt, shape, offs = v["dtype"], v["shape"], v["data_offsets"]
+        if not isinstance(dt, str) or dt not in ST_DTYPE_SIZES:
+            raise bad(f"entry {name!r} has dtype {dt!r}; allowed: {', '.join(ST_DTYPE_SIZES)}")
+        if not isinstance(shape, list) or not all(
+                isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+            raise bad(f"entry {name!r}: shape must be a list of non-negative integers, "
+                      f"got {shape!r:.100}")
+        count = 1
+        for d in shape:
+            count *= d
+        if count > _ST_MAX_ELEMENTS:
+            raise bad(f"entry {name!r}: shape {shape} has {count:.3g} elements (overflows)")
+        if not (isinstance(offs, list) and len(offs) == 2 and all(
+                isinstance(o, int) and not isinstance(o, bool) and o >= 0 for o in offs)):
+            raise bad(f"entry {name!r}: data_offsets must be two non-negative integers, got "
+                      f"{offs!r:.100}")
+        b0, b1 = offs
+        if b0 > b1:
+            raise bad(f"entry {name!r}: data_offsets {offs} end before they begin")
+        if b1 - b0 != count * ST_DTYPE_SIZES[dt]:
+            raise bad(f"entry {name!r} has {b1 - b0:,} bytes for shape {shape} {dt} "
+                      f"({count * ST_DTYPE_SIZES[dt]:,} expected)")
+        spans.append((b0, b1, name))
+    spans.sort()
+    pos = 0
+    for b0, b1, name in spans:
+        if b0 != pos:
+            raise bad(f"entry {name!r} starts at byte {b0:,} of the data, expected {pos:,} "
+                      f"(entries must be contiguous and must not overlap)")
+        pos = b1
+    if pos > data_len:
+        raise CheckpointError(f"{path!r} is truncated: its header describes {8 + n + pos:,} "
+                              f"bytes, the file has {size:,}; download it again")
+    if pos != data_len:
+        raise bad(f"{data_len - pos:,} bytes after the last tensor (the header describes "
+                  f"{8 + n + pos:,} bytes, the file has {size:,})")
+    return header, (meta or {}), 8 + n
+
+
+def read_safetensors(path) -> dict[str, torch.Tensor]:
+    """A ``.safetensors`` file as a dict of tensors, memory-mapped (copy-on-write) by the
+    ``safetensors`` library, after :func:`safetensors_header` has validated the header."""
+    from safetensors import SafetensorError, safe_open
+
+    path = os.fspath(path)
+    header, _, _ = safetensors_header(path)
+    out = {}
+    try:
+        with safe_open(path, framework="pt", device="cpu") as f:
+            for name in header:
+                out[name] = f.get_tensor(name)
+    except (SafetensorError, OSError, RuntimeError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{path!r}: cannot read the safetensors data "
+                              f"({type(e).__name__}: {str(e)[:200]})") from None
     return out
 
 
 def write_safetensors(tensors: dict[str, torch.Tensor], path, metadata: dict | None = None):
-    """Write tensors as ``.safetensors`` (atomically: temp file, then rename)."""
+    """Write tensors as ``.safetensors`` with the ``safetensors`` library, atomically (a temp
+    file in the target folder, then a rename: :func:`dmir.io.atomic_write`). Tensors that
+    share memory (tied weights) are stored as separate copies."""
+    from safetensors.torch import save
+
+    from ..io import atomic_write
+
     path = os.fspath(path)
-    header, offset, items = {}, 0, []
+    out, seen = {}, set()
     for name in sorted(tensors):
-        t = tensors[name].detach().to("cpu").contiguous()
+        t = tensors[name]
+        if not isinstance(t, torch.Tensor):
+            raise ParameterError(f"cannot store {name!r} ({type(t).__name__}) in safetensors: "
+                                 f"only tensors")
         if t.dtype not in _ST_NAMES:
-            raise ParameterError(f"cannot store {name!r} of dtype {t.dtype} in safetensors")
-        data = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
-        header[name] = {"dtype": _ST_NAMES[t.dtype], "shape": list(t.shape),
-                        "data_offsets": [offset, offset + len(data)]}
-        offset += len(data)
-        items.append(data)
-    if metadata:
-        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
-    hb = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    hb += b" " * (-len(hb) % 8)
-    tmp = path + ".part"
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(hb)))
-        f.write(hb)
-        for d in items:
-            f.write(d)
-    os.replace(tmp, path)
+            raise ParameterError(f"cannot store {name!r} of dtype {t.dtype} in safetensors; "
+                                 f"dtypes: {', '.join(str(d) for d in _ST_NAMES)}")
+        t = t.detach().to("cpu").contiguous()
+        key = (t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
+        if t.numel() and key in seen:
+            t = t.clone()
+        seen.add(key)
+        out[name] = t
+    meta = {str(k): str(v) for k, v in metadata.items()} if metadata else None
+    atomic_write(path, save(out, metadata=meta))
 
 
 def file_digest(path, algorithm: str = "sha256", chunk: int = 1 << 22) -> str:

@@ -75,6 +75,10 @@ DEFAULTS: dict = {
     "beta_schedule": "linear",
     "beta_start": 0.0001,
     "beta_end": 0.02,
+    # dmir's extension (absent from the published yaml files): what the network outputs,
+    # "epsilon" (every published DDPM checkpoint) or "v_prediction" (v = √ᾱ ε − √(1−ᾱ) x0,
+    # dmir-trained priors); NetworkPrior converts either to ε.
+    "prediction": "epsilon",
 }
 
 _LSUN = {"ch": 128, "ch_mult": [1, 1, 2, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [16],
@@ -185,6 +189,9 @@ def full_config(config: Mapping | None = None) -> dict:
     for k in ("resamp_with_conv", "ema"):
         if not isinstance(c[k], bool):
             raise ParameterError(f"{k} must be true or false, got {c[k]!r}")
+    if c["prediction"] not in ("epsilon", "v_prediction"):
+        raise ParameterError(f"prediction must be 'epsilon' or 'v_prediction', "
+                             f"got {c['prediction']!r}")
     if c["beta_schedule"] not in _BETA_SCHEDULES:
         raise ParameterError(f"beta_schedule must be one of {', '.join(_BETA_SCHEDULES)}, "
                              f"got {c['beta_schedule']!r}")
@@ -589,7 +596,8 @@ def infer_config(state_dict: Mapping, image_size: int | None = None) -> tuple[di
 
 
 def prior(net: nn.Module, config: Mapping | None = None, **kw):
-    """``net`` (from :func:`build`, weights loaded) as a :class:`NetworkPrior` (ε-prediction).
+    """``net`` (from :func:`build`, weights loaded) as a :class:`NetworkPrior` (ε from the
+    network's ``prediction``: ε itself or v).
 
     ``kw`` go to :class:`~dmir.models.network.NetworkPrior` (``name``, ``compute_dtype``,
     ``info`` …); ``alphas_cumprod`` comes from :func:`schedule`.
@@ -604,5 +612,5 @@ def prior(net: nn.Module, config: Mapping | None = None, **kw):
         raise ParameterError(f"out_ch ({c['out_ch']}) must equal in_channels "
                              f"({c['in_channels']}) for a noise-prediction network")
     return NetworkPrior(net, schedule(c), in_channels=c["in_channels"],
-                        image_size=c["image_size"], prediction="epsilon",
+                        image_size=c["image_size"], prediction=c["prediction"],
                         learned_sigma=learned, info=info, **kw)

@@ -26,6 +26,7 @@ import torch
 
 from ..errors import DmirError, ParameterError, UnknownNameError
 from . import registry
+from .config_check import check_against_weights, check_bounds, check_diffusers_against_weights
 from .checkpoint import (SAFETENSORS_SUFFIXES, TORCH_SUFFIXES, CheckpointError, fit_state_dict,
                          read_checkpoint)
 from .network import NetworkPrior, parse_dtype
@@ -176,11 +177,19 @@ def _load_path(path, fmt, config, dtype, device, entry, kw):
 
 
 def _read_json(path):
+    """A JSON config file, which must hold an object, its size-like values within bounds."""
     try:
-        with open(path) as f:
-            return json.load(f)
+        with open(path, encoding="utf-8") as f:
+            obj = json.load(f)
+    except RecursionError:
+        raise CheckpointError(f"cannot read {path!r}: nested too deeply") from None
     except (OSError, ValueError) as e:
         raise CheckpointError(f"cannot read {path!r}: {e}") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path!r} must hold a JSON object ({{...}}), not a "
+                              f"{type(obj).__name__}")
+    check_bounds(obj, repr(path), CheckpointError)
+    return obj
 
 
 def _weights_in(folder, stem_prefix=""):
@@ -212,6 +221,9 @@ def _load_folder(folder, fmt, config, dtype, device, kw):
     if "format" not in meta:
         raise CheckpointError(f"{cfg_path!r} is neither a diffusers UNet2DModel config nor a "
                               f"dmir folder config ({{'format': ..., 'config': {{...}}}})")
+    if not isinstance(meta["format"], str) or not isinstance(meta.get("config", {}), dict):
+        raise CheckpointError(f"{cfg_path!r}: 'format' must be a string and 'config' an "
+                              f"object ({{'format': 'ddpm', 'config': {{...}}}})")
     w = _weights_in(folder)
     if w is None:
         raise CheckpointError(f"folder {folder!r} has a config.json but no weights file")
@@ -223,6 +235,7 @@ def _load_diffusers(folder, sched_path, config, dtype, device, kw):
     from . import diffusers_unet as mod
     unet_cfg = _read_json(os.path.join(folder, "config.json"))
     if isinstance(config, dict):
+        check_bounds(config, "config=")
         unet_cfg = {**unet_cfg, **config}
     sched_cfg = _read_json(sched_path) if sched_path and os.path.isfile(sched_path) else None
     w = _weights_in(folder, "diffusion_pytorch_model") or _weights_in(folder)
@@ -230,6 +243,8 @@ def _load_diffusers(folder, sched_path, config, dtype, device, kw):
         raise CheckpointError(f"diffusers folder {folder!r} has no diffusion_pytorch_model."
                               f"safetensors/.bin")
     sd, notes = mod.normalize_state_dict(read_checkpoint(w))
+    check_diffusers_against_weights(unet_cfg, sd, f"{os.path.join(folder, 'config.json')!r}",
+                                    CheckpointError)
     net = _build(mod, unet_cfg)
     fit_state_dict(net, sd, f"diffusers weights {w!r}", dtype, device)
     pkw = {"name": os.path.basename(os.path.abspath(folder)), **_prior_kw(kw)}
@@ -277,6 +292,11 @@ def _from_object(obj, path, fmt, config, dtype, device, entry, kw, sidecar):
     mod = _format_module(fmt)
     cfg, cfg_notes = _resolve_config(mod, sd, config, entry, sidecar, kw.get("image_size"))
     notes += cfg_notes
+    if sidecar is not None or isinstance(config, dict):     # settings not read from the weights
+        where = (f"the config {os.path.join(os.path.dirname(os.fspath(path)), 'config.json')!r}"
+                 if sidecar is not None and not isinstance(config, dict) else "the config")
+        check_against_weights(fmt, mod, cfg, sd, where,
+                              CheckpointError if sidecar is not None else ParameterError)
     if fmt in ("adm", "cm"):
         # the reference runs the ADM torso in float16 (use_fp16); dmir keeps float32 weights
         # unless float16 is asked for
@@ -317,6 +337,7 @@ def _resolve_config(mod, sd, config, entry, sidecar, image_size):
         if not isinstance(config, dict):
             raise ParameterError(f"config must be a named config or a dict, got "
                                  f"{type(config).__name__}")
+        check_bounds(config, "config=")
         base = mod.full_config({**base, **config})
         notes = notes + [f"overridden: {', '.join(sorted(config))}"]
     return base, notes

@@ -6,13 +6,19 @@ first load, printed once, and remembered in ``<home>/checksums.json``.
 
 Local copies are looked up in this order: an explicit path, ``$DMIR_HOME``, then
 ``~/.cache/dmir``. :func:`fetch` downloads with a progress bar, resumes an interrupted download
-(HTTP Range on ``<file>.part``), verifies the checksum and renames into place atomically; with
-no network it fails at once with a clear message.
+(HTTP Range on ``<file>.part``), verifies what it received (the announced length, no web page,
+recorded or server-published checksums) and renames into place atomically, and remembers the
+sha256 and size of what it downloaded; an existing copy is verified before it is accepted.
+With no network it fails at once with a clear message.
 """
 from __future__ import annotations
 
+import base64
+import binascii
+import http.client
 import json
 import os
+import re
 import socket
 import sys
 import urllib.error
@@ -283,83 +289,269 @@ def _open(url, start: int, timeout: float):
     return urllib.request.urlopen(req, timeout=timeout)
 
 
+def _range_total(headers) -> int | None:
+    """The full size from a ``Content-Range: bytes a-b/N`` (or ``bytes */N``) header."""
+    m = re.match(r"\s*bytes\s+(?:\d+-\d+|\*)/(\d+)\s*$", headers.get("Content-Range") or "")
+    return int(m.group(1)) if m else None
+
+
+def _published_checksums(headers) -> dict:
+    """Checksums the server publishes with the file: Hugging Face's LFS sha256
+    (``X-Linked-ETag``), a ``Content-MD5`` (Azure blob storage, S3)."""
+    out = {}
+    etag = (headers.get("X-Linked-ETag") or "").strip().strip('"').removeprefix("W/").strip('"')
+    if re.fullmatch(r"[0-9a-fA-F]{64}", etag):
+        out["sha256"] = etag.lower()
+    md5 = (headers.get("Content-MD5") or "").strip()
+    if md5:
+        try:
+            raw = base64.b64decode(md5, validate=True)
+            if len(raw) == 16:
+                out["md5"] = raw.hex()
+        except (ValueError, binascii.Error):
+            pass
+    return out
+
+
+def _looks_like_html(head: bytes) -> bool:
+    h = head.lstrip()[:64].lower()
+    return h.startswith((b"<!doctype html", b"<html", b"<head", b"<?xml"))
+
+
+def _remove(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
 def download(url: str, dest: str, *, size: int | None = None, sha256: str | None = None,
              md5: str | None = None, timeout: float = 15.0, progress: bool = True,
              chunk: int = 1 << 20) -> str:
     """Download ``url`` to ``dest``: resumable (``dest.part``), verified, atomic.
 
+    Verified even when no size or checksum is recorded: the transfer must deliver the
+    ``Content-Length`` (or ``Content-Range`` total) the server announced; a web page
+    (``text/html``, or a body that starts like HTML) is refused; a ``.part`` left over from
+    another file (larger than the file, or refused by the server as out of range) is
+    discarded and the download starts over; checksums the server publishes (Hugging Face's
+    LFS sha256, ``Content-MD5``) are checked as well as recorded ones.
+
     Returns the sha256 of the file. Raises :class:`FetchError` on network errors, HTTP
-    errors, size or checksum mismatch (a corrupt partial file is then removed).
+    errors, a short transfer (the ``.part`` is kept: run again to resume), a size or checksum
+    mismatch (the file is removed), or a destination that cannot be written.
     """
-    os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
+    folder = os.path.dirname(os.path.abspath(dest))
     part = dest + ".part"
-    start = os.path.getsize(part) if os.path.exists(part) else 0
     try:
-        r = _open(url, start, timeout)
-    except urllib.error.HTTPError as e:
-        if e.code == 416 and start:        # range not satisfiable: the part file is complete
-            r = None
-        else:
+        os.makedirs(folder, exist_ok=True)
+        digest = _download(url, dest, part, size, sha256, md5, timeout, progress, chunk)
+    except FetchError:
+        raise
+    except OSError as e:     # the local side: read-only or full disk, a folder in the way
+        where = getattr(e, "filename", None) or dest
+        raise FetchError(f"cannot write {where}: {e.strerror or e}; choose a writable folder "
+                         f"(--dest DIR or $DMIR_HOME)") from None
+    return digest
+
+
+def _download(url, dest, part, size, sha256, md5, timeout, progress, chunk):
+    start = os.path.getsize(part) if os.path.exists(part) else 0
+    if size is not None and start > size:       # a stale .part of some other, larger file
+        os.remove(part)
+        start = 0
+    published: dict = {}
+    for attempt in range(2):
+        try:
+            r = _open(url, start, timeout)
+        except urllib.error.HTTPError as e:
+            if e.code == 416 and start:
+                total = _range_total(e.headers)
+                if total is not None and total == start:     # the .part is already complete
+                    r = None
+                    break
+                os.remove(part)                              # stale/oversized: start over
+                start = 0
+                continue
             raise FetchError(f"download of {url} failed: HTTP {e.code} {e.reason}") from None
-    except (urllib.error.URLError, socket.timeout, OSError) as e:
-        reason = getattr(e, "reason", e)
-        raise FetchError(f"cannot reach {url} ({reason}); no network? Download the file by "
-                         f"hand and place it at {dest}") from None
+        except (urllib.error.URLError, socket.timeout, OSError) as e:
+            reason = getattr(e, "reason", e)
+            raise FetchError(f"cannot reach {url} ({reason}); no network? Download the file "
+                             f"by hand and place it at {dest}") from None
+        break
+    else:   # pragma: no cover - the second attempt starts at 0 and cannot get a 416
+        raise FetchError(f"download of {url} failed: the server refused the byte range")
     if r is not None:
         with r:
+            ctype = (r.headers.get("Content-Type") or "").lower()
+            if ctype.startswith(("text/html", "application/xhtml")):
+                raise FetchError(f"download of {url} returned a web page ({ctype}) instead of "
+                                 f"the file: the link may need a login or may have moved; "
+                                 f"download the file by hand and place it at {dest}")
+            published = _published_checksums(r.headers)
             if start and r.status != 206:    # server ignored the Range header: start over
                 start = 0
             length = r.headers.get("Content-Length")
-            total = (start + int(length)) if length is not None else size
+            length = int(length) if length is not None and length.strip().isdigit() else None
+            total = _range_total(r.headers) if r.status == 206 else None
+            if total is None and length is not None:
+                total = start + length
+            if size is not None and total is not None and total != size:
+                raise FetchError(f"download of {url}: the server announces {total:,} bytes, "
+                                 f"the registry records {size:,}; not downloaded")
+            received = 0
             from tqdm import tqdm
             with open(part, "ab" if start else "wb") as f, \
-                    tqdm(total=total, initial=start, unit="B", unit_scale=True,
+                    tqdm(total=total or size, initial=start, unit="B", unit_scale=True,
                          desc=os.path.basename(dest), disable=not progress,
                          file=sys.stderr) as bar:
                 while True:
                     try:
                         b = r.read(chunk)
-                    except (OSError, socket.timeout) as e:
-                        raise FetchError(f"download of {url} interrupted ({e}); run the same "
-                                         f"command again to resume") from None
+                    except (OSError, socket.timeout, http.client.HTTPException) as e:
+                        raise FetchError(f"download of {url} interrupted ({e!r:.200}); run "
+                                         f"the same command again to resume") from None
                     if not b:
                         break
+                    if received == 0 and start == 0 and _looks_like_html(b):
+                        f.close()
+                        _remove(part)
+                        raise FetchError(f"download of {url} returned a web page instead of "
+                                         f"the file: the link may need a login or may have "
+                                         f"moved; download the file by hand and place it at "
+                                         f"{dest}")
                     f.write(b)
+                    received += len(b)
                     bar.update(len(b))
+            if length is not None and received < length:
+                raise FetchError(f"download of {url} stopped after {start + received:,} of "
+                                 f"{start + length:,} bytes; run the same command again to "
+                                 f"resume")
+            size = size if size is not None else total
     got = os.path.getsize(part)
     if size is not None and got != size:
         if got > size:
             os.remove(part)
         raise FetchError(f"download of {url} has {got:,} bytes, expected {size:,}"
                          + ("; run again to resume" if got < size else "; removed it"))
+    if got == 0:
+        os.remove(part)
+        raise FetchError(f"download of {url} is empty (0 bytes); removed it")
     digest = file_digest(part)
-    bad = (sha256 and digest != sha256.lower()) or (md5 and file_digest(part, "md5") != md5)
+    want_sha = (sha256 or published.get("sha256") or "").lower() or None
+    want_md5 = (md5 or published.get("md5") or "").lower() or None
+    bad = (want_sha and digest != want_sha) or (want_md5 and file_digest(part, "md5") != want_md5)
     if bad:
         os.remove(part)
-        want = f"sha256 {sha256}" if sha256 else f"md5 {md5}"
+        want = f"sha256 {want_sha}" if want_sha else f"md5 {want_md5}"
         raise FetchError(f"checksum mismatch for {url}: expected {want}, got sha256 {digest}; "
                          f"the partial file was removed")
     os.replace(part, dest)
     return digest
 
 
+def _remember_download(name: str, path: str, digest: str) -> None:
+    """Record the sha256 and size of a file :func:`fetch` downloaded (``checksums.json``), so a
+    later ``fetch`` or load can tell whether the copy changed."""
+    try:
+        db = _checksum_db()
+        os.makedirs(os.path.dirname(db), exist_ok=True)
+        data = _read_db()
+        data[os.path.abspath(path)] = {"name": name, "sha256": digest, **_file_key(path)}
+        tmp = db + ".part"
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=1, sort_keys=True)
+        os.replace(tmp, db)
+    except OSError:
+        pass
+
+
+def verify_copy(entry_name: str, f: File, path: str) -> str | None:
+    """Why the existing local copy ``path`` of ``f`` is not right (``None``: it checks out).
+
+    Checked, as far as anything is known: the recorded size; the recorded sha256/md5; else
+    the sha256 and size remembered when dmir downloaded it; else its structure (a torch zip
+    archive's CRCs, a safetensors header, a JSON file's syntax)."""
+    got = os.path.getsize(path)
+    if got == 0:
+        return "it is empty (0 bytes)"
+    if f.size is not None and got != f.size:
+        return f"it has {got:,} bytes, the registry records {f.size:,}"
+    if f.sha256 or f.md5:
+        if f.sha256 and file_digest(path) != f.sha256.lower():
+            return f"its sha256 is not the recorded {f.sha256}"
+        if f.md5 and file_digest(path, "md5") != f.md5.lower():
+            return f"its md5 is not the recorded {f.md5}"
+        return None
+    memo = _read_db().get(os.path.abspath(path))
+    if memo and memo.get("name") == entry_name and memo.get("sha256"):
+        if memo.get("size") is not None and memo["size"] != got:
+            return f"it has {got:,} bytes, {memo['size']:,} when it was downloaded"
+        if file_digest(path) != memo["sha256"]:
+            return "its sha256 changed since it was downloaded"
+        return None
+    return _structure_problem(path)
+
+
+def _structure_problem(path: str) -> str | None:
+    import zipfile
+
+    from .checkpoint import CheckpointError, safetensors_header
+    if path.endswith(".json"):
+        try:
+            with open(path, encoding="utf-8") as fh:
+                json.load(fh)
+        except (OSError, ValueError) as e:
+            return f"it is not valid JSON ({e})"
+        return None
+    if path.endswith(".safetensors"):
+        try:
+            safetensors_header(path)
+        except CheckpointError as e:
+            return str(e)
+        return None
+    with open(path, "rb") as fh:
+        head = fh.read(64)
+    if head[:2] == b"PK":
+        try:
+            with zipfile.ZipFile(path) as z:
+                badname = z.testzip()          # every member's CRC-32
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+            return f"it is a truncated or corrupt zip archive ({e})"
+        return f"the archive member {badname} fails its CRC check" if badname else None
+    if _looks_like_html(head):
+        return "it is a web page, not a checkpoint"
+    return None
+
+
 def fetch(name: str, dest_dir: str | None = None, progress: bool = True,
           timeout: float = 15.0) -> str:
     """Download the named model into ``dest_dir`` (default :func:`download_dir`); returns the
-    local path. Files already present (and matching recorded checksums) are kept."""
+    local path. A file already present is verified (:func:`verify_copy`) and kept; a copy
+    that fails is reported (:class:`FetchError`) and left for the user to remove — nothing
+    is deleted or replaced."""
     entry = get(name)
-    dest_dir = dest_dir or download_dir()
+    dest_dir = os.path.expanduser(dest_dir or download_dir())
+    if os.path.exists(dest_dir) and not os.path.isdir(dest_dir):
+        raise FetchError(f"cannot download into {dest_dir}: it is a file, not a folder")
     for f in entry.files:
         dest = os.path.join(dest_dir, f.name)
         if os.path.isfile(dest):
+            problem = verify_copy(entry.name, f, dest)
+            if problem:
+                raise FetchError(f"{name}: the existing copy {dest} is corrupt: {problem}. "
+                                 f"It was left as it is: delete it (or move it away) and run "
+                                 f"`dmir models fetch {name}` again")
             continue
         if not f.urls:
             raise FetchError(f"{name}: no direct download for {f.name}; {f.manual}")
         errors = []
         for url in f.urls:
             try:
-                download(url, dest, size=f.size, sha256=f.sha256, md5=f.md5, timeout=timeout,
-                         progress=progress)
+                digest = download(url, dest, size=f.size, sha256=f.sha256, md5=f.md5,
+                                  timeout=timeout, progress=progress)
+                if not f.sha256:
+                    _remember_download(entry.name, dest, digest)
                 break
             except FetchError as e:
                 errors.append(str(e))
