@@ -15,6 +15,7 @@ at (3, 256, 256), batch 1: A⁺ before (plain conjugate gradients, ≤ 100 itera
 motion kernel), against one network evaluation of the shipped prior (``dmir-ddpm``), and a
 DDNM deblurring run (σ_y = 0.025, ``--ddnm-steps`` steps, demo image) with each A⁺: time and
 PSNR. Target: A⁺ ≤ 10% of a network evaluation. Writes benchmarks/results/operators_blur.json.
+Runs with torch's thread setting from the environment (OMP_NUM_THREADS), as the CLI does.
 """
 from __future__ import annotations
 
@@ -179,7 +180,6 @@ def blur(runs=5, ddnm_steps=10):
     """A⁺ of the DPS-protocol blurs before/after, against one network evaluation."""
     from dmir import models, solvers
     from dmir.operators import dps_protocol as dp
-    torch.set_num_threads(os.cpu_count() or 1)
     prior = models.load("dmir-ddpm")
     x = _demo_image()
     with torch.inference_mode():
