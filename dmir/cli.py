@@ -577,7 +577,9 @@ class _Progress:
         if self.bar is None:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=n, desc=self.desc, unit="step", file=sys.stderr,
+            # the first report comes after the first step: start the bar there (initial=i),
+            # or its rate (and ETA) would count that step as taking no time
+            self.bar = tqdm(total=n, initial=i, desc=self.desc, unit="step", file=sys.stderr,
                             disable=not dio.isatty(sys.stderr), leave=False, dynamic_ncols=True)
         if self.bar.total != n:
             self.bar.total = n
