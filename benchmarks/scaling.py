@@ -39,7 +39,8 @@ import numpy as np
 
 import dmir
 
-BAR = re.compile(r"(\d+)/(\d+) \[(\d+:)?(\d+):(\d+)<(\d+:)?(\d+):(\d+)")
+# "3/20 NFE [00:05, ETA 00:28, ...]" (dmir's bar) or tqdm's "3/20 [00:05<00:28, ...]"
+BAR = re.compile(r"(\d+)/(\d+)(?: NFE)? \[(\d+:)?(\d+):(\d+)(?:<|, ETA )(\d+:)?(\d+):(\d+)")
 DONE = re.compile(r"(\d+) network evaluations, ([\d.]+) s\)")
 
 

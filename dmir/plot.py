@@ -152,7 +152,7 @@ def image_grid(rows: list, path: str, col_titles=None, row_titles=None, pad: int
                 continue
             s = min(cw / a.shape[1], ch / a.shape[0])
             im = Image.fromarray(a).resize((max(1, round(a.shape[1] * s)),
-                                            max(1, round(a.shape[0] * s))), Image.NEAREST)
+                                            max(1, round(a.shape[0] * s))), Image.Resampling.NEAREST)
             img.paste(im, (left + pad + j * (cw + pad), top + pad + i * (ch + pad)))
     _save(img, path)
 

@@ -65,6 +65,7 @@ import copy
 import math
 import time
 import zlib
+from typing import Any
 from dataclasses import dataclass, field
 
 import torch
@@ -135,7 +136,7 @@ def flip_asymmetry(prior: GMMPrior, n: int = 2000, ts=(50, 200, 400, 600, 800),
     g = torch.Generator().manual_seed(seed)
     x = prior.sample(n, generator=g)
     F = lambda v: torch.flip(v, (-1,))  # noqa: E731
-    out = dict(logp_max_abs=float((gmm_log_prob(prior, x) - gmm_log_prob(prior, F(x)))
+    out: dict[str, Any] = dict(logp_max_abs=float((gmm_log_prob(prior, x) - gmm_log_prob(prior, F(x)))
                                   .abs().max()))
     rel = {}
     for t in ts:
@@ -254,7 +255,7 @@ class Problem:
     op_name: str
     sigma_y: float
     prior: GMMPrior
-    op: object
+    op: Any                       # a dmir operator
     x_true: torch.Tensor           # (1, 1, H, W) float32
     y: torch.Tensor                # (1, *y_shape) float32
     posterior: GMMPrior
@@ -398,7 +399,7 @@ def _double_op(problem: Problem):
 
 def references(problem: Problem, n: int, n_dirs: int = 500) -> dict:
     """Scores of the reference points (prior, pinv_null, floor) and the MC standard error."""
-    out = {}
+    out: dict[str, Any] = {}
     prior_s = problem.prior.sample(n, generator=_gen("prior_ref", problem.name, n))
     out["prior"] = score(prior_s, problem, n_dirs)
     out["pinv_null"] = score(pinv_null_samples(problem, n), problem, n_dirs)
@@ -493,7 +494,7 @@ def evaluate(problem_names, methods, n: int = 500, seed: int = 0,
 def default_methods(extras: bool = True) -> list:
     """Every registered solver name, plus (``extras``) diagnostic variants of DDNM: η = 0 (the
     exact-for-decoupled-priors setting) and EquS with ε mapped back to the original frame."""
-    ms = list(solvers.names())
+    ms: list[Any] = list(solvers.names())
     if extras and "ddnm" in ms:
         ms += [("ddnm(eta=0)", "ddnm", {"eta": 0.0}),
                ("ddnm-equs(eps-back)", "ddnm-equs", {"equs_map_eps_back": True})]

@@ -49,13 +49,17 @@ import os
 import time
 import warnings
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 
 from .errors import DmirError, InputError, ParameterError
 from .models import ddpm_unet
+from .log import get_logger
 from .models.checkpoint import write_safetensors
+
+_log = get_logger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 PREDICTIONS = ("epsilon", "v_prediction")
@@ -353,7 +357,7 @@ def evaluate_prior(prior, images: torch.Tensor, steps: int = 20, seed: int = 0) 
     from . import operators, solvers
     from .metrics.image import psnr, to_unit
 
-    out = {}
+    out: dict[str, Any] = {}
     for name, (opname, params, eta) in validation_tasks(images.shape[-1]).items():
         op = operators.build(opname, tuple(images.shape[1:]), **params)
         y = op.A(images)
@@ -405,8 +409,10 @@ def _init_weights(init: str, net: torch.nn.Module, mcfg: dict, log) -> None:
         log(f"warm start from {init}")
 
 
-def train(cfg: TrainConfig, progress: bool = True, log=print) -> str:
+def train(cfg: TrainConfig, progress: bool = True, log=None) -> str:
     """Run (or resume) training; returns the path of the exported (latest EMA) model folder.
+
+    ``log(msg)``: where the progress notes go (default: the ``dmir.train`` logger, INFO).
 
     Ctrl-C saves the state before it propagates, so the run resumes where it stopped.
     Raises :class:`TrainingError` when the loss becomes NaN/Inf (the last saved state is kept).
@@ -415,13 +421,16 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> str:
 
     from .plot import line_plot
 
+    if log is None:
+        log = _log.info
     cfg.validate()
     device = torch.device(cfg.device)
     mcfg = cfg.model_config()
     # read the data before anything is created on disk: an input error leaves nothing behind
     files = find_images(cfg.data, cfg.max_images)
     data = CropSampler(files, cfg.crop)
-    val_names, val_x = ([], None)
+    val_names: list[str] = []
+    val_x = None
     if cfg.val:
         val_names, val_x = load_validation_set(cfg.val, cfg.val_images, cfg.val_size)
     state_dir = cfg.resolved_state_dir()
@@ -450,11 +459,11 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> str:
     step, history, val_hist, best = 0, [], [], None
     acc, n_acc = 0.0, 0
     if stored is not None:
-        t, meta = stored
-        net.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
-        ema = {k[4:]: v.to(device).clone() for k, v in t.items() if k.startswith("ema.")}
-        opt.load_state_dict(_unpack_optimizer(t, meta["param_groups"]))
-        gen.set_state(t["generator"].clone())
+        tensors, meta = stored
+        net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        ema = {k[4:]: v.to(device).clone() for k, v in tensors.items() if k.startswith("ema.")}
+        opt.load_state_dict(_unpack_optimizer(tensors, meta["param_groups"]))
+        gen.set_state(tensors["generator"].clone())
         step, history, val_hist, best = meta["step"], meta["history"], meta["val"], meta["best"]
         acc, n_acc = meta["acc"], meta["n_acc"]
         log(f"resuming from step {step} ({state_path})")

@@ -251,7 +251,8 @@ def test_preset_run_reports_missing_methods_datasets_and_paper_numbers(tmp_path,
     assert float(table[("bench", "inp", "DDNM")]["paper_lpips_vgg_01"]) == 0.567
     md = (out / "summary.md").read_text()
     ours = float(table[("bench", "inp", "DDNM")]["psnr"])
-    assert f"| DDNM | 2/2 | {ours:.2f} (12.34) |" in md
+    assert f"| DDNM | 2/2 | {ours:.2f} | 12.34 | {summary_delta(ours, 12.34)} |" in md
+    assert float(table[("bench", "inp", "DDNM")]["delta_psnr"]) == pytest.approx(ours - 12.34)
     assert "Tiny table (test)" in md and "FID/KID not computed" in md
     assert "ΠGDM-next" in md and "missing: method" in md
     # a preset dataset name that does not exist is a usage error
@@ -261,6 +262,12 @@ def test_preset_run_reports_missing_methods_datasets_and_paper_numbers(tmp_path,
     (out / "summary.md").unlink()
     assert cli.main(["bench", "--out", str(out), "--summarize"]) == 0
     assert (out / "summary.md").read_text() == md
+
+
+def summary_delta(ours, paper):
+    from dmir.bench.summary import FLAG, compare
+    d, bad = compare("psnr", ours, paper)
+    return ("+" if d >= 0 else "−") + f"{abs(d):.2f}" + (f" {FLAG}" if bad else "")
 
 
 class _FakeInception(torch.nn.Module):

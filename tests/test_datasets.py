@@ -201,3 +201,18 @@ def test_dataset_errors_and_packaged_files(tmp_path):
     assert np.load(resource("ddnm_inpainting_mask.npy")).shape == (256, 256)
     with np.load(resource("patch_gmm.npz")) as z:
         assert len(z.files) > 0
+
+
+def test_image_dataset_is_a_torch_dataset_for_dataloader_workers(tmp_path):
+    rng = np.random.RandomState(0)
+    for i in range(5):
+        Image.fromarray(rng.randint(0, 256, (24 + i, 20, 3), np.uint8)).save(tmp_path / f"{i}.png")
+    ds = ImageDataset(tmp_path, size=16)
+    assert isinstance(ds, torch.utils.data.Dataset)
+    ref = torch.cat([ds[i] for i in range(len(ds))])
+    loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2,
+                                         collate_fn=ImageDataset.collate)
+    batches = list(loader)                  # read in 2 worker processes
+    assert [tuple(b.shape) for b in batches] == [(2, 3, 16, 16), (2, 3, 16, 16), (1, 3, 16, 16)]
+    assert torch.equal(torch.cat(batches), ref)
+    assert ref.min() >= -1 and ref.max() <= 1 and ref.std() > 0.3

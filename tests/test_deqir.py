@@ -87,7 +87,7 @@ def _setup(traj, opref, opname):
     return prior, op, y, torch.from_numpy(traj["x_T"]).clone()
 
 
-TIGHT = dict(tol=1e-6, max_iter=150)
+TIGHT = dict(tol=1e-6, max_iter=150, strategy="anderson")
 
 
 @pytest.mark.parametrize("opname,full", [("sr_averagepooling_x4", True), ("inpainting", True),
@@ -125,7 +125,7 @@ def test_published_defaults_and_window_on_the_fixture(traj, opref):
     solver reaches the reference with far fewer network evaluations."""
     prior, op, y, x_T = _setup(traj, opref, "sr_averagepooling_x4")
     ref = torch.from_numpy(traj["sr_averagepooling_x4/ddnm/T20"])
-    s = solvers.build("deqir", prior, op, steps=20, eta=0.0)
+    s = solvers.build("deqir", prior, op, steps=20, eta=0.0, strategy="anderson", max_iter=15)
     with pytest.warns(ConvergenceWarning, match="max_iter=15"):
         out = s.sample(y, x_T=x_T)
     assert not s.converged and s.iterations == 15 and s.nfe == 20 * s.iterations
@@ -153,7 +153,7 @@ def test_converged_deqir_equals_sequential_with_the_same_noises(small):
     """nw, etw > 0 (and nw ≠ etw): the fixed point is the sequential chain with the same
     x_T and noises, state by state."""
     prior, op, y = small
-    s = DeqIR(prior, op, steps=12, nw=0.4, etw=0.7, tol=1e-7, max_iter=200)
+    s = DeqIR(prior, op, steps=12, nw=0.4, etw=0.7, tol=1e-7, max_iter=200, strategy="anderson")
     g = torch.Generator().manual_seed(1)
     x_T = torch.randn(2, *SMALL, generator=g)
     noises = s.draw_noises(x_T.shape, g)
@@ -166,7 +166,7 @@ def test_converged_deqir_equals_sequential_with_the_same_noises(small):
     assert torch.equal(s.output(z, ctx), z[-1])
     assert (s.F(z, x_T, ctx) - z).abs().max() < 1e-4      # z is a fixed point of F
     # warm starts from the fixed point: one evaluation (full), one round per window (window)
-    loose = DeqIR(prior, op, steps=12, nw=0.4, etw=0.7, tol=1e-4)
+    loose = DeqIR(prior, op, steps=12, nw=0.4, etw=0.7, tol=1e-4, window=None)
     _, info = loose.solve(x_T, loose.prepare(y, x_T, noises), z0=z)
     assert info["iterations"] == 1
     w = DeqIR(prior, op, steps=12, nw=0.4, etw=0.7, tol=1e-4, window=4)
@@ -195,9 +195,10 @@ def test_noisy_measurements_run_ddnm_plus(small, svd):
         y, generator=torch.Generator().manual_seed(5))
     s = solvers.build("deqir", prior, op, steps=10, sigma_y=0.05, svd=svd, tol=1e-7,
                       max_iter=200)
-    assert s.nw == s.etw == 0.85 and s.form == "recurrence" and s.window == 5
+    assert s.nw == s.etw == 0.85 and s.form == "recurrence" and s.strategy == "auto"
     out = s.sample(y, generator=torch.Generator().manual_seed(5))
     assert (out - ref).abs().max() < 1e-4
+    assert s.ran == "sequential" and s.window == 1 and s.nfe == 10         # on the CPU
 
 
 def test_cumsum_and_recurrence_forms_agree(small):
@@ -217,7 +218,7 @@ def test_cumsum_and_recurrence_forms_agree(small):
 def test_sliding_window_same_result_fewer_nfe(small):
     prior, op, y = small
     x_T = torch.randn(2, *SMALL, generator=torch.Generator().manual_seed(7))
-    full = DeqIR(prior, op, steps=30, nw=0.0, etw=0.3, tol=1e-6, max_iter=300)
+    full = DeqIR(prior, op, steps=30, nw=0.0, etw=0.3, tol=1e-6, max_iter=300, window=None)
     win = DeqIR(prior, op, steps=30, nw=0.0, etw=0.3, tol=1e-6, window=6)
     seq = full.sequential(y, x_T=x_T)
     out_f = full.sample(y, x_T=x_T)
@@ -235,7 +236,7 @@ def test_sliding_window_same_result_fewer_nfe(small):
 def test_chunked_and_device_split_equal_unchunked(small):
     prior, op, y = small
     x_T = torch.randn(2, *SMALL, generator=torch.Generator().manual_seed(8))
-    kw = dict(steps=10, nw=0.0, etw=0.2, max_iter=6, tol=0.0)
+    kw = dict(steps=10, nw=0.0, etw=0.2, max_iter=6, tol=0.0, strategy="anderson")
     base = DeqIR(prior, op, **kw).sample(y, x_T=x_T)
     calls = []
     orig = prior.eps
@@ -287,8 +288,10 @@ def test_registry_and_defaults(small):
     assert {"deqir", "deqir-equs", "deqir-equs+"} <= set(names)
     s = solvers.build("deqir", prior, op)
     assert isinstance(s, DeqIR) and s.steps == 25 and (s.nw, s.etw) == (0.0, 0.1)
-    assert (s.m, s.lam, s.beta, s.tol, s.max_iter) == (5, 1e-3, 1.0, 1e-3, 15)
-    assert s.window is None and s.mixing == "state" and s.form == "cumsum"
+    assert s.strategy == "auto" and s.mixing == "state" and s.form == "cumsum"
+    p = solvers.build("deqir", prior, op, strategy="published")
+    assert (p.m, p.lam, p.beta, p.tol, p.max_iter) == (5, 1e-3, 1.0, 1e-3, 15)
+    assert p.window is None and p.mixing == "state"
     assert s.t[0] == 24 * 40 and s.t_next[-1] == -1
     e = solvers.build("deqir", prior, op, eta=0.5, etw=0.2)
     assert (e.nw, e.etw) == (0.5, 0.2)

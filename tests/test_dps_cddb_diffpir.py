@@ -310,7 +310,7 @@ def test_diffpir_noisy_posterior_within_measured_bounds(opname):
     error; variance ratio 0.89–0.90 (ζ < 1 keeps most of the posterior spread; ζ = 1 gives 0.47).
     Bounds: < 2.5 s.e., < 0.1 × prior, variance ratio in [0.8, 0.97]."""
     me, se, pe, vr, _ = posterior_errors(_prior(), small_ops()[opname], 0.05, "diffpir", 1000,
-                                         lam=7, zeta=0.3, clip=False)
+                                         lam=7, zeta=0.3, clip=False, steps=100)
     assert me < 2.5 * se and me < 0.1 * pe, (me, se, pe)
     assert 0.8 < vr < 0.97, vr
 

@@ -50,6 +50,26 @@ def test_gaussian_kernel_is_dps_impulse_response():
     assert abs(k.sum() - 1) < 1e-12
 
 
+@pytest.mark.parametrize("size,std", [(61, 3.0), (5, 3.0), (9, 1.3), (1, 0.7), (15, 10.0)])
+def test_gaussian_kernel_matches_scipy_without_needing_it(size, std):
+    # scipy is a test-only reference: the library computes the kernel with numpy, including
+    # small sizes where the 4σ support wraps around scipy's 'reflect' borders several times
+    ref = scipy.ndimage.gaussian_filter(np.eye(size)[size // 2][:, None]
+                                        * np.eye(size)[size // 2][None, :], sigma=std)
+    assert np.abs(dp.gaussian_kernel(size, std) - ref).max() < 1e-15
+
+
+def test_library_does_not_import_scipy():
+    import subprocess
+    import sys
+    code = ("import sys, dmir, dmir.operators, dmir.models, dmir.solvers, dmir.metrics, "
+            "dmir.operators.dps_protocol as d; d.gaussian_kernel(); "
+            "print('scipy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"
+
+
 @pytest.mark.parametrize("seed", [0, 1, 7])
 def test_motion_kernel_properties(seed):
     k = dp.motion_kernel(61, 0.5, seed)

@@ -18,6 +18,10 @@ from dmir.operators.noise import sigma_from_model
 EXPECTED = ["equs-table1", "deqir-table1", "deqir-table2", "deqir-table3", "dcdp"]
 
 
+#: masks a preset leaves to the user (DeqIR Table 2's text/stripe masks): a stand-in
+USER_MASKS = {"inp_masks/text.npy", "inp_masks/stripe.npy"}
+
+
 @pytest.fixture(scope="module")
 def ops256():
     """Every (preset, dataset, task) operator, built once at the dataset's size."""
@@ -26,8 +30,12 @@ def ops256():
         p = P.get(name)
         for d in p.datasets:
             for t in p.tasks:
+                params = dict(t.params)
+                if params.get("mask") in USER_MASKS:
+                    params["mask"] = (torch.arange(d.size * d.size).reshape(d.size, d.size)
+                                      % 7 > 1).float()
                 built[name, d.name, t.name] = operators.build(
-                    t.operator, (3, d.size, d.size), **t.params)
+                    t.operator, (3, d.size, d.size), **params)
     return built
 
 
@@ -38,7 +46,7 @@ def test_names_and_get_returns_an_independent_copy():
     p.datasets[0].path = "/somewhere"
     p.methods.clear()
     assert P.PRESETS["equs-table1"].datasets[0].path is None
-    assert len(P.get("equs-table1").methods) == 10
+    assert len(P.get("equs-table1").methods) == 11
 
 
 def test_unknown_preset_lists_the_names():
@@ -62,6 +70,8 @@ def test_tasks_build_at_the_dataset_size(name, ops256):
             y = op.A(x + 0.5)
             assert torch.isfinite(y).all() and y.numel() > 0
             assert set(t.params) <= set(operators.params(t.operator)[0])
+            if t.params.get("mask") in USER_MASKS:          # the protocol says how to supply it
+                assert t.params["mask"] in t.note
 
 
 @pytest.mark.parametrize("name", EXPECTED)
@@ -79,8 +89,10 @@ def test_methods_exist_or_are_declared_missing(name):
 
 def test_missing_list_is_accurate():
     assert set(P.MISSING) == set(P.names())
-    assert [m.name for m in P.missing("dcdp")] == ["DCDP-LDM", "DCDP-CM"]
-    assert sum(len(v) for v in P.MISSING.values()) == 2
+    assert P.missing("dcdp") == [] and P.missing("equs-table1") == []
+    assert [m.name for m in P.missing("deqir-table1")] == ["DGP", "ILVR"]
+    assert [m.name for m in P.missing("deqir-table2")] == ["Palette", "RePaint"]
+    assert sum(len(v) for v in P.MISSING.values()) == 5
     p = P.get("equs-table1")
     p.methods.append(MethodSpec("MCG", "mcg"))
     assert [m.name for m in P.missing(p)] == ["MCG"]
@@ -104,7 +116,7 @@ def test_declared_options_build_every_available_solver(ops256):
                 if m.steps is not None and hasattr(s, "steps"):
                     assert s.steps == m.steps
                 n += 1
-    assert n == 5 * 9 + 2 * 5 + 2 * 5 + 1 * 5 + 5 * 2
+    assert n == 5 * 9 + 4 * 5 + 2 * 3 + 1 * 3 + 5 * 2
 
 
 def test_dcdp_solver_picks_the_released_setting_of_each_task(ops256):
@@ -129,11 +141,13 @@ def test_dps_uses_the_dps_config_step_size_on_dcdp_tasks(ops256):
 def test_presets_are_consistent_and_json_able(name):
     p = P.get(name)
     P.check(p)
-    s = json.dumps(dataclasses.asdict(p), ensure_ascii=False)
+    d = dataclasses.asdict(p)
+    d["paper"] = [[*k, v] for k, v in d["paper"].items()]     # as plan.json stores it
+    s = json.dumps(d, ensure_ascii=False)
     assert json.loads(s)["name"] == name
     assert p.source and p.title and p.seed is not None
     assert all(m in ("psnr", "ssim", "ssim_uniform", "lpips_alex", "lpips_vgg", "lpips_vgg_01",
-                     "fid", "kid", "cons", "nfe", "time") for m in p.metrics)
+                     "fid", "kid", "cons", "cons_8bit", "nfe", "time") for m in p.metrics)
 
 
 def test_check_rejects_paper_entries_with_unknown_labels_or_metrics():
@@ -177,8 +191,8 @@ def test_noise_levels_and_units():
 
 def test_equs_table1_protocol_choices():
     p = P.get("equs-table1")
-    assert [t.operator for t in p.tasks] == ["sr_bicubic", "deblur_gauss", "inpainting",
-                                             "colorization", "cs_blockbased"]
+    assert [t.operator for t in p.tasks] == ["deblur_gauss", "cs_blockbased", "inpainting",
+                                             "sr_bicubic", "colorization"]
     assert p.metrics[:3] == ["psnr", "ssim_uniform", "lpips_vgg_01"] and p.seed == 1234
     assert {d.name: d.model for d in p.datasets} == {"imagenet": "adm-imagenet256-uncond",
                                                      "celebahq": "ddpm-celebahq256"}

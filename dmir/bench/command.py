@@ -19,6 +19,7 @@ import sys
 
 from .. import operators
 from ..errors import DmirError, InputError, ParameterError
+from ..log import get_logger
 from .spec import DatasetSpec, MethodSpec, Preset, TaskSpec
 
 __all__ = ["load_preset", "preset_names", "parse_spec", "adhoc_preset", "main", "fid_main"]
@@ -191,7 +192,8 @@ def adhoc_preset(a) -> Preset:
                                  f"--data NAME=FOLDER")
         names.add(name)
         datasets.append(DatasetSpec(name, path, size=a.size or 256, crop=a.crop or "center"))
-    used_t, used_m = set(), set()
+    used_t: set = set()
+    used_m: set = set()
     tasks = [_task(t, a.sigma_y or 0.0, used_t) for t in a.task]
     methods = [MethodSpec("A+y", "apy")]
     used_m.add("A+y")
@@ -226,7 +228,7 @@ def _shard(text):
 
 
 def _log(msg):
-    print(f"dmir bench: {' '.join(str(msg).split())}", file=sys.stderr, flush=True)
+    get_logger("dmir.bench").info("%s", " ".join(str(msg).split()))
 
 
 def main(a) -> int:
@@ -301,11 +303,15 @@ def main(a) -> int:
     if out["summary"]:
         rows = summary.aggregate(runner.plan_json(out["plan"], opts),
                                  res.read_jsonl(os.path.join(a.out, res.RESULTS))[0])
+        stored = runner.plan_json(out["plan"], opts)
+        shown = [m for m in stored["preset"]["metrics"] if m in summary.METRIC_ORDER
+                 and m not in ("nfe", "time", "fid", "kid")] or ["psnr", "ssim"]
         for r in rows:
-            v = (f"PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.4f}" if r["psnr"] is not None
-                 and r["ssim"] is not None else r["status"])
+            v = (summary.paper_text(stored, r, shown)
+                 if r["psnr"] is not None else r["status"])
             print(f"{r['dataset']}/{r['task']}/{r['method']}: {v} "
-                  f"({r['n']}/{r['n_expected']} images)")
+                  f"({r['n']}/{r['n_expected']} images"
+                  + (f"; {r['status']}" if r["status"].startswith("partial") else "") + ")")
         print(f"wrote {out['summary']}")
     else:
         print(f"{out['records']} results written to {a.out}")

@@ -23,7 +23,7 @@ __all__ = ["features", "folder_stats", "fid_folders", "compare"]
 
 def _batches(tensors, batch: int):
     """Group consecutive (1, C, H, W) images of equal shape into batches of ≤ ``batch``."""
-    group = []
+    group: list = []
     for t in tensors:
         if group and (t.shape != group[0].shape or len(group) == batch):
             yield torch.cat(group)

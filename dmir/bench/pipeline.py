@@ -11,7 +11,9 @@ Seeds. Every random draw is seeded from the run seed and *names*, never from pos
 * the measurement noise: ``seed_for(seed, dataset, task, image_id, "noise")``;
 * the sampler (x_T and every later draw): ``seed_for(seed, dataset, task, image_id,
   "sample")`` — the same for every method (common random numbers: methods are compared on the
-  same noise).
+  same noise). The generators live on the CPU whatever the run's device: solvers draw on the
+  generator's device and move the noise (:func:`dmir.rng.randn`), so a seed gives the same
+  image on every device.
 
 So an image's result is the same whatever the order, the limit, the shard or the number of
 processes. Images are restored one at a time (batch 1): a batch would share one generator
@@ -37,7 +39,7 @@ __all__ = ["seed_for", "generator", "task_operator", "degrade", "restore", "meas
 LPIPS_METRICS = {"lpips_alex": ("alex", "unit"), "lpips_vgg": ("vgg", "unit"),
                  "lpips_vgg_01": ("vgg", "equs")}
 #: always measured (cheap)
-PIXEL_METRICS = ("psnr", "ssim", "ssim_uniform", "cons")
+PIXEL_METRICS = ("psnr", "ssim", "ssim_uniform", "cons", "cons_8bit")
 PER_IMAGE_METRICS = PIXEL_METRICS + tuple(LPIPS_METRICS) + ("nfe", "time")
 
 
@@ -113,14 +115,20 @@ def restore(method, model, op, y: torch.Tensor, sigma_y: float, seed: int, devic
     """
     y = y.to(device)
     if method.method == "apy":
+        from .baselines import apy
+        extra = set(method.kwargs) - {"form"}
+        if extra:
+            raise ParameterError(f"method {method.name}: apy takes only form=, got "
+                                 f"{', '.join(sorted(extra))}")
+        form = method.kwargs.get("form", "pinv")
         with torch.no_grad():
-            x, secs = metrics.timed(op.pinv, y)
+            x, secs = metrics.timed(apy, op, y, form)
         return x.detach().to("cpu", torch.float32), {"nfe": 0, "time": secs, "steps": 0}
     n_steps = steps if steps is not None else method.steps
     solver = solvers.build(method.method, model, op, steps=n_steps, eta=method.eta,
                            sigma_y=sigma_y, **dict(method.kwargs))
     with metrics.NFECounter(model) as count:
-        x, secs = metrics.timed(solver.sample, y, generator=generator(seed, device),
+        x, secs = metrics.timed(solver.sample, y, generator=generator(seed),
                                 progress=progress)
     info = {"nfe": count.per_image(y.shape[0]), "time": secs,
             "steps": int(getattr(solver, "steps", n_steps or 0) or 0)}
@@ -176,11 +184,13 @@ def measure(x, gt, y, op, names, lpips_bank: LpipsBank | None = None) -> dict:
                 out[name] = _finite(metrics.ssim_model(x, gt, variant="gaussian"))
             elif name == "ssim_uniform":
                 out[name] = _finite(metrics.ssim_model(x, gt, variant="uniform"))
-            elif name == "cons":
+            elif name == "cons":          # ℓ1 of A x̂ − y, float [0, 1] (DeqIR's Cons)
                 out[name] = _finite(metrics.consistency(x, y, op))
+            elif name == "cons_8bit":     # the same on the 8-bit result (EquS's Cons)
+                out[name] = _finite(metrics.consistency(x, y, op, uint8=True))
             elif name in LPIPS_METRICS:
                 net = lpips_bank.get(name) if lpips_bank is not None else None
-                if net is None:
+                if net is None or lpips_bank is None:
                     out[name] = None
                 else:
                     dev = lpips_bank.device

@@ -4,8 +4,10 @@ of one published table, its protocol in words, and the numbers the paper reports
 Presets (see ``docs/presets.md`` for the long form):
 
 * ``equs-table1`` — EquS (Wu et al., arXiv 2511.09965), Table 1: ImageNet and CelebA-HQ, five
-  noise-free DDNM-protocol tasks, DDNM / DDRM / CDDB with and without EquS+, DPS, ΠGDM, DeqIR, A⁺y.
-* ``deqir-table1`` … ``deqir-table3`` — DeqIR (Cao et al., CVPR 2024, arXiv 2311.11600).
+  noise-free DDNM-protocol tasks, DDNM / DDRM / CDDB with and without EquS+, DPS, ΠGDM, DeqIR, A⁺y
+  and the release's "Apy" baseline.
+* ``deqir-table1`` … ``deqir-table3`` — DeqIR (Cao et al., CVPR 2024, arXiv 2311.11600): SR and
+  deblurring, text/stripe inpainting (CelebA-HQ), colorization.
 * ``dcdp`` — DCDP (Li et al., arXiv 2403.06054): FFHQ 256, the DPS measurement protocol.
 
 Conventions (as everywhere in dmir): ``TaskSpec.sigma_y`` is the Gaussian measurement noise in
@@ -14,11 +16,10 @@ once with :func:`dmir.operators.noise.sigma_from_model` (÷2), and its own value
 task's ``note``. ``Preset.paper`` maps ``(dataset, task, method)`` labels — the ``name`` fields of
 the preset's specs — to ``{metric: value}`` with metric keys from ``Preset.metrics``.
 
-Paper numbers: none are entered. The result tables of all three papers are published as images
-(EquS README ``images/table.png``, DeqIR README ``figs/tab_sr_deblur.png`` and
-``figs/tab_inp_color.png``) or only in the PDF/HTML body, which could not be read as text when
-these presets were written; no number is entered that was not read from a source. Each preset's
-``protocol`` says so and names the table to copy them from (:func:`check` validates entries).
+Paper numbers: ``equs-table1`` and ``deqir-table1`` … ``deqir-table3`` carry the published
+numbers, transcribed from the papers' table images and copied here as data (the tables below:
+:data:`EQUS_TABLE1_IMAGENET`, …); ``dcdp`` has none (its table was not transcribed). The
+summaries print paper, ours and Δ per cell (:mod:`dmir.bench.summary`).
 
 Methods that dmir does not implement are kept in the preset (so a run reports them as missing
 instead of silently dropping them): :func:`missing` lists them, :data:`MISSING` declares them.
@@ -49,6 +50,162 @@ _NO_NUMBERS = ("Paper numbers: none entered — {where}; they could not be read 
                "preset; metric keys from Preset.metrics).")
 
 
+# --------------------------------------------------------------------------------- paper tables
+# Transcribed from the papers' table images (EquS: the release README's images/table.png; DeqIR:
+# figs/tab_sr_deblur.png, figs/tab_inp_color.png), as collected in the project's papers/tables.md.
+# Cells are "a/b/c" in the paper's column order; "-" = not reported. Copied here (not read from
+# a file) so the presets stay plain data.
+
+def _cells(table: dict, dataset: str, tasks: list, methods: dict, metrics: dict) -> dict:
+    """{(dataset, task, method label): {metric: value}} from rows of "a/b/c" cells.
+
+    ``table[row]`` lists one cell per task (in ``tasks`` order); ``methods`` maps a table row to
+    the preset's method label; ``metrics[task]`` names the metric of each number of a cell."""
+    out = {}
+    for row, cells in table.items():
+        for task, cell in zip(tasks, cells):
+            vals = {}
+            for metric, v in zip(metrics[task], cell.split("/")):
+                v = v.strip()
+                if v not in ("-", "–", ""):
+                    vals[metric] = float(v)
+            if vals:
+                out[(dataset, task, methods[row])] = vals
+    return out
+
+
+_EQUS_TASKS = ["deblur_g", "cs25", "inpainting", "sr4", "colorization"]
+_EQUS_METRICS = {t: ("psnr", "ssim_uniform", "lpips_vgg_01") for t in _EQUS_TASKS}
+_EQUS_METRICS["colorization"] = ("cons_8bit", "fid", "lpips_vgg_01")
+_EQUS_ROWS = {"A†y": "A†y (release Apy)", "DPS": "DPS", "ΠGDM": "ΠGDM", "DeqIR": "DeqIR",
+              "CDDB": "CDDB", "CDDB-EquS+": "CDDB+EquS+", "DDRM": "DDRM",
+              "DDRM-EquS+": "DDRM+EquS+", "DDNM": "DDNM", "DDNM-EquS+": "DDNM+EquS+"}
+#: EquS Table 1, ImageNet (1k): Gaussian deblurring | block CS 25 % | inpainting | 4× bicubic SR
+#: (PSNR/SSIM/LPIPS) | colorization (Cons/FID/LPIPS)
+EQUS_TABLE1_IMAGENET = {
+    "A†y": ["18.57/0.586/0.376", "12.83/0.192/0.724", "14.62/0.661/0.413", "26.27/0.771/0.302",
+            "53.92/44.95/0.167"],
+    "DPS": ["26.12/0.729/0.341", "30.61/0.868/0.170", "35.56/0.964/0.052", "22.49/0.584/0.468",
+            "619.3/54.78/0.277"],
+    "ΠGDM": ["42.19/0.980/0.035", "30.61/0.867/0.170", "35.54/0.964/0.052",
+             "27.89/0.815/0.217", "177.3/36.75/0.194"],
+    "DeqIR": ["43.57/0.986/0.017", "25.26/0.696/0.296", "32.36/0.956/0.036",
+              "26.90/0.788/0.250", "25.26/39.05/0.176"],
+    "CDDB": ["26.42/0.750/0.311", "28.60/0.795/0.225", "34.92/0.968/0.026", "23.47/0.630/0.423",
+             "275.1/39.04/0.183"],
+    "CDDB-EquS+": ["27.55/0.797/0.268", "32.05/0.890/0.099", "36.18/0.976/0.020",
+                   "25.41/0.712/0.358", "114.0/41.18/0.168"],
+    "DDRM": ["43.01/0.986/0.014", "27.54/0.766/0.276", "34.60/0.965/0.030", "27.39/0.801/0.241",
+             "144.4/36.77/0.162"],
+    "DDRM-EquS+": ["44.69/0.990/0.010", "31.70/0.886/0.109", "35.93/0.973/0.025",
+                   "27.54/0.807/0.248", "142.9/39.70/0.162"],
+    "DDNM": ["44.94/0.990/0.011", "28.59/0.795/0.225", "34.93/0.968/0.025", "27.45/0.801/0.231",
+             "21.92/36.87/0.157"],
+    "DDNM-EquS+": ["46.99/0.993/0.006", "31.87/0.887/0.103", "36.13/0.976/0.021",
+                   "27.63/0.809/0.242", "21.68/39.34/0.158"],
+}
+#: EquS Table 1, CelebA-HQ (1k), same columns
+EQUS_TABLE1_CELEBAHQ = {
+    "A†y": ["18.85/0.686/0.305", "12.11/0.155/0.790", "14.65/0.653/0.459", "30.64/0.881/0.214",
+            "54.86/46.65/0.138"],
+    "DPS": ["30.65/0.856/0.173", "34.02/0.919/0.122", "37.80/0.967/0.061", "26.83/0.778/0.229",
+            "578.0/42.33/0.160"],
+    "ΠGDM": ["40.19/0.975/0.051", "34.02/0.919/0.122", "37.80/0.966/0.061",
+             "31.80/0.890/0.124", "353.5/33.32/0.103"],
+    "DeqIR": ["46.85/0.992/0.011", "32.56/0.894/0.120", "38.22/0.979/0.019",
+              "31.82/0.892/0.125", "72.16/32.93/0.201"],
+    "CDDB": ["30.86/0.862/0.161", "33.51/0.907/0.111", "39.36/0.982/0.017", "27.20/0.789/0.219",
+             "347.8/32.25/0.123"],
+    "CDDB-EquS+": ["32.60/0.898/0.162", "34.78/0.927/0.091", "39.82/0.983/0.016",
+                   "30.16/0.855/0.209", "235.4/32.43/0.110"],
+    "DDRM": ["43.07/0.985/0.023", "32.50/0.896/0.128", "38.30/0.973/0.035", "31.63/0.886/0.123",
+             "170.6/31.20/0.105"],
+    "DDRM-EquS+": ["43.15/0.986/0.023", "34.47/0.925/0.103", "38.69/0.975/0.034",
+                   "32.39/0.901/0.134", "169.4/31.20/0.102"],
+    "DDNM": ["46.73/0.992/0.011", "33.51/0.907/0.111", "39.37/0.982/0.017", "31.64/0.885/0.116",
+             "28.49/26.19/0.090"],
+    "DDNM-EquS+": ["46.88/0.993/0.010", "34.76/0.926/0.091", "39.85/0.983/0.016",
+                   "32.44/0.901/0.126", "31.01/26.08/0.086"],
+}
+
+_DEQIR1_TASKS = ["sr2", "sr4", "deblur_g", "deblur_a", "nfe"]
+_DEQIR_PSL = ("psnr", "ssim", "lpips_alex")
+_DEQIR1_METRICS = {"sr2": _DEQIR_PSL, "sr4": _DEQIR_PSL, "deblur_g": _DEQIR_PSL,
+                   "deblur_a": _DEQIR_PSL, "nfe": ("nfe",)}
+_DEQIR_ROWS = {"Baseline": "Baseline (release Apy)", "DGP": "DGP", "DPS": "DPS", "ILVR": "ILVR",
+               "DiffPIR": "DiffPIR", "DDRM": "DDRM", "DDNM": "DDNM", "DeqIR": "DeqIR",
+               "Palette": "Palette", "RePaint": "RePaint"}
+#: DeqIR Table 1, ImageNet: 2× SR | 4× SR | deblur (gauss) | deblur (aniso) (PSNR/SSIM/LPIPS) |
+#: NFEs as published (DeqIR: 15 batched evaluations)
+DEQIR_TABLE1_IMAGENET = {
+    "Baseline": ["29.63/0.875/0.165", "25.15/0.699/0.351", "18.22/0.529/0.433",
+                 "20.86/0.544/0.480", "-"],
+    "DGP": ["22.32/0.583/0.426", "18.35/0.398/0.529", "21.81/0.522/0.472", "20.77/0.459/0.504",
+            "1500"],
+    "DPS": ["22.40/0.597/0.405", "20.34/0.488/0.464", "22.04/0.569/0.394", "21.82/0.561/0.381",
+            "1000"],
+    "ILVR": ["23.36/0.613/0.334", "22.76/0.583/0.383", "-", "-", "100"],
+    "DiffPIR": ["27.16/0.790/0.214", "24.31/0.649/0.350", "25.32/0.673/0.296",
+                "23.37/0.535/0.439", "100"],
+    "DDRM": ["31.43/0.906/0.117", "26.21/0.745/0.288", "40.70/0.978/0.040", "37.69/0.964/0.057",
+             "20"],
+    "DDNM": ["31.81/0.908/0.096", "26.49/0.753/0.266", "43.83/0.987/0.021", "38.40/0.969/0.039",
+             "100"],
+    "DeqIR": ["32.33/0.913/0.081", "27.44/0.782/0.235", "43.55/0.987/0.020",
+              "39.47/0.970/0.036", "15"],
+}
+#: DeqIR Table 1, CelebA-HQ, same columns
+DEQIR_TABLE1_CELEBAHQ = {
+    "Baseline": ["35.87/0.953/0.099", "30.12/0.857/0.240", "18.94/0.704/0.337",
+                 "23.16/0.727/0.354", "-"],
+    "DGP": ["28.61/0.809/0.279", "25.25/0.690/0.405", "27.02/0.738/0.372", "25.73/0.663/0.426",
+            "1500"],
+    "DPS": ["28.71/0.818/0.219", "25.01/0.710/0.282", "27.56/0.775/0.229", "26.91/0.754/0.234",
+            "1000"],
+    "ILVR": ["27.31/0.783/0.234", "27.09/0.775/0.245", "-", "-", "100"],
+    "DiffPIR": ["32.51/0.882/0.156", "28.60/0.795/0.228", "30.63/0.835/0.197",
+                "29.32/0.802/0.232", "100"],
+    "DDRM": ["36.76/0.952/0.074", "31.91/0.880/0.149", "43.06/0.983/0.036", "41.27/0.976/0.053",
+             "20"],
+    "DDNM": ["36.37/0.950/0.065", "31.86/0.876/0.136", "46.99/0.992/0.021", "43.43/0.983/0.037",
+             "100"],
+    "DeqIR": ["36.57/0.953/0.061", "32.19/0.887/0.154", "47.46/0.993/0.019",
+              "43.58/0.984/0.035", "15"],
+}
+#: DeqIR Table 2, zero-shot inpainting, CelebA-HQ: text mask | stripe mask (PSNR/SSIM/LPIPS)
+DEQIR_TABLE2_CELEBAHQ = {
+    "Baseline": ["14.55/0.642/0.515", "9.02/0.131/0.730"],
+    "Palette": ["38.09/0.978/0.027", "25.91/0.733/0.343"],
+    "RePaint": ["38.54/0.974/0.039", "36.25/0.950/0.087"],
+    "DDRM": ["37.25/0.969/0.223", "34.34/0.933/0.223"],
+    "DDNM": ["39.45/0.980/0.023", "36.75/0.951/0.076"],
+    "DeqIR": ["39.60/0.981/0.026", "36.97/0.952/0.086"],
+}
+#: DeqIR Table 3, zero-shot colorization (Cons/LPIPS/FID): ImageNet | CelebA-HQ
+DEQIR_TABLE3 = {
+    "Baseline": ["0/0.196/90.93", "0/0.210/70.69"],
+    "DGP": ["-/0.256/99.86", "-/0.218/73.24"],
+    "DDRM": ["265.08/0.223/79.42", "472.25/0.245/57.29"],
+    "DDNM": ["45.07/0.186/77.21", "51.43/0.139/45.73"],
+    "DeqIR": ["43.15/0.171/70.94", "50.16/0.092/43.98"],
+}
+
+_PAPER_NOTE = ("Paper numbers: transcribed from the paper's table image ({where}); they were "
+               "read from an image, not text, and are entered as printed (docs/presets.md lists "
+               "the cells that look inconsistent with their rows). The summary prints paper, "
+               "ours and Δ per cell and flags |Δ| above the metric's tolerance "
+               "(dmir.bench.summary.TOLERANCES).")
+
+#: the release's "Apy" baseline (EquS/DeqIR/DDNM code): y itself for deblurring, the masked
+#: image with black (-1) holes for inpainting, y repeated for colorization, else A⁺y
+APY_RELEASE = {"form": "release"}
+#: DeqIR's published protocol (m 5, 15 evaluations, the release's returned iterate)
+DEQIR_PUBLISHED = {"strategy": "published"}
+#: CDDB's own step rule (HJ-harry/CDDB dds_sampling: x̂0 − step·∇‖A x̂0 − y‖², --step-size 1.0,
+#: i.e. 2·Aᵀ(A x̂0 − y)): dmir's step_size multiplies Aᵀ(A x̂0 − y), so 2.0
+CDDB_RELEASE = {"step_size": 2.0}
+
+
 def _ddnm_protocol_operators() -> str:
     return ("Operators are the DDNM/DDRM reference-code ones, quirks included: sr_bicubic is the "
             "strided Keys (a = -0.5) kernel with reflected borders and an SVD truncated at 3e-2; "
@@ -61,48 +218,60 @@ def _ddnm_protocol_operators() -> str:
             "0.3333/0.3334/0.3333).")
 
 
+def _apy_rows(label: str) -> list:
+    return [MethodSpec("A⁺y", "apy"), MethodSpec(label, "apy", kwargs=dict(APY_RELEASE))]
+
+
+_APY_TEXT = ("Baselines: 'A⁺y' is the true pseudo-inverse op.pinv(y); the paper's A†y/Baseline "
+             "row is what the release saves as 'Apy' images — y itself for deblurring, the "
+             "masked image with black (-1) holes for inpainting, y repeated over the channels "
+             "for colorization, A⁺y otherwise (EquS guided_diffusion/diffusion.py) — run as its "
+             "own row '{label}' (MethodSpec method 'apy', kwargs form='release').")
+
+
 # --------------------------------------------------------------------------------- EquS
 def _equs_table1() -> Preset:
     tasks = [
-        TaskSpec("sr4", "sr_bicubic", {"scale": 4}, 0.0,
-                 "EquS evaluation.sh: --deg sr_bicubic --deg_scale 4 --sigma_y 0 "
-                 "(the script also runs sr_averagepooling ×4)"),
         TaskSpec("deblur_g", "deblur_gauss", {}, 0.0,
                  "reference 'deblur_gauss' with its channel quirk (not a true blur); the script "
                  "also runs deblur_aniso"),
-        TaskSpec("inpainting", "inpainting", {"mask": DDNM_MASK}, 0.0,
-                 "DDNM mask.npy (exp/inp_masks/mask.npy)"),
-        TaskSpec("colorization", "colorization", {}, 0.0, "mean of the channels"),
         TaskSpec("cs25", "cs_blockbased", {"ratio": 0.25}, 0.0,
                  "block-based CS, ratio 0.25, 32×32 blocks, random orthogonal basis (the EquS "
                  "README's NFE study uses 'block-based CS 25%'; evaluation.sh also runs "
                  "cs_walshhadamard 0.25)"),
+        TaskSpec("inpainting", "inpainting", {"mask": DDNM_MASK}, 0.0,
+                 "DDNM mask.npy (exp/inp_masks/mask.npy)"),
+        TaskSpec("sr4", "sr_bicubic", {"scale": 4}, 0.0,
+                 "EquS evaluation.sh: --deg sr_bicubic --deg_scale 4 --sigma_y 0 "
+                 "(the script also runs sr_averagepooling ×4)"),
+        TaskSpec("colorization", "colorization", {}, 0.0,
+                 "mean of the channels; the paper reports Cons (ℓ1 on 8-bit images: cons_8bit), "
+                 "FID and LPIPS"),
     ]
-    methods = [
-        MethodSpec("A⁺y", "apy"),
-        MethodSpec("DDNM", "ddnm", 100, 0.85),
-        MethodSpec("DDNM+EquS+", "ddnm-equs+", 100, 0.85),
-        MethodSpec("DDRM", "ddrm", 20, 0.85),
-        MethodSpec("DDRM+EquS+", "ddrm-equs+", 20, 0.85),
-        MethodSpec("CDDB", "cddb", 100, 0.85),
-        MethodSpec("CDDB+EquS+", "cddb-equs+", 100, 0.85),
+    methods = _apy_rows("A†y (release Apy)") + [
         MethodSpec("DPS", "dps", 1000, 1.0),
         MethodSpec("ΠGDM", "pigdm", 100, 1.0),
-        MethodSpec("DeqIR", "deqir", 25),
+        MethodSpec("DeqIR", "deqir", 25, kwargs=dict(DEQIR_PUBLISHED)),
+        MethodSpec("CDDB", "cddb", 100, 0.85, kwargs=dict(CDDB_RELEASE)),
+        MethodSpec("CDDB+EquS+", "cddb-equs+", 100, 0.85, kwargs=dict(CDDB_RELEASE)),
+        MethodSpec("DDRM", "ddrm", 20, 0.85),
+        MethodSpec("DDRM+EquS+", "ddrm-equs+", 20, 0.85),
+        MethodSpec("DDNM", "ddnm", 100, 0.85),
+        MethodSpec("DDNM+EquS+", "ddnm-equs+", 100, 0.85),
     ]
     datasets = [
         DatasetSpec("imagenet", size=256, limit=1000, model="adm-imagenet256-uncond"),
         DatasetSpec("celebahq", size=256, limit=1000, model="ddpm-celebahq256"),
     ]
+    paper = _cells(EQUS_TABLE1_IMAGENET, "imagenet", _EQUS_TASKS, _EQUS_ROWS, _EQUS_METRICS)
+    paper.update(_cells(EQUS_TABLE1_CELEBAHQ, "celebahq", _EQUS_TASKS, _EQUS_ROWS,
+                        _EQUS_METRICS))
     protocol = " ".join([
-        "EquS Table 1 (Wu et al., arXiv 2511.09965): ImageNet 256 and CelebA-HQ 256, five "
-        "noise-free tasks — ×4 super-resolution (sr_bicubic), Gaussian deblurring "
-        "(deblur_gauss), inpainting (DDNM mask), colorization, compressed sensing 25 % "
-        "(cs_blockbased) — following the release's evaluation.sh (FouierL/EquS) and the DDNM "
-        "protocol. Which SR/deblur/CS variant each Table 1 column uses could not be confirmed "
-        "from the paper text (the table is an image); evaluation.sh also runs "
-        "sr_averagepooling ×4, deblur_aniso and cs_walshhadamard 0.25 — run those operators as "
-        "extra tasks when a column turns out to be one of them.",
+        "EquS Table 1 (Wu et al., arXiv 2511.09965): ImageNet 256 and CelebA-HQ 256 (1k images "
+        "each), five noise-free tasks — Gaussian deblurring (deblur_gauss), compressed sensing "
+        "25 % (cs_blockbased), inpainting (DDNM mask), ×4 super-resolution (sr_bicubic), "
+        "colorization — following the release's evaluation.sh (FouierL/EquS) and the DDNM "
+        "protocol; the DDNM family at 100 NFE.",
         _ddnm_protocol_operators(),
         "cs_blockbased draws its orthogonal 1024×1024 basis at random (seeded); the reference "
         "draws one per run from its global seed, so CS numbers also depend on that draw.",
@@ -114,47 +283,57 @@ def _equs_table1() -> Preset:
         "ddpm-celebahq256 (SDEdit celeba_hq.ckpt) for CelebA-HQ.",
         "Methods and steps: DDNM 100 steps η 0.85 (evaluation.sh --eta 0.85, DDNM config "
         "T_sampling 100); '+EquS+' = the same sampler with EquS (hflip on alternate steps) and "
-        "the quadratic Timestep-Aware Schedule, same NFE; DDRM 20 steps η 0.85; CDDB 100 steps; "
-        "DPS 1000 steps (release step size per task); ΠGDM 100 steps η 1; DeqIR 25 steps "
-        "(nw 0, etw 0.1, its README command); A⁺y = op.pinv(y) (the release saves y itself as "
-        "'Apy' for deblurring and fills inpainting holes with -1, i.e. black).",
+        "the quadratic Timestep-Aware Schedule, same NFE; DDRM 20 steps η 0.85; CDDB 100 steps "
+        "with CDDB's own step rule (HJ-harry/CDDB dds_sampling: one step of size 1 on the "
+        "gradient of ‖A x̂0 − y‖², i.e. step_size=2 in dmir, whose step multiplies "
+        "Aᵀ(A x̂0 − y); dmir's default 'auto' 1/‖A‖² would make CDDB equal to DDNM on "
+        "colorization and average pooling); DPS 1000 steps (release step size per task); ΠGDM "
+        "100 steps η 1; DeqIR 25 steps in its published protocol (strategy 'published': nw 0, "
+        "etw 0.1, Anderson m 5, 15 evaluations, the release's returned iterate). The step "
+        "counts of the non-DDNM baselines are not stated in the paper.",
+        _APY_TEXT.format(label="A†y (release Apy)"),
         "Metrics (as the EquS code computes them): PSNR on float [0, 1] images per image, then "
         "averaged (psnr); SSIM = scikit-image structural_similarity defaults, 7×7 uniform "
         "window with sample covariance, data_range 1, per channel (ssim_uniform); LPIPS = "
-        "torchmetrics LearnedPerceptualImagePatchSimilarity(net_type='vgg') fed [0, 1] images "
-        "without normalisation (lpips_vgg_01 — not the standard LPIPS, which expects [-1, 1]); "
-        "FID (fid; not computed by the released code — dmir uses the TF-Inception FID network, "
-        "so FID values may differ from the paper's implementation).",
+        "the lpips VGG network fed [0, 1] images without normalisation (lpips_vgg_01 — not the "
+        "standard LPIPS input, which is [-1, 1]); Cons for colorization = ℓ1 of A x̂ − y on the "
+        "8-bit result in [0, 1] pixel units (cons_8bit: the values fit 8-bit images, the "
+        "release computes no Cons); FID (fid; not computed by the released code — dmir uses "
+        "the TF-Inception FID network, so FID values may differ from the paper's "
+        "implementation).",
         "Seed: 1234 (EquS main.py default); the reference shuffles the test set with that "
         "seed, dmir seeds every image by its index instead, so per-image noise differs.",
-        _NO_NUMBERS.format(where="take them from EquS Table 1 (arXiv 2511.09965; the release "
-                           "README shows it as images/table.png)"),
+        _PAPER_NOTE.format(where="EquS Table 1, the release README's images/table.png"),
     ])
     return Preset("equs-table1", "EquS Table 1 (ImageNet, CelebA-HQ; noise-free)", protocol,
-                  datasets, tasks, methods, ["psnr", "ssim_uniform", "lpips_vgg_01", "fid"],
-                  seed=1234, paper={}, source="Wu et al., arXiv 2511.09965, Table 1")
+                  datasets, tasks, methods,
+                  ["psnr", "ssim_uniform", "lpips_vgg_01", "cons_8bit", "fid"],
+                  seed=1234, paper=paper, source="Wu et al., arXiv 2511.09965, Table 1")
 
 
 # --------------------------------------------------------------------------------- DeqIR
-def _deqir_methods() -> list:
-    return [
-        MethodSpec("A⁺y", "apy"),
-        MethodSpec("DDRM", "ddrm", 20, 0.85),
-        MethodSpec("DDNM", "ddnm", 100, 0.85),
-        MethodSpec("DPS", "dps", 1000, 1.0),
-        MethodSpec("ΠGDM", "pigdm", 100, 1.0),
-        MethodSpec("DeqIR", "deqir", 25),
-    ]
+def _deqir_methods(extra_missing=("DGP", "ILVR"), diffpir=True, dps=True) -> list:
+    ms = _apy_rows("Baseline (release Apy)")
+    missing = {"DGP": "dgp", "ILVR": "ilvr", "Palette": "palette", "RePaint": "repaint"}
+    ms += [MethodSpec(label, missing[label]) for label in extra_missing]
+    if dps:
+        ms.append(MethodSpec("DPS", "dps", 1000, 1.0))
+    if diffpir:
+        ms.append(MethodSpec("DiffPIR", "diffpir", 100, 0.0))
+    ms += [MethodSpec("DDRM", "ddrm", 20, 0.85),
+           MethodSpec("DDNM", "ddnm", 100, 0.85),
+           MethodSpec("DeqIR", "deqir", 25, kwargs=dict(DEQIR_PUBLISHED))]
+    return ms
 
 
-def _deqir_datasets() -> list:
-    return [
-        DatasetSpec("imagenet", size=256, limit=100, model="adm-imagenet256-uncond"),
-        DatasetSpec("celebahq", size=256, limit=100, model="ddpm-celebahq256"),
-    ]
+def _deqir_datasets(names=("imagenet", "celebahq")) -> list:
+    ds = {"imagenet": DatasetSpec("imagenet", size=256, limit=100,
+                                  model="adm-imagenet256-uncond"),
+          "celebahq": DatasetSpec("celebahq", size=256, limit=100, model="ddpm-celebahq256")}
+    return [ds[n] for n in names]
 
 
-def _deqir_protocol(table: str, what: str) -> str:
+def _deqir_protocol(table: str, what: str, cons: bool = False, missing: str = "") -> str:
     return " ".join([
         f"DeqIR {table} (Cao et al., CVPR 2024, arXiv 2311.11600): {what}",
         _ddnm_protocol_operators(),
@@ -167,18 +346,24 @@ def _deqir_protocol(table: str, what: str) -> str:
         "the paper's tables use these 100-image subsets or the 1k sets (--n_subset 1k) could "
         "not be confirmed. Images resized to 256. Models: adm-imagenet256-uncond for ImageNet, "
         "ddpm-celebahq256 for CelebA-HQ.",
-        "DeqIR: 25 steps, uniform skip, nw 0, etw 0.1, Anderson m 5, λ 1e-3, β 1, 15 "
-        "iterations (the README command --timesteps 25 --use_svd --etw 0.1 and main.py "
-        "defaults). Baselines are dmir's selection of the DDNM-family methods it implements "
-        "(A⁺y, DDRM 20 steps η 0.85, DDNM 100 steps η 0.85, DPS 1000 steps, ΠGDM 100 steps); "
-        "the paper's full baseline list could not be read — add any it reports that dmir lacks "
-        "as methods so they are reported as missing.",
+        "DeqIR: 25 steps in its published protocol (strategy 'published': uniform skip, nw 0, "
+        "etw 0.1, Anderson m 5, λ 1e-3, β 1, tol 1e-3, at most 15 evaluations of the batched "
+        "map, returning the last mixed iterate as the release does — the README command "
+        "--timesteps 25 --use_svd --etw 0.1 and main.py defaults); the paper's NFE column "
+        "counts those 15 batched evaluations (dmir's nfe counts single-image network "
+        "evaluations: 25 × 15 = 375). Baselines: DDRM 20 steps η 0.85, DDNM 100 steps η 0.85, "
+        "DPS 1000 steps, DiffPIR 100 steps (20 for inpainting); methods dmir does not "
+        "implement are listed and reported as missing" + (f" ({missing})." if missing else "."),
+        _APY_TEXT.format(label="Baseline (release Apy)"),
         "Metrics: the release computes none (it only writes images); dmir reports PSNR (float "
         "[0, 1], per image then averaged), SSIM (Gaussian σ = 1.5, Wang et al.), LPIPS (AlexNet, "
-        "standard [-1, 1] input), FID (TF-Inception), NFE and wall time; which of these the "
-        "table reports could not be confirmed.",
+        "standard [-1, 1] input), FID (TF-Inception), NFE and wall time"
+        + ("; Cons = ℓ1 of A x̂ − y in float [0, 1] pixel units (cons: the paper's Baseline "
+           "Cons 0 fits float, not 8-bit, images)" if cons else "")
+        + "; which SSIM/LPIPS variant the paper used could not be confirmed.",
         "Seed: 666 (DeqIR main.py default); dmir seeds every image by its index.",
-        _NO_NUMBERS.format(where=f"take them from DeqIR {table} (arXiv 2311.11600)"),
+        _PAPER_NOTE.format(where=f"DeqIR {table}, the release README's figs/tab_sr_deblur.png "
+                           f"and figs/tab_inp_color.png"),
     ])
 
 
@@ -187,54 +372,79 @@ _DEQIR_METRICS = ["psnr", "ssim", "lpips_alex", "fid", "nfe", "time"]
 
 def _deqir_table1() -> Preset:
     tasks = [
+        TaskSpec("sr2", "sr_bicubic", {"scale": 2}, 0.0,
+                 "release --deg sr_bicubic --scale 2 (forces the SVD operator)"),
         TaskSpec("sr4", "sr_bicubic", {"scale": 4}, 0.0,
                  "release --deg sr_bicubic --scale 4 (forces the SVD operator)"),
         TaskSpec("deblur_g", "deblur_gauss", {}, 0.0,
                  "release --deg deblur_gauss (5-tap σ = 10, reference channel quirk)"),
+        TaskSpec("deblur_a", "deblur_aniso", {}, 0.0,
+                 "release --deg deblur_aniso (9-tap σ = 20 / σ = 1 kernels, reference channel "
+                 "quirk)"),
     ]
-    what = ("×4 super-resolution and deblurring on ImageNet and CelebA-HQ. The task split "
-            "follows the README's result images (figs/tab_sr_deblur.png first, then "
-            "figs/tab_inp_color.png); the exact operator variants could not be read from the "
-            "table (the release also implements sr_averagepooling, deblur_uni and "
-            "deblur_aniso — run those as extra tasks if a column is one of them).")
-    return Preset("deqir-table1", "DeqIR Table 1 (×4 SR, deblurring; ImageNet, CelebA-HQ)",
-                  _deqir_protocol("Table 1", what), _deqir_datasets(), tasks, _deqir_methods(),
-                  list(_DEQIR_METRICS), seed=666, paper={},
+    what = ("2× and 4× super-resolution, Gaussian and anisotropic deblurring on ImageNet and "
+            "CelebA-HQ (figs/tab_sr_deblur.png). The SR variant (bicubic vs average pooling) is "
+            "not named in the table; sr_bicubic is the release's --deg for its README command.")
+    paper = _cells(DEQIR_TABLE1_IMAGENET, "imagenet", _DEQIR1_TASKS, _DEQIR_ROWS,
+                   _DEQIR1_METRICS)
+    paper.update(_cells(DEQIR_TABLE1_CELEBAHQ, "celebahq", _DEQIR1_TASKS, _DEQIR_ROWS,
+                        _DEQIR1_METRICS))
+    paper = _nfe_per_task(paper, [t.name for t in tasks])
+    return Preset("deqir-table1", "DeqIR Table 1 (×2/×4 SR, deblurring; ImageNet, CelebA-HQ)",
+                  _deqir_protocol("Table 1", what, missing="DGP, ILVR"), _deqir_datasets(), tasks, _deqir_methods(),
+                  list(_DEQIR_METRICS), seed=666, paper=paper,
                   source="Cao et al., CVPR 2024, arXiv 2311.11600, Table 1")
+
+
+def _nfe_per_task(paper: dict, tasks: list) -> dict:
+    """The table's one NFE column, repeated on every task of its row."""
+    out = {k: v for k, v in paper.items() if k[1] != "nfe"}
+    for (d, t, m), v in paper.items():
+        if t == "nfe":
+            for task in tasks:
+                if (d, task, m) in out:
+                    out[(d, task, m)] = dict(out[(d, task, m)], **v)
+    return out
 
 
 def _deqir_table2() -> Preset:
     tasks = [
-        TaskSpec("inpainting", "inpainting", {"mask": DDNM_MASK}, 0.0,
-                 "the release reads experiments/inp_masks/<mask_type>.npy; which mask the table "
-                 "used is not named — the DDNM mask.npy is used here"),
-        TaskSpec("colorization", "colorization", {}, 0.0, "mean of the channels"),
+        TaskSpec("inp_text", "inpainting", {"mask": "inp_masks/text.npy"}, 0.0,
+                 "the release's experiments/inp_masks/text.npy (--mask_type text); not in the "
+                 "release repository: supply it as inp_masks/text.npy under the working "
+                 "folder (a 256×256 .npy/.png, 1 = kept)"),
+        TaskSpec("inp_stripe", "inpainting", {"mask": "inp_masks/stripe.npy"}, 0.0,
+                 "the release's experiments/inp_masks/stripe.npy (--mask_type stripe); supply "
+                 "it as inp_masks/stripe.npy under the working folder"),
     ]
-    what = ("inpainting and colorization on ImageNet and CelebA-HQ (the README's second result "
-            "image, figs/tab_inp_color.png). The release's inpainting mask is chosen by "
-            "--mask_type (experiments/inp_masks/<mask_type>.npy) and not named in the README; "
-            "dmir uses the DDNM mask.")
-    return Preset("deqir-table2", "DeqIR Table 2 (inpainting, colorization; ImageNet, "
-                  "CelebA-HQ)", _deqir_protocol("Table 2", what), _deqir_datasets(), tasks,
-                  _deqir_methods(), list(_DEQIR_METRICS) + ["cons"], seed=666, paper={},
+    what = ("zero-shot inpainting on CelebA-HQ with a text mask and a stripe mask "
+            "(figs/tab_inp_color.png). The masks are the release's "
+            "experiments/inp_masks/<mask_type>.npy, which the public repository does not "
+            "contain; the user supplies them.")
+    paper = _cells(DEQIR_TABLE2_CELEBAHQ, "celebahq", ["inp_text", "inp_stripe"], _DEQIR_ROWS,
+                   {"inp_text": _DEQIR_PSL, "inp_stripe": _DEQIR_PSL})
+    return Preset("deqir-table2", "DeqIR Table 2 (inpainting: text and stripe masks; "
+                  "CelebA-HQ)", _deqir_protocol("Table 2", what, missing="Palette, RePaint"), _deqir_datasets(["celebahq"]),
+                  tasks, _deqir_methods(("Palette", "RePaint"), diffpir=False, dps=False),
+                  list(_DEQIR_METRICS), seed=666, paper=paper,
                   source="Cao et al., CVPR 2024, arXiv 2311.11600, Table 2")
 
 
 def _deqir_table3() -> Preset:
-    tasks = [
-        TaskSpec("cs50", "cs_walshhadamard", {"ratio": 0.5}, 0.0,
-                 "release --deg cs_walshhadamard: ratio hard-coded to 0.5 in "
-                 "runners/diffusion.py, random pixel permutation (seeded)"),
-    ]
-    what = ("CONTENTS NOT VERIFIED — what Table 3 reports could not be read. This preset runs "
-            "the one task the release implements beyond Tables 1–2's SR, deblurring, "
-            "inpainting and colorization: Walsh–Hadamard compressed sensing with the ratio the "
-            "release hard-codes (0.5), with NFE and wall time next to the quality metrics. "
-            "Replace tasks/methods once the table is known.")
-    return Preset("deqir-table3", "DeqIR Table 3 (unverified: Walsh–Hadamard CS 50 %)",
-                  _deqir_protocol("Table 3", what), _deqir_datasets(), tasks, _deqir_methods(),
-                  list(_DEQIR_METRICS), seed=666, paper={},
-                  source="Cao et al., CVPR 2024, arXiv 2311.11600, Table 3 (unverified)")
+    tasks = [TaskSpec("colorization", "colorization", {}, 0.0,
+                      "mean of the channels; Cons in float (cons)")]
+    what = ("zero-shot colorization on ImageNet and CelebA-HQ, Cons / LPIPS / FID "
+            "(figs/tab_inp_color.png); the paper notes the FIDs are on small subsets and noisy.")
+    paper = {}
+    for i, ds in enumerate(("imagenet", "celebahq")):
+        rows = {r: [cells[i]] for r, cells in DEQIR_TABLE3.items()}
+        paper.update(_cells(rows, ds, ["colorization"], _DEQIR_ROWS,
+                            {"colorization": ("cons", "lpips_alex", "fid")}))
+    return Preset("deqir-table3", "DeqIR Table 3 (colorization; ImageNet, CelebA-HQ)",
+                  _deqir_protocol("Table 3", what, cons=True, missing="DGP"), _deqir_datasets(), tasks,
+                  _deqir_methods(("DGP",), diffpir=False, dps=False),
+                  list(_DEQIR_METRICS) + ["cons"], seed=666, paper=paper,
+                  source="Cao et al., CVPR 2024, arXiv 2311.11600, Table 3")
 
 
 # --------------------------------------------------------------------------------- DCDP
@@ -257,8 +467,6 @@ def _dcdp() -> Preset:
     methods = [
         MethodSpec("DCDP", "dcdp"),
         MethodSpec("DPS", "dps", 1000, 1.0),
-        MethodSpec("DCDP-LDM", "dcdp-ldm"),
-        MethodSpec("DCDP-CM", "dcdp-cm"),
     ]
     datasets = [DatasetSpec("ffhq", size=256, limit=100, model="adm-ffhq256")]
     protocol = " ".join([
@@ -269,9 +477,12 @@ def _dcdp() -> Preset:
         "(sr_matlab_bicubic: MATLAB-style antialiased bicubic), box inpainting (inpainting_box: "
         "128×128 hole, margin 16) and random inpainting (inpainting_random: 70 % missing).",
         "Mask and kernel seeds: the operators' `seed` parameter (default 0) gives ONE box, "
-        "random mask and motion kernel for all images; DPS draws a new mask/kernel per image "
-        "from its global RNG, so per-image numbers differ from the reference while the "
-        "distribution is the same. The DCDP release itself (dcdp.py) overrides the inpainting "
+        "random mask and motion kernel for all images. The motion kernel is drawn once per run "
+        "in the references too, and dmir makes the same draw: the DPS/DCDP "
+        "MotionBlurOperator builds the motionblur Kernel twice after np.random.seed(0) and uses "
+        "the second (dps_protocol.motion_kernel draw=2). DPS draws a new box/random mask per "
+        "image from its global RNG, so per-image inpainting numbers differ from the reference "
+        "while the distribution is the same. The DCDP release itself (dcdp.py) overrides the inpainting "
         "mask with a fixed box [100:200, 100:200] — a quirk of the release, not used here.",
         _UNITS,
         f"Measurement noise: DPS/DCDP add Gaussian noise σ = {DPS_SIGMA_MODEL} to measurements "
@@ -285,8 +496,13 @@ def _dcdp() -> Preset:
         "for the five tasks in order, both inpaintings using 'inpainting'). DPS: 1000 DDPM "
         "steps, step size from the DPS configs (0.3 for blur and SR, 0.5 for inpainting). "
         "DCDP-LDM (latent-space DCDP, the release's DCDP-LDM/ folder) and DCDP-CM (consistency-"
-        "model purification, in the paper's abstract) are not implemented in dmir and are "
-        "reported as missing. The paper's other baselines could not be read.",
+        "model purification) are implemented in dmir — method 'dcdp' runs in latent space "
+        "when the model is a latent-diffusion prior (dmir.solvers.dcdp_latent) and purifies "
+        "with one consistency-model step when the model is a consistency model "
+        "(purifier='consistency') — but they need another checkpoint than this preset's "
+        "pixel-space ADM, and a preset has one model per dataset: run them as separate runs "
+        "(--model ffhq=CHECKPOINT, another --out). The paper's other baselines could not be "
+        "read.",
         "Model: adm-ffhq256 (DPS ffhq_10m.pt). Dataset: FFHQ 256 images supplied by the user; "
         "100 images (the release README reports averages over 100 FFHQ images; the release "
         "script stops after 10 — its test-set size for these tables could not be confirmed).",
@@ -296,7 +512,8 @@ def _dcdp() -> Preset:
         "torchmetrics VGG fed images clamped to [-1, 1] (lpips_vgg, the standard input range).",
         "Seed: 0 (dcdp.py: torch.manual_seed(0)); dmir seeds every image by its index.",
         _NO_NUMBERS.format(where="take DCDP's and the baselines' PSNR/SSIM/LPIPS from the DCDP "
-                           "paper's FFHQ table (arXiv 2403.06054)"),
+                           "paper's FFHQ table (arXiv 2403.06054); it is not among the "
+                           "transcribed tables"),
     ])
     return Preset("dcdp", "DCDP (FFHQ 256, DPS protocol, σ = 0.05 in [-1, 1])", protocol,
                   datasets, tasks, methods, ["psnr", "ssim", "lpips_vgg"], seed=0, paper={},
@@ -309,8 +526,8 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
 #: methods of each preset that dmir does not implement (MethodSpec.method names); kept in the
 #: preset so runs report them as missing. Tests check this against :func:`missing`.
 MISSING: dict[str, list[str]] = {
-    "equs-table1": [], "deqir-table1": [], "deqir-table2": [], "deqir-table3": [],
-    "dcdp": ["dcdp-ldm", "dcdp-cm"],
+    "equs-table1": [], "deqir-table1": ["dgp", "ilvr"],
+    "deqir-table2": ["palette", "repaint"], "deqir-table3": ["dgp"], "dcdp": [],
 }
 
 
@@ -365,6 +582,12 @@ def check(preset) -> None:
         if not (0.0 <= float(t.sigma_y) <= 1.0):
             raise ParameterError(f"preset {p.name}, task {t.name}: sigma_y must be in [0, 1] "
                                  f"pixel units, got {t.sigma_y}")
+    for m in p.methods:
+        if m.method == "apy":
+            from .baselines import APY_FORMS
+            if set(m.kwargs) - {"form"} or m.kwargs.get("form", "pinv") not in APY_FORMS:
+                raise ParameterError(f"preset {p.name}, method {m.name}: apy takes only "
+                                     f"form= ({', '.join(APY_FORMS)}), got {m.kwargs}")
     for key, values in p.paper.items():
         if not (isinstance(key, tuple) and len(key) == 3):
             raise ParameterError(f"preset {p.name}: paper key {key!r} must be a (dataset, "

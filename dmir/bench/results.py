@@ -147,7 +147,8 @@ def load(out_dir) -> tuple[dict, int]:
 
     Per key the first result wins, except that a result replaces an earlier *error* record
     (records with an ``"error"`` field are retried by a restarted run)."""
-    recs, bad = {}, 0
+    recs: dict = {}
+    bad = 0
     for p in result_files(out_dir):
         rs, b = read_jsonl(p)
         bad += b

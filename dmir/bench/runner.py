@@ -42,10 +42,13 @@ from .. import io as dio
 from .. import models, solvers
 from ..data import ImageDataset, shard as shard_items
 from ..errors import DmirError, InputError, ParameterError
+from ..log import get_logger
 from . import results as res
 from .pipeline import (LPIPS_METRICS, PIXEL_METRICS, LpipsBank, check_finite, degrade, measure,
                        on_device, restore, seed_for, task_operator)
 from .spec import DatasetSpec, MethodSpec, Preset, TaskSpec
+
+_log = get_logger("dmir.bench")
 
 __all__ = ["RunOptions", "Plan", "make_plan", "run", "safe_name", "dist_env", "record_order",
            "DEFAULT_METRICS", "PLAN_FILE"]
@@ -118,7 +121,10 @@ def record_order(plan: dict):
 
 
 def _note(opts, msg):
-    (opts.log or (lambda s: print(f"dmir bench: {s}", file=sys.stderr, flush=True)))(msg)
+    if opts.log is not None:
+        opts.log(msg)
+    else:
+        _log.info("%s", msg)
 
 
 def safe_name(s: str) -> str:
@@ -228,6 +234,7 @@ def plan_json(plan: Plan, opts: RunOptions) -> dict:
     return {
         "preset": {"name": p.name, "title": p.title, "protocol": p.protocol, "source": p.source,
                    "metrics": list(plan.wanted), "seed": plan.seed,
+                   "protocol_limit": {d.name: d.limit for d in p.datasets},
                    "paper": [{"dataset": k[0], "task": k[1], "method": k[2], "values": v}
                              for k, v in p.paper.items()]},
         "datasets": [dict(asdict(d.spec), n=len(d.dataset) if d.dataset else 0,
@@ -498,6 +505,7 @@ def _run_task(plan, opts, out, device, dp, task, todo, fps, writer, lpips_bank, 
             for m in ms:
                 emit(_error_record(base, err), m)
             continue
+        assert op is not None                    # built above when there was no error
         grid = it.index < opts.grid
         if grid:
             gdir = _grid_dir(out, ds.name, task.name, it)

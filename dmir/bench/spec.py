@@ -29,7 +29,8 @@ class TaskSpec:
 class MethodSpec:
     """One solver: ``solvers.build(method, model, op, steps=steps, eta=eta, **kwargs)``.
 
-    ``method == "apy"`` means the A⁺y baseline (no model, no steps).
+    ``method == "apy"`` means a no-model baseline: A⁺y, or with ``kwargs={"form": "release"}``
+    the releases' "Apy" image (:mod:`dmir.bench.baselines`).
     """
 
     name: str                          # label in tables, e.g. "DDNM+EquS+"
@@ -64,7 +65,8 @@ class Preset:
     ``metrics`` names the metric variants the paper used: "psnr", "ssim" (Gaussian, Wang et al.),
     "ssim_uniform" (7×7 uniform window, scikit-image defaults as in the EquS code), "lpips_alex",
     "lpips_vgg", "lpips_vgg_01" (torchmetrics-style VGG fed [0, 1] without normalisation, the EquS
-    protocol), "fid", "kid", "cons", "nfe", "time".
+    protocol), "fid", "kid", "cons" (ℓ1 of A x̂ − y, float), "cons_8bit" (the same on the 8-bit
+    result), "nfe", "time".
     """
 
     name: str

@@ -20,17 +20,69 @@ from ..errors import DmirError
 from . import results as res
 from .runner import PLAN_FILE, safe_name
 
-__all__ = ["write", "aggregate", "METRIC_ORDER", "METRIC_TITLES"]
+__all__ = ["write", "aggregate", "METRIC_ORDER", "METRIC_TITLES", "TOLERANCES", "compare",
+           "paper_text"]
 
 METRIC_ORDER = ["psnr", "ssim", "ssim_uniform", "lpips_alex", "lpips_vgg", "lpips_vgg_01",
-                "cons", "fid", "kid", "nfe", "time"]
+                "cons", "cons_8bit", "fid", "kid", "nfe", "time"]
 METRIC_TITLES = {"psnr": "PSNR ↑", "ssim": "SSIM ↑", "ssim_uniform": "SSIM 7×7 ↑",
                  "lpips_alex": "LPIPS-alex ↓", "lpips_vgg": "LPIPS-vgg ↓",
-                 "lpips_vgg_01": "LPIPS-vgg [0,1] ↓", "cons": "Cons ↓", "fid": "FID ↓",
-                 "kid": "KID ↓", "nfe": "NFE", "time": "s / image"}
+                 "lpips_vgg_01": "LPIPS-vgg [0,1] ↓", "cons": "Cons ↓",
+                 "cons_8bit": "Cons 8-bit ↓", "fid": "FID ↓", "kid": "KID ↓", "nfe": "NFE",
+                 "time": "s / image"}
 _FMT = {"psnr": "{:.2f}", "ssim": "{:.4f}", "ssim_uniform": "{:.4f}", "lpips_alex": "{:.4f}",
-        "lpips_vgg": "{:.4f}", "lpips_vgg_01": "{:.4f}", "cons": "{:.4g}", "fid": "{:.2f}",
-        "kid": "{:.4f}", "nfe": "{:.4g}", "time": "{:.3g}"}
+        "lpips_vgg": "{:.4f}", "lpips_vgg_01": "{:.4f}", "cons": "{:.4g}", "cons_8bit": "{:.4g}",
+        "fid": "{:.2f}", "kid": "{:.4f}", "nfe": "{:.4g}", "time": "{:.3g}"}
+#: when ours differs from the paper's number by more than this, the cell is flagged (⚠):
+#: (absolute, relative) — flagged when |Δ| > max(absolute, relative·|paper|). PSNR 0.3 dB;
+#: SSIM 0.01 and LPIPS 0.02 (about what 0.3 dB moves them on these tables); Cons and FID 10 %
+#: of the paper's value (their scale depends on the image set; FID on small sets is noisy)
+#: with a floor (Cons 1, FID 1). NFE and time are shown with Δ but never flagged.
+TOLERANCES = {"psnr": (0.3, 0.0), "ssim": (0.01, 0.0), "ssim_uniform": (0.01, 0.0),
+              "lpips_alex": (0.02, 0.0), "lpips_vgg": (0.02, 0.0), "lpips_vgg_01": (0.02, 0.0),
+              "cons": (1.0, 0.1), "cons_8bit": (1.0, 0.1), "fid": (1.0, 0.1),
+              "kid": (0.005, 0.1)}
+FLAG = "⚠"
+
+
+def compare(metric: str, ours, paper):
+    """(Δ = ours − paper, flagged) for one cell; (None, False) when either is missing."""
+    if ours is None or paper is None:
+        return None, False
+    try:
+        d = float(ours) - float(paper)
+    except (TypeError, ValueError):
+        return None, False
+    if not math.isfinite(d):
+        return d, metric in TOLERANCES
+    tol = TOLERANCES.get(metric)
+    if tol is None:
+        return d, False
+    return d, abs(d) > max(tol[0], tol[1] * abs(float(paper)))
+
+
+def _fmt_delta(metric, d):
+    if d is None:
+        return "—"
+    if not math.isfinite(d):
+        return "inf"
+    return ("+" if d >= 0 else "−") + _fmt(metric, abs(d))
+
+
+def paper_text(plan: dict, row: dict, metrics=("psnr",)) -> str:
+    """"PSNR 27.41 (paper 27.45, Δ −0.04)"-style text of a summary row (for the console)."""
+    parts = []
+    for m in metrics:
+        ours = row.get(m)
+        pv = _paper_value(plan, row.get("paper"), m)
+        if ours is None and pv is None:
+            continue
+        t = f"{METRIC_TITLES.get(m, m).rstrip(' ↑↓')} {_fmt(m, ours)}"
+        if pv is not None:
+            d, bad = compare(m, ours, pv)
+            t += f" (paper {_fmt(m, pv)}, Δ {_fmt_delta(m, d)}{' ' + FLAG if bad else ''})"
+        parts.append(t)
+    return ", ".join(parts)
 
 
 def _fmt(metric, v):
@@ -62,6 +114,7 @@ def aggregate(plan: dict, rows: list) -> list[dict]:
     means of the per-image metrics, the paper's values."""
     paper = {(p["dataset"], p["task"], p["method"]): p["values"]
              for p in plan["preset"].get("paper", [])}
+    protocol_n = plan["preset"].get("protocol_limit") or {}
     by_key: dict = {}
     for r in rows:
         by_key.setdefault((r.get("dataset"), r.get("task"), r.get("method")), []).append(r)
@@ -85,8 +138,12 @@ def aggregate(plan: dict, rows: list) -> list[dict]:
                     row["status"] = "error: " + errs[0]["error"]
                 elif row["n"] < row["n_expected"]:
                     row["status"] = f"partial ({row['n']} of {row['n_expected']} images)"
+                elif protocol_n.get(d["name"]) and row["n"] < protocol_n[d["name"]]:
+                    row["status"] = (f"partial ({row['n']} of the protocol's "
+                                     f"{protocol_n[d['name']]} images)")
                 else:
                     row["status"] = "ok"
+                row["protocol_n"] = protocol_n.get(d["name"])
                 for k in METRIC_ORDER:
                     vals = [r[k] for r in ok if isinstance(r.get(k), (int, float))]
                     row[k] = sum(vals) / len(vals) if vals else None
@@ -158,12 +215,16 @@ def _columns(plan, summary):
 def _csv(plan, summary) -> str:
     buf = io.StringIO()
     cols = ["dataset", "task", "method", "solver", "model", "status", "n", "n_expected",
-            "errors"] + METRIC_ORDER + ["paper_" + k for k in METRIC_ORDER]
+            "errors"] + METRIC_ORDER + ["paper_" + k for k in METRIC_ORDER] \
+        + ["delta_" + k for k in METRIC_ORDER] + ["flagged"]
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(cols)
     for r in summary:
         vals = [r.get(c) for c in cols[:9 + len(METRIC_ORDER)]]
-        vals += [_paper_value(plan, r["paper"], k) for k in METRIC_ORDER]
+        pvs = [_paper_value(plan, r["paper"], k) for k in METRIC_ORDER]
+        cmp = [compare(k, r.get(k), pv) for k, pv in zip(METRIC_ORDER, pvs)]
+        vals += pvs + [d for d, _ in cmp]
+        vals.append(" ".join(k for k, (_, bad) in zip(METRIC_ORDER, cmp) if bad))
         w.writerow(["" if v is None else (repr(v) if isinstance(v, float) else v)
                     for v in vals])
     return buf.getvalue()
@@ -179,9 +240,20 @@ def _md(plan, summary, notes, plots) -> str:
     run = plan["run"]
     models = ", ".join(f"{d['name']}: {d.get('model')}" for d in plan["datasets"])
     lines += [f"Run: seed {run['seed']}, steps {run['steps'] or 'per method'}, models "
-              f"({models}). Values: mean over images; in parentheses the paper's number "
-              f"(measured with the paper's checkpoints — comparable only with the same model).",
-              ""]
+              f"({models}). Values: mean over images. Where the paper reports a number, the "
+              f"cell's 'paper' and 'Δ' (ours − paper) columns follow ours; {FLAG} marks |Δ| "
+              f"above the metric's tolerance (PSNR 0.3 dB, SSIM 0.01, LPIPS 0.02, Cons/FID "
+              f"10 %; NFE/time never flagged). The paper's numbers were measured with its "
+              f"checkpoints and full test sets — comparable only with the same model and "
+              f"images.", ""]
+    partial = [f"{d['name']}: {d.get('n') or 0} of the protocol's "
+               f"{(p.get('protocol_limit') or {}).get(d['name'])} images"
+               for d in plan["datasets"] if not d.get("missing")
+               and (p.get("protocol_limit") or {}).get(d["name"])
+               and (d.get("n") or 0) < p["protocol_limit"][d["name"]]]
+    if partial:
+        lines += [f"**{FLAG} Partial run** ({'; '.join(partial)}; --limit or a smaller "
+                  f"folder): the averages are not comparable with the paper's.", ""]
     cols = _columns(plan, summary)
     tasks = {t["name"]: t for t in plan["tasks"]}
     for d in plan["datasets"]:
@@ -195,20 +267,28 @@ def _md(plan, summary, notes, plots) -> str:
                       f"`{tt['operator']}`" + (f" ({params})" if params else "")
                       + f", σ_y = {tt.get('sigma_y', 0):g} ([0, 1] pixel units)"
                       + (f". {tt['note']}" if tt.get("note") else ""), ""]
-            head = ["method", "images"] + [METRIC_TITLES[c] for c in cols]
+            rows = [r for r in summary
+                    if r["dataset"] == d["name"] and r["task"] == t["name"]]
+            with_paper = {c for c in cols for r in rows
+                          if _paper_value(plan, r["paper"], c) is not None}
+            head = ["method", "images"]
+            for c in cols:
+                head += [METRIC_TITLES[c]] + (["paper", "Δ"] if c in with_paper else [])
             lines += ["| " + " | ".join(head) + " |",
-                      "|" + "|".join(["---"] * 2 + ["---:"] * len(cols)) + "|"]
-            for r in summary:
-                if r["dataset"] != d["name"] or r["task"] != t["name"]:
-                    continue
+                      "|" + "|".join(["---"] * 2 + ["---:"] * (len(head) - 2)) + "|"]
+            for r in rows:
                 n = f"{r['n']}/{r['n_expected']}"
                 if r["status"] not in ("ok",) and not r["status"].startswith("partial"):
                     n = r["status"].replace("|", "/")
                 cells = []
                 for c in cols:
-                    ours = _fmt(c, r.get(c))
-                    pv = _paper_value(plan, r["paper"], c)
-                    cells.append(ours + (f" ({_fmt(c, pv)})" if pv is not None else ""))
+                    cells.append(_fmt(c, r.get(c)))
+                    if c in with_paper:
+                        pv = _paper_value(plan, r["paper"], c)
+                        dlt, bad = compare(c, r.get(c), pv)
+                        cells += [_fmt(c, pv) if pv is not None else "",
+                                  _fmt_delta(c, dlt) + (f" {FLAG}" if bad else "")
+                                  if dlt is not None else ""]
                 lines.append(f"| {r['method']} | {n} | " + " | ".join(cells) + " |")
             lines.append("")
             for kind in ("psnr_nfe", "grid"):

@@ -56,6 +56,7 @@ from PIL import Image
 
 from .. import io as dio
 from ..errors import InputError, ParameterError, ShapeError
+from ..types import CropMode
 
 __all__ = ["IMAGE_EXTENSIONS", "CROP_MODES", "ImageItem", "ImageDataset", "find_images",
            "image_id", "read_list", "preprocess", "resource", "shard"]
@@ -208,7 +209,7 @@ class _Planes:
         return np.stack([np.asarray(im, dtype=np.float64) for im in self.ims], axis=2)
 
 
-def preprocess(a: np.ndarray, size: int, crop: str = "center", exact8: bool | None = None
+def preprocess(a: np.ndarray, size: int, crop: CropMode = "center", exact8: bool | None = None
                ) -> np.ndarray:
     """(H, W, C) float in [0, 1] → (size, size, C) by the rule ``crop`` (module doc).
 
@@ -232,14 +233,14 @@ def preprocess(a: np.ndarray, size: int, crop: str = "center", exact8: bool | No
     if crop == "center":            # DDNM/EquS: CenterCropLongEdge + Resize(size) (bilinear)
         s = min(H, W)
         p.crop(int(round((W - s) / 2.0)), int(round((H - s) / 2.0)), s, s)
-        p.resize((size, size), Image.BILINEAR)
+        p.resize((size, size), Image.Resampling.BILINEAR)
     elif crop == "resize":          # DDNM CelebA-HQ: Resize([size, size])
-        p.resize((size, size), Image.BILINEAR)
+        p.resize((size, size), Image.Resampling.BILINEAR)
     else:                           # "adm": guided-diffusion center_crop_arr
         while min(p.size) >= 2 * size:
-            p.resize(tuple(x // 2 for x in p.size), Image.BOX)
+            p.resize(tuple(x // 2 for x in p.size), Image.Resampling.BOX)
         scale = size / min(p.size)
-        p.resize(tuple(round(x * scale) for x in p.size), Image.BICUBIC)
+        p.resize(tuple(round(x * scale) for x in p.size), Image.Resampling.BICUBIC)
         w, h = p.size
         p.crop((w - size) // 2, (h - size) // 2, size, size)
     return p.array()
@@ -264,15 +265,23 @@ def shard(items: list, index: int, count: int) -> list:
 
 
 # ----------------------------------------------------------------------------- datasets
-class ImageDataset:
+class ImageDataset(torch.utils.data.Dataset):
     """Images of a folder (recursive, sorted) or of a DDNM list file, preprocessed to
     ``(1, channels, size, size)`` float32 tensors in [-1, 1].
 
     >>> ds = ImageDataset("imagenet/val", size=256, list_file="imagenet_val_1k.txt")
     >>> ds[0].shape, ds.items[0].id
+
+    A :class:`torch.utils.data.Dataset`: it holds only file names, so it pickles to
+    ``DataLoader`` workers. Each item is one image with its batch dimension; batch them with
+    :meth:`collate` (concatenation along dim 0):
+
+    >>> loader = torch.utils.data.DataLoader(ds, batch_size=8, num_workers=4,
+    ...                                      collate_fn=ImageDataset.collate)
+    >>> next(iter(loader)).shape          # (8, 3, 256, 256)
     """
 
-    def __init__(self, root, size: int = 256, crop: str = "center", list_file=None,
+    def __init__(self, root, size: int = 256, crop: CropMode = "center", list_file=None,
                  limit: int | None = None, channels: int = 3, name: str | None = None):
         if crop not in CROP_MODES:
             raise ParameterError(f"crop must be one of {', '.join(CROP_MODES)}, got {crop!r}")
@@ -336,6 +345,11 @@ class ImageDataset:
 
     def __iter__(self):
         return (self.load(it) for it in self.items)
+
+    @staticmethod
+    def collate(batch: list[torch.Tensor]) -> torch.Tensor:
+        """``DataLoader`` ``collate_fn``: the (1, C, H, W) items → one (B, C, H, W) batch."""
+        return torch.cat(list(batch), 0)
 
     @property
     def shape(self) -> tuple[int, int, int]:

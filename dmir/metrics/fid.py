@@ -31,12 +31,15 @@ k(a, b) = (aᵀb / d + 1)³, averaged over random subsets (default 100 subsets o
 """
 from __future__ import annotations
 
+from typing import Any, cast
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ParameterError, ShapeError
+from ..types import FidInputScale
 from . import weights as _weights
 
 __all__ = ["InceptionV3", "FIDInception", "FeatureStats", "FID", "preprocess",
@@ -222,7 +225,8 @@ class InceptionV3(nn.Module):
 
 
 # ----------------------------------------------------------------------------- preprocessing
-def preprocess(images, input_scale: str = "pytorch-fid", quantize: bool = True) -> torch.Tensor:
+def preprocess(images, input_scale: FidInputScale = "pytorch-fid",
+               quantize: bool = True) -> torch.Tensor:
     """Images → the network's input (B, 3, 299, 299) float32 (see the module doc)."""
     if input_scale not in INPUT_SCALES:
         raise ParameterError(f"input_scale must be one of {', '.join(INPUT_SCALES)}, got "
@@ -253,16 +257,21 @@ class FIDInception(nn.Module):
     """The pretrained FID network with its preprocessing: images → (B, 2048) float32 features.
 
     Raises :class:`~dmir.metrics.weights.WeightsNotSetUpError` if ``dmir metrics setup`` has not
-    been run.
+    been run. ``weights=``: pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth`` instead of the
+    setup cache (see :mod:`dmir.metrics.standard`).
     """
 
-    def __init__(self, input_scale: str = "pytorch-fid", quantize: bool = True, weights_dir=None,
-                 device=None):
+    def __init__(self, input_scale: FidInputScale = "pytorch-fid", quantize: bool = True,
+                 weights_dir=None, device=None, *, weights=None):
         super().__init__()
         if input_scale not in INPUT_SCALES:
             raise ParameterError(f"input_scale must be one of {', '.join(INPUT_SCALES)}, got "
                                  f"{input_scale!r}")
-        sd = _weights.load("fid-inception", weights_dir)
+        if weights is not None:
+            from .standard import fid_state_dict
+            sd = fid_state_dict(weights)
+        else:
+            sd = _weights.load("fid-inception", weights_dir)
         self.net = InceptionV3(init=False)
         self.net.load_state_dict({k: v.to(device) if device else v.clone()
                                   for k, v in sd.items()}, strict=True, assign=True)
@@ -270,7 +279,7 @@ class FIDInception(nn.Module):
         self.input_scale, self.quantize = input_scale, quantize
 
     def forward(self, images, batch_size: int = 32) -> torch.Tensor:
-        dev = self.net.layers.conv.weight.device
+        dev = cast(Any, self.net.layers).conv.weight.device
         out = []
         n = len(images)
         with torch.no_grad():
@@ -407,12 +416,13 @@ class FID:
     >>> m.compute(), m.compute_kid()
 
     ``keep_features=False`` keeps only the running statistics (constant memory; no KID).
+    ``weights=``: pytorch-fid's Inception file instead of the setup cache.
     """
 
-    def __init__(self, input_scale: str = "pytorch-fid", quantize: bool = True,
+    def __init__(self, input_scale: FidInputScale = "pytorch-fid", quantize: bool = True,
                  keep_features: bool = True, weights_dir=None, device=None,
-                 batch_size: int = 32):
-        self.net = FIDInception(input_scale, quantize, weights_dir, device)
+                 batch_size: int = 32, *, weights=None):
+        self.net = FIDInception(input_scale, quantize, weights_dir, device, weights=weights)
         self.batch_size = batch_size
         self.real = FeatureStats(FEATURE_DIM, keep_features)
         self.fake = FeatureStats(FEATURE_DIM, keep_features)

@@ -20,12 +20,15 @@ Input ranges (``input_range``):
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ParameterError, ShapeError
+from ..types import LpipsInputRange, LpipsNet, Reduction
 from . import weights as _weights
 
 __all__ = ["LPIPS", "LPIPSNetwork", "lpips", "INPUT_RANGES", "NETS"]
@@ -51,6 +54,12 @@ _SCALE = (0.458, 0.448, 0.450)
 
 class LPIPSNetwork(nn.Module):
     """Trunk + v0.1 heads; ``forward(a, b)`` takes scaled inputs in [-1, 1] and returns (B,)."""
+
+    pool_after: tuple[int, ...]
+    taps: tuple[int, ...]
+    pool: tuple[int, int]
+    shift: torch.Tensor       # buffers
+    scale: torch.Tensor
 
     def __init__(self, net: str = "alex", init: bool = True):
         super().__init__()
@@ -87,7 +96,7 @@ class LPIPSNetwork(nn.Module):
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         fa, fb = self.features(a), self.features(b)
-        total = 0
+        total: Any = 0
         for lin, u, v in zip(self.lins, fa, fb):
             u = u / (u.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
             v = v / (v.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
@@ -101,16 +110,27 @@ class LPIPS(nn.Module):
     ``LPIPS("alex")(x, ref)`` → (B,) distances. ``x``, ``ref``: (B, C, H, W) or (C, H, W), C = 3
     (C = 1 is repeated to 3), at least 32×32 (alex) / 16×16 (vgg), range per ``input_range``.
     Raises :class:`~dmir.metrics.weights.WeightsNotSetUpError` if the weights are not set up.
+
+    ``trunk=``/``heads=``: instead of the ``dmir metrics setup`` cache, torchvision's
+    AlexNet/VGG16 state dict (default: torch.hub's ``alexnet-owt-7be5be79.pth`` /
+    ``vgg16-397923af.pth``) and the ``lpips`` package's ``weights/v0.1/{alex,vgg}.pth`` heads
+    (default: those of the installed ``lpips`` package); see :mod:`dmir.metrics.standard`.
     """
 
-    def __init__(self, net: str = "alex", input_range: str = "unit", weights_dir=None):
+    def __init__(self, net: LpipsNet = "alex", input_range: LpipsInputRange = "unit",
+                 weights_dir=None, *,
+                 trunk=None, heads=None):
         super().__init__()
         if input_range not in INPUT_RANGES:
             raise ParameterError(f"LPIPS input_range must be one of {', '.join(INPUT_RANGES)}, "
                                  f"got {input_range!r}")
         if net not in NETS:
             raise ParameterError(f"LPIPS net must be one of {', '.join(NETS)}, got {net!r}")
-        sd = _weights.load(f"lpips-{net}", weights_dir)
+        if trunk is not None or heads is not None:
+            from .standard import lpips_state_dict
+            sd = lpips_state_dict(net, trunk, heads)
+        else:
+            sd = _weights.load(f"lpips-{net}", weights_dir)
         self.net = LPIPSNetwork(net, init=False)
         self.net.load_state_dict({k: v.clone() for k, v in sd.items()}, strict=True,
                                  assign=True)
@@ -150,13 +170,15 @@ class LPIPS(nn.Module):
 _CACHE: dict = {}
 
 
-def lpips(x, ref, net: str = "alex", input_range: str = "unit", reduction: str = "mean",
-          weights_dir=None, batch_size: int = 16):
+def lpips(x, ref, net: LpipsNet = "alex", input_range: LpipsInputRange = "unit",
+          reduction: Reduction = "mean",
+          weights_dir=None, batch_size: int = 16, *, trunk=None, heads=None):
     """LPIPS v0.1 distance of ``x`` to ``ref`` (see the module doc); the network is loaded once
-    and kept. ``reduction="mean"`` → float (mean over the batch), ``"none"`` → (B,) tensor."""
-    key = (net, input_range, None if weights_dir is None else str(weights_dir))
+    and kept. ``reduction="mean"`` → float (mean over the batch), ``"none"`` → (B,) tensor.
+    ``trunk``/``heads``: standard weight files instead of the setup cache (see :class:`LPIPS`)."""
+    key = (net, input_range, *(None if v is None else str(v) for v in (weights_dir, trunk, heads)))
     if key not in _CACHE:
-        _CACHE[key] = LPIPS(net, input_range, weights_dir)
+        _CACHE[key] = LPIPS(net, input_range, weights_dir, trunk=trunk, heads=heads)
     m = _CACHE[key]
     x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
     ref = torch.as_tensor(np.asarray(ref) if not isinstance(ref, torch.Tensor) else ref)

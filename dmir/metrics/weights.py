@@ -23,7 +23,8 @@
    that every layer's shape, stride and padding matches the archive; the test suite checks
    that the features equal ``torch.jit.load``'s on real images.)
 3. The tensors are converted to torch layout and saved as ``.safetensors`` (atomically) in the
-   cache folder ``$DMIR_HOME/metrics`` or ``~/.cache/dmir/metrics``, with the archive's name,
+   cache folder ``metrics/`` of the dmir home (``$DMIR_HOME``, ``$XDG_CACHE_HOME/dmir`` or
+   ``~/.cache/dmir``, see :mod:`dmir.cache`), with the archive's name,
    version and sha256 in the file's metadata and in ``sources.json``.
 
 Metric modules read only the cache; a missing cache raises :class:`WeightsNotSetUpError`
@@ -116,13 +117,14 @@ _WHAT = {"lpips-alex": "LPIPS", "lpips-vgg": "LPIPS", "fid-inception": "FID Ince
 
 # ------------------------------------------------------------------------------ locations
 def search_dirs() -> list[str]:
-    """Where converted weights are looked up: ``$DMIR_HOME/metrics``, ``~/.cache/dmir/metrics``."""
-    from ..models.registry import home_dirs
+    """Where converted weights are looked up: ``metrics/`` in each of
+    :func:`dmir.cache.home_dirs` (``$DMIR_HOME``, ``$XDG_CACHE_HOME/dmir``, ``~/.cache/dmir``)."""
+    from ..cache import home_dirs
     return [os.path.join(d, "metrics") for d in home_dirs()]
 
 
 def cache_dir() -> str:
-    """Where :func:`setup` writes: ``$DMIR_HOME/metrics`` if set, else ``~/.cache/dmir/metrics``."""
+    """Where :func:`setup` writes: ``metrics/`` in the first of the dmir homes."""
     return search_dirs()[0]
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -249,7 +250,7 @@ def _norm(channels: int) -> GroupNorm32:
 class TimestepEmbedSequential(nn.Sequential):
     """A sequence of layers; the residual blocks among them also receive the embedding."""
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         for layer in self:
             x = layer(x, emb) if isinstance(layer, ResBlock) else layer(x)
         return x
@@ -471,11 +472,11 @@ class ADMUNet(nn.Module):
         if (y is None) != (self.num_classes is None):
             raise ParameterError("class labels y are required by a class-conditional ADM "
                                  "network and not accepted by an unconditional one")
-        w = self.time_embed[0].weight
+        w = cast(torch.Tensor, self.time_embed[0].weight)
         emb = self.time_embed(timestep_embedding(t, self.model_channels).to(w.dtype))
         if y is not None:
             emb = emb + self.label_emb(y)
-        h = x.to(self.input_blocks[0][0].weight.dtype)      # float16 with use_fp16
+        h = x.to(cast(Any, self.input_blocks)[0][0].weight.dtype)   # float16 with use_fp16
         skips = []
         for block in self.input_blocks:
             h = block(h, emb)

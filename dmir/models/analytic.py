@@ -61,6 +61,11 @@ class GaussianPrior(DiffusionModel):
         x̂_0 = μ + √ᾱ Σ (ᾱΣ + (1-ᾱ)I)⁻¹ r).
     """
 
+    mean: torch.Tensor      # buffers (typed for the checker)
+    var: torch.Tensor
+    lam: torch.Tensor
+    Q: torch.Tensor
+
     def __init__(self, mean, var=0.25, schedule="linear", T: int = 1000):
         super().__init__(make_schedule(schedule, T))
         mean = torch.as_tensor(mean, dtype=torch.float64)
@@ -139,6 +144,12 @@ class GMMPrior(DiffusionModel):
         covs: (K,) scalars, (K, C, H, W) diagonals, or (K, D, D) full covariances.
     """
 
+    weights: torch.Tensor   # buffers (typed for the checker)
+    means: torch.Tensor
+    covs: torch.Tensor
+    lam: torch.Tensor
+    Q: torch.Tensor
+
     def __init__(self, weights, means, covs, schedule="linear", T: int = 1000):
         super().__init__(make_schedule(schedule, T))
         w = torch.as_tensor(weights, dtype=torch.float64).reshape(-1)
@@ -207,8 +218,7 @@ class GMMPrior(DiffusionModel):
             ms.append(m)
             Ss.append(S)
             lps.append(lp + torch.log(self.weights[k]))
-        lps = torch.stack(lps)
-        w = torch.softmax(lps, 0)
+        w = torch.softmax(torch.stack(lps), 0)
         return GMMPrior(w, torch.stack(ms).reshape(-1, *self.shape), torch.stack(Ss),
                         schedule=1 - self.alphas_cumprod / torch.cat(
                             [self.alphas_cumprod.new_ones(1), self.alphas_cumprod[:-1]]))

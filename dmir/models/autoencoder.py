@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..rng import randn
 from ..errors import ParameterError, ShapeError
 from .adm import GroupNorm32
 
@@ -343,7 +344,7 @@ class VQModel(Autoencoder):
         self._check(x, self.image_channels, "x")
         return self.quant_conv(self.encoder(x.to(self.param_dtype))).to(x.dtype)
 
-    def decode(self, h: torch.Tensor, quantize: bool = True) -> torch.Tensor:
+    def decode(self, h: torch.Tensor, quantize: bool = True, **_) -> torch.Tensor:
         """h → decoder(post_quant_conv(quantize(h))); ``quantize=False`` is the reference's
         ``force_not_quantize=True``."""
         self._check(h, self.latent_channels, "the latent")
@@ -372,8 +373,7 @@ class AutoencoderKL(Autoencoder):
         mean, logvar = self.quant_conv(self.encoder(x.to(self.param_dtype))).chunk(2, dim=1)
         if sample:
             std = torch.exp(0.5 * logvar.clamp(-30.0, 20.0))
-            mean = mean + std * torch.randn(mean.shape, generator=generator,
-                                            dtype=mean.dtype, device=mean.device)
+            mean = mean + std * randn(mean.shape, generator, mean.dtype, mean.device)
         return mean.to(x.dtype)
 
     def decode(self, h: torch.Tensor, **_) -> torch.Tensor:
@@ -452,7 +452,8 @@ def load(name_or_path, config=None, dtype=None, device=None) -> Autoencoder:
         config = entry.config if entry is not None and entry.config else infer_config(sd)
     with torch.device("meta"):
         net = build(config)
-    return fit_state_dict(net, sd, f"autoencoder {path!r}", parse_dtype(dtype), device).eval()
+    out = fit_state_dict(net, sd, f"autoencoder {path!r}", parse_dtype(dtype), device).eval()
+    return out  # type: ignore[return-value]  # fit_state_dict returns the module it was given
 
 
 __all__ = ["Autoencoder", "VQModel", "AutoencoderKL", "Encoder", "Decoder", "VectorQuantizer",

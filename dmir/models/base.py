@@ -49,6 +49,8 @@ class DiffusionModel(nn.Module):
     ``alphas_cumprod``: float64 tensor (T,), ᾱ_t of the training schedule.
     """
 
+    alphas_cumprod: torch.Tensor
+
     def __init__(self, alphas_cumprod: torch.Tensor):
         super().__init__()
         self.register_buffer("alphas_cumprod", alphas_cumprod.to(torch.float64), persistent=False)

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -321,6 +322,9 @@ class _Node(nn.Module):
     """A bare container (``temb``, ``mid``, one level of ``down``/``up`` with ``block``,
     ``attn`` and ``downsample``/``upsample``) so that the keys match the original."""
 
+    if TYPE_CHECKING:   # its children are set dynamically
+        def __getattr__(self, name: str) -> Any: ...
+
 
 class DDPMUNet(nn.Module):
     """The DDPM/DDIM/SDEdit UNet; ``state_dict()`` keys equal the original checkpoints'.
@@ -328,6 +332,11 @@ class DDPMUNet(nn.Module):
     ``forward(x, t, y=None)``: x (B, in_channels, H, W), t (B,) float step indices (a scalar
     is broadcast), ``y`` must be ``None`` (unconditional); returns ε (B, out_ch, H, W).
     """
+
+    temb: _Node          # containers of dynamically named children (see _Node)
+    mid: _Node
+    down: Any            # ModuleList of _Node levels
+    up: Any
 
     def __init__(self, config: Mapping | None = None):
         super().__init__()
@@ -369,7 +378,7 @@ class DDPMUNet(nn.Module):
         self.mid.attn_1 = AttnBlock(b_in)
         self.mid.block_2 = ResnetBlock(b_in, b_in, self.temb_ch, drop)
 
-        up = [None] * len(ch_mult)
+        up: list[Any] = [None] * len(ch_mult)
         for i in reversed(range(len(ch_mult))):
             lvl = _Node()
             lvl.block, lvl.attn = nn.ModuleList(), nn.ModuleList()

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import re
+from typing import Any
 from collections.abc import Iterable, Mapping
 
 import torch
@@ -199,7 +200,7 @@ def schedule(scheduler_config: Mapping | None, unet_config: Mapping | None = Non
     """
     notes: list[str] = []
     if scheduler_config is None:
-        sc = dict(SCHEDULER_DEFAULTS)
+        sc: dict[str, Any] = dict(SCHEDULER_DEFAULTS)
         T = (unet_config or {}).get("num_train_timesteps")
         if T:
             sc["num_train_timesteps"] = int(T)

@@ -249,7 +249,7 @@ def accelerate(prior, device=None, *, dtype="auto", channels_last="auto", compil
         # the network gets the float32 state; autocast picks each operation's precision
         prior.compute_dtype = torch.float32
     if opts.channels_last:
-        net.to(memory_format=torch.channels_last)
+        net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # not in the stubs
     net.eval()
     prior.net = FastNet(net, opts, dev.type)
     prior.info["fast"] = opts.describe()

@@ -5,7 +5,10 @@ Resolution order for ``name_or_path``:
 1. a built-in prior (``natural``, ``patch-gmm``);
 2. a registry name (``adm-imagenet256-uncond``, ``ddpm-celebahq256``, …; see
    :mod:`dmir.models.registry`), found in ``$DMIR_HOME`` or ``~/.cache/dmir``;
-3. a path: a checkpoint file (``.pt``/``.pth``/``.ckpt``/``.bin``/``.safetensors``), a diffusers
+3. a Hugging Face hub id (``google/ddpm-ema-celebahq-256``) that is not a local path: the
+   model folder from huggingface_hub's cache (downloaded unless ``HF_HUB_OFFLINE``; needs
+   ``pip install 'dmir[hub]'``), see :mod:`dmir.hub`;
+4. a path: a checkpoint file (``.pt``/``.pth``/``.ckpt``/``.bin``/``.safetensors``), a diffusers
    folder (``config.json`` with ``_class_name: UNet2DModel``, or a pipeline folder with
    ``unet/`` and ``scheduler/``), or a dmir folder (``config.json`` holding
    ``{"format": ..., "config": {...}}`` next to one weights file).
@@ -145,11 +148,18 @@ def load(name_or_path, format: str | None = None, config=None, dtype=None, devic
         path = registry.local_path(entry)
         if path is None:
             raise ModelNotFoundError(_not_downloaded(entry))
+    elif not os.path.exists(path) and _hub_id(name_or_path):
+        from .. import hub
+
+        try:
+            path = hub.resolve(name_or_path)
+        except hub.HubError as e:
+            raise ModelNotFoundError(str(e)) from None
     elif not os.path.exists(path):
         raise ModelNotFoundError(
             f"unknown model {path!r}: not a built-in prior ({', '.join(builtin_names())}), not a "
-            f"named model ({', '.join(registry.names())}; see `dmir models`), and no such "
-            f"file or folder")
+            f"named model ({', '.join(registry.names())}; see `dmir models`), not a hub id "
+            f"(org/name), and no such file or folder")
     else:
         entry = _entry_for_file(path) if os.path.isfile(path) else None
     prior = _load_path(path, _canonical_format(format), config, dtype, device, entry, kwargs)
@@ -159,6 +169,12 @@ def load(name_or_path, format: str | None = None, config=None, dtype=None, devic
         prior.info["sha256"] = (registry.recorded_sha256(entry, path)
                                 or registry.remember_sha256(entry, path))
     return prior
+
+
+def _hub_id(name) -> bool:
+    from .. import hub
+
+    return hub.is_hub_id(name)
 
 
 def _not_downloaded(entry) -> str:

@@ -29,6 +29,7 @@ All computations are in float64 internally and returned in the input's dtype.
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
 
@@ -133,7 +134,7 @@ class NaturalImagePrior(DiffusionModel):
             raise ParameterError(f"NaturalImagePrior: boundary must be 'reflect' or 'periodic', "
                                  f"got {boundary!r}")
         self.boundary = boundary
-        self._params = copy.deepcopy(_PARAMS if params is None else params)
+        self._params: dict[str, Any] = copy.deepcopy(_PARAMS if params is None else params)
         for key, C in (("rgb", 3), ("gray", 1)):
             d = self._params.get(key)
             if d is None:
@@ -216,7 +217,8 @@ class NaturalImagePrior(DiffusionModel):
         the reflective one. ``shape`` is (C, H, W), C in {1, 3}."""
         shape = tuple(int(s) for s in shape)
         self._check_image_shape(shape, "spectrum")
-        return self._psd(*shape, real=False, dct=self.boundary == "reflect")
+        C, H, W = shape
+        return self._psd(C, H, W, real=False, dct=self.boundary == "reflect")
 
     def eps(self, x_t: torch.Tensor, t) -> torch.Tensor:
         """Exact ε(x_t, t) for x_t (B, C, H, W) in model units, t an int or (B,) ints in -1..T-1."""

@@ -80,7 +80,7 @@ class NetworkPrior(DiffusionModel):
         self.size_multiple = int(size_multiple)
         self.name = name
         self.info = dict(info or {})
-        self.class_labels = None
+        self.class_labels: torch.Tensor | None = None
         if class_labels is not None:
             self.set_class_labels(class_labels)
 

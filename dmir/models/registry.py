@@ -2,10 +2,11 @@
 
 Each :class:`Entry` records the checkpoint's format and named config, its official download
 URL(s), and its size and checksum where known. Checksums not recorded here are computed at
-first load, printed once, and remembered in ``<home>/checksums.json``.
+first load, logged once (logger ``dmir.models.registry``, INFO), and remembered in
+``<home>/checksums.json``.
 
 Local copies are looked up in this order: an explicit path, ``$DMIR_HOME``, then
-``~/.cache/dmir``. :func:`fetch` downloads with a progress bar, resumes an interrupted download
+``$XDG_CACHE_HOME/dmir``, then ``~/.cache/dmir`` (:mod:`dmir.cache`). :func:`fetch` downloads with a progress bar, resumes an interrupted download
 (HTTP Range on ``<file>.part``), verifies what it received (the announced length, no web page,
 recorded or server-published checksums) and renames into place atomically, and remembers the
 sha256 and size of what it downloaded; an existing copy is verified before it is accepted.
@@ -26,7 +27,11 @@ import urllib.request
 from dataclasses import dataclass, field
 
 from ..errors import DmirError, UnknownNameError
+from ..log import get_logger
 from .checkpoint import file_digest
+
+
+log = get_logger(__name__)
 
 
 class FetchError(DmirError):
@@ -193,16 +198,14 @@ def get(name: str) -> Entry:
 
 # ------------------------------------------------------------------------------ local copies
 def home_dirs() -> list[str]:
-    """Where local copies are searched, in order: ``$DMIR_HOME``, then ``~/.cache/dmir``."""
-    dirs = []
-    if os.environ.get("DMIR_HOME"):
-        dirs.append(os.path.expanduser(os.environ["DMIR_HOME"]))
-    dirs.append(os.path.join(os.path.expanduser("~"), ".cache", "dmir"))
-    return dirs
+    """Where local copies are searched, in order: ``$DMIR_HOME``, ``$XDG_CACHE_HOME/dmir``,
+    ``~/.cache/dmir`` (:func:`dmir.cache.home_dirs`)."""
+    from ..cache import home_dirs as dirs
+    return dirs()
 
 
 def download_dir() -> str:
-    """Where :func:`fetch` writes: ``$DMIR_HOME`` if set, else ``~/.cache/dmir``."""
+    """Where :func:`fetch` writes: the first of :func:`home_dirs`."""
     return home_dirs()[0]
 
 
@@ -250,13 +253,13 @@ def recorded_sha256(entry: Entry, path: str | None = None) -> str | None:
     return None
 
 
-def remember_sha256(entry: Entry, path: str, stream=sys.stderr) -> str:
-    """Compute, print and remember the sha256 of a registry model's local file (first load).
+def remember_sha256(entry: Entry, path: str) -> str:
+    """Compute, log and remember the sha256 of a registry model's local file (first load).
     The memo is keyed by the file's absolute path, size and mtime."""
     digest = file_digest(path)
     db = _checksum_db()
-    print(f"dmir: sha256 of {entry.name} ({path}): {digest} (not recorded in the registry; "
-          f"remembered in {db})", file=stream)
+    log.info("sha256 of %s (%s): %s (not recorded in the registry; remembered in %s)",
+             entry.name, path, digest, db)
     try:
         os.makedirs(os.path.dirname(db), exist_ok=True)
         data = _read_db()
@@ -558,6 +561,9 @@ def fetch(name: str, dest_dir: str | None = None, progress: bool = True,
         else:
             hint = f" ({f.manual})" if f.manual else ""
             raise FetchError("; ".join(errors) + hint)
-    return local_path(entry, os.path.join(dest_dir, entry.main_file.name)
-                      if not entry.is_folder else
-                      os.path.dirname(os.path.join(dest_dir, entry.main_file.name)))
+    out = local_path(entry, os.path.join(dest_dir, entry.main_file.name)
+                     if not entry.is_folder else
+                     os.path.dirname(os.path.join(dest_dir, entry.main_file.name)))
+    if out is None:
+        raise FetchError(f"{name}: the files were fetched into {dest_dir} but are not there")
+    return out

@@ -131,7 +131,8 @@ class TiledPrior(DiffusionModel):
         bottom = max(0, ys[-1] + th - H)
         right = max(0, xs[-1] + tw - W)
         xp = x_t
-        for p in ((left, right, 0, 0), (0, 0, top, bottom)):   # reflect needs pad < size
+        for pad in ((left, right, 0, 0), (0, 0, top, bottom)):   # reflect needs pad < size
+            p: tuple[int, ...] = pad
             while any(p):
                 lim = [xp.shape[-1] - 1] * 2 + [xp.shape[-2] - 1] * 2
                 step = tuple(min(a, b) for a, b in zip(p, lim))

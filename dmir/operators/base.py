@@ -58,6 +58,7 @@ class LinearOperator(nn.Module):
     """
 
     name: str = "operator"
+    _probe: torch.Tensor      # a buffer: the operator's dtype and device
     has_svd: bool = False
 
     def __init__(self, x_shape, y_shape, y_dim: int | None = None):
@@ -154,6 +155,22 @@ class LinearOperator(nn.Module):
         self._require_svd()
         s = self._singulars().flatten().sort(descending=True).values
         return s[: min(self.y_dim, self.x_dim)]
+
+    # ------------------------------------------------------------------ the SVD (if has_svd)
+    def _Vt(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - per operator
+        raise NotImplementedError
+
+    def _V(self, z: torch.Tensor) -> torch.Tensor:  # pragma: no cover - per operator
+        raise NotImplementedError
+
+    def _Ut(self, y: torch.Tensor) -> torch.Tensor:  # pragma: no cover - per operator
+        raise NotImplementedError
+
+    def _U(self, z: torch.Tensor) -> torch.Tensor:  # pragma: no cover - per operator
+        raise NotImplementedError
+
+    def _singulars(self) -> torch.Tensor:  # pragma: no cover - per operator
+        raise NotImplementedError
 
     # ------------------------------------------------------------------ defaults via the SVD
     def _A(self, x):

@@ -11,8 +11,9 @@ What the DPS reference code (``util/img_utils.py``, ``util/resizer.py``,
   4σ, so only the central 25×25 taps are nonzero). The motion kernel is the ``motionblur``
   package's ``Kernel(size=(61, 61), intensity=0.5).kernelMatrix``; :func:`motion_kernel`
   repeats its algorithm with a private ``numpy.random.RandomState(seed)`` making the same draws
-  in the same order, so ``motion_kernel(seed=s)`` is the kernel the package gives after
-  ``np.random.seed(s)``.
+  in the same order; ``motion_kernel(seed=s)`` is the *second* kernel drawn after
+  ``np.random.seed(s)`` — the one the DPS/DCDP ``MotionBlurOperator`` uses (it draws twice).
+  The kernel is drawn once per run (per operator), not per image.
   A is exact, Aᵀ is exact (transposed convolution, then the reflected borders folded back onto
   the interior). torch's reflection is the *whole-sample* symmetric extension (the edge sample
   is not repeated), so for a kernel symmetric along each axis (the Gaussian) A is diagonalised
@@ -64,10 +65,33 @@ DPS_SIGMA_Y = sigma_from_model(DPS_SIGMA_MODEL)
 
 
 # --------------------------------------------------------------------------------- kernels
-def gaussian_kernel(size: int = 61, std: float = 3.0) -> np.ndarray:
-    """DPS's Gaussian blur kernel: ``scipy.ndimage.gaussian_filter`` of a centred impulse."""
-    import scipy.ndimage
+def _gaussian_taps(std: float, truncate: float = 4.0) -> np.ndarray:
+    """scipy.ndimage's 1-D Gaussian: radius ``int(truncate·σ + 0.5)``, taps exp(-x²/2σ²) / Σ."""
+    r = int(truncate * std + 0.5)
+    x = np.arange(-r, r + 1, dtype=np.float64)
+    w = np.exp(-0.5 * (x / std) ** 2)
+    return w / w.sum()
 
+
+def _correlate1d_reflect(a: np.ndarray, w: np.ndarray, axis: int) -> np.ndarray:
+    """``scipy.ndimage.correlate1d(a, w, axis, mode='reflect')``: half-sample symmetric
+    borders (``numpy.pad`` 'symmetric', which repeats the reflection for wide kernels)."""
+    r = len(w) // 2
+    pad = [(0, 0)] * a.ndim
+    pad[axis] = (r, r)
+    p = np.pad(a, pad, mode="symmetric")
+    n = a.shape[axis]
+    out = np.zeros_like(a)
+    for j, wj in enumerate(w):
+        out += wj * np.take(p, np.arange(j, j + n), axis=axis)
+    return out
+
+
+def gaussian_kernel(size: int = 61, std: float = 3.0) -> np.ndarray:
+    """DPS's Gaussian blur kernel: ``scipy.ndimage.gaussian_filter`` of a centred impulse.
+
+    Computed here with numpy (the same separable, 4σ-truncated, sum-normalised taps and
+    'reflect' borders as scipy; tests check it against scipy)."""
     size = int(size)
     if size < 1 or size % 2 == 0:
         raise ParameterError(f"kernel size must be a positive odd integer, got {size}")
@@ -75,14 +99,22 @@ def gaussian_kernel(size: int = 61, std: float = 3.0) -> np.ndarray:
         raise ParameterError(f"std must be positive, got {std}")
     n = np.zeros((size, size))
     n[size // 2, size // 2] = 1.0
-    return scipy.ndimage.gaussian_filter(n, sigma=float(std))
+    w = _gaussian_taps(float(std))
+    return _correlate1d_reflect(_correlate1d_reflect(n, w, 0), w, 1)
 
 
-def motion_kernel(size: int = 61, intensity: float = 0.5, seed: int = 0) -> np.ndarray:
+def motion_kernel(size: int = 61, intensity: float = 0.5, seed: int = 0,
+                  draw: int = 2) -> np.ndarray:
     """The ``motionblur`` package's ``Kernel((size, size), intensity).kernelMatrix``, seeded.
 
-    Same algorithm and same random draws, in the same order, from
-    ``numpy.random.RandomState(seed)`` instead of numpy's global state:
+    The ``draw``-th kernel drawn from ``numpy.random.RandomState(seed)``. The default 2 is what
+    the DPS/DCDP operator uses: ``MotionBlurOperator.__init__`` builds a ``Blurkernel`` whose
+    ``weights_init`` draws one ``Kernel``, then draws a second ``Kernel`` itself and loads
+    *that* one into the convolution — both from the global numpy state seeded once per run
+    (``np.random.seed(0)`` in DCDP's ``dcdp.py``), so one kernel serves every image of a run.
+
+    Each draw uses the package's algorithm and random draws, in the same order, from the
+    private ``RandomState`` instead of numpy's global state:
 
     1. on a 2×-supersampled canvas of diagonal D, a path length L = 0.75·D·(U(0,1) + U(0, i²));
        step lengths Beta(1, 30)·(1 − i + 0.1)·D (steps ≥ L rejected) until they sum to L;
@@ -99,39 +131,49 @@ def motion_kernel(size: int = 61, intensity: float = 0.5, seed: int = 0) -> np.n
     Sizes below 54 give an empty drawing (line width int(D/150) = 0), as in the package (whose
     kernel is then NaN); they raise :class:`~dmir.errors.ParameterError` here.
     """
-    from PIL import Image, ImageDraw, ImageFilter
-
     size = int(size)
     if size < 1:
         raise ParameterError(f"kernel size must be a positive integer, got {size}")
     intensity = float(intensity)
     if not (0.0 <= intensity <= 1.0):
         raise ParameterError(f"intensity must be in [0, 1], got {intensity}")
+    if isinstance(draw, bool) or not isinstance(draw, int) or draw < 1:
+        raise ParameterError(f"draw must be a positive integer (the n-th kernel of the "
+                             f"seed's stream), got {draw!r}")
     rng = np.random.RandomState(int(seed))
+    for _ in range(draw - 1):
+        _motion_draw(rng, size, intensity)
+    return _motion_draw(rng, size, intensity)
+
+
+def _motion_draw(rng, size: int, intensity: float) -> np.ndarray:
+    """One ``Kernel(...).kernelMatrix`` from ``rng`` (advances it as the package does)."""
+    from PIL import Image, ImageDraw, ImageFilter
+
     eps = 0.1
     big = 2 * size
     diag = (big ** 2 + big ** 2) ** 0.5
 
     # steps
     max_len = 0.75 * diag * (rng.uniform() + rng.uniform(0, intensity ** 2))
-    steps = []
-    while sum(steps) < max_len:
+    steps_: list[float] = []
+    while sum(steps_) < max_len:
         step = rng.beta(1, 30) * (1 - intensity + eps) * diag
         if step < max_len:
-            steps.append(step)
-    steps = np.asarray(steps)
+            steps_.append(step)
+    steps = np.asarray(steps_)
     # angles
     max_angle = rng.uniform(0, intensity * math.pi)
     jitter = rng.beta(2, 20)
-    angles = [rng.uniform(low=-max_angle, high=max_angle)]
-    while len(angles) < len(steps):
+    angles_: list[float] = [rng.uniform(low=-max_angle, high=max_angle)]
+    while len(angles_) < len(steps):
         a = rng.triangular(0, intensity * max_angle, max_angle + eps)
         if rng.uniform() < jitter:
-            a *= -np.sign(angles[-1])
+            a *= -np.sign(angles_[-1])
         else:
-            a *= np.sign(angles[-1])
-        angles.append(a)
-    angles = np.asarray(angles)
+            a *= np.sign(angles_[-1])
+        angles_.append(a)
+    angles = np.asarray(angles_)
     # path
     path = np.cumsum(steps * np.exp(1j * angles))
     path = path - sum(path) / len(steps)
@@ -141,7 +183,7 @@ def motion_kernel(size: int = 61, intensity: float = 0.5, seed: int = 0) -> np.n
     img = Image.new("RGB", (big, big))
     ImageDraw.Draw(img).line(xy=[(p.real, p.imag) for p in path], width=int(diag / 150))
     img = img.filter(ImageFilter.GaussianBlur(radius=int(diag * 0.01)))
-    img = img.resize((size, size), resample=Image.LANCZOS).convert("L")
+    img = img.resize((size, size), resample=Image.Resampling.LANCZOS).convert("L")
     k = np.asarray(img, dtype=np.float32).copy()
     if not k.sum() > 0:
         # the package draws the path with width int(D/150), 0 (nothing) below size 54
@@ -392,6 +434,13 @@ def matlab_resize_matrix(n: int, scale: float, out: int | None = None,
 
 
 # --------------------------------------------------------------------------------- masks
+def _hw(size) -> tuple[int, int]:
+    """An int (square) or an (H, W) pair."""
+    if isinstance(size, (tuple, list, np.ndarray)):
+        return int(size[0]), int(size[1])
+    return int(size), int(size)
+
+
 def mask_box(size=256, box: int = 128, margin: int = 16, seed: int = 0,
              box_range=None) -> torch.Tensor:
     """DPS's box inpainting mask, (H, W) float32, 1 = kept, 0 inside the hole.
@@ -401,7 +450,7 @@ def mask_box(size=256, box: int = 128, margin: int = 16, seed: int = 0,
     corner t = randint(margin, H − margin − h), l = randint(margin, W − margin − w), all from
     ``RandomState(seed)`` in this order.
     """
-    H, W = (int(size), int(size)) if np.isscalar(size) else (int(size[0]), int(size[1]))
+    H, W = _hw(size)
     lo, hi = (int(box), int(box) + 1) if box_range is None else (int(box_range[0]),
                                                                    int(box_range[1]))
     margin = int(margin)
@@ -428,9 +477,11 @@ def mask_random(size=256, missing=0.7, seed: int = 0) -> torch.Tensor:
     uniformly per call (DPS: (0.3, 0.7); DCDP: 0.7). int(H·W·fraction) pixels are dropped,
     chosen without replacement (``RandomState(seed).choice``).
     """
-    H, W = (int(size), int(size)) if np.isscalar(size) else (int(size[0]), int(size[1]))
-    lo, hi = (missing, missing) if np.isscalar(missing) else missing
-    lo, hi = float(lo), float(hi)
+    H, W = _hw(size)
+    if isinstance(missing, (tuple, list, np.ndarray)):
+        lo, hi = float(missing[0]), float(missing[1])
+    else:
+        lo = hi = float(missing)
     if not (0.0 <= lo <= hi < 1.0):
         raise ParameterError(f"mask_random: missing must be a fraction in [0, 1) or a range "
                              f"(low ≤ high), got {missing!r}")

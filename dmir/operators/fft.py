@@ -18,6 +18,9 @@ class CircularBlur(LinearOperator):
     with zero boundary instead).
     """
 
+    K_ri: torch.Tensor       # buffers
+    Kinv_ri: torch.Tensor
+
     def __init__(self, shape, kernel, threshold: float = 3e-2, name="deblur"):
         C, H, W = shape
         k = torch.as_tensor(kernel, dtype=torch.float64)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from ..rng import randn
 from ..errors import ParameterError
 
 
@@ -35,7 +36,7 @@ class GaussianNoise:
     def __call__(self, y: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         if self.sigma_model == 0:
             return y
-        n = torch.randn(y.shape, generator=generator, dtype=y.dtype, device=y.device)
+        n = randn(y.shape, generator, y.dtype, y.device)
         return y + self.sigma_model * n
 
     def __repr__(self):

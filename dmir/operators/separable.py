@@ -40,6 +40,15 @@ class SeparableSVD(LinearOperator):
 
     has_svd = True
 
+    # buffers (typed for the checker)
+    Uh: torch.Tensor
+    Vh: torch.Tensor
+    Uw: torch.Tensor
+    Vw: torch.Tensor
+    Sh: torch.Tensor
+    Sw: torch.Tensor
+    _sing: torch.Tensor
+
     def __init__(self, Mh, Mw, channels: int, threshold: float = 3e-2,
                  svd_dtype: torch.dtype = torch.float64, name: str = "separable"):
         Mh = np.asarray(Mh, dtype=np.float64)

@@ -8,6 +8,8 @@ base solver can also be passed explicitly (``equs="vflip"``, ``schedule="quadrat
 """
 from __future__ import annotations
 
+from typing import Any
+
 from ..errors import ParameterError, UnknownNameError
 from .base import Sampler
 from .cddb import CDDB
@@ -37,7 +39,7 @@ _BASE = {
     "cddb": (CDDB, "CDDB data consistency (one A^T gradient step) in the DDNM sampler "
                    "(step_size 1.0)"),
     "diffpir": (DiffPIR, "DiffPIR (HQS: closed-form/CG data step + zeta re-noising; 100 steps, "
-                         "diffpir_quad schedule)"),
+                         "20 for inpainting, diffpir_quad schedule)"),
     "deqir": (DeqIR, "DeqIR (the DDNM chain as one fixed point over all steps, Anderson "
                      "acceleration, batched network calls; 25 steps, nw 0, etw 0.1)"),
 }
@@ -77,7 +79,7 @@ def build(method: str, model, op, steps: int | None = None, eta: float | None = 
     for b, (cls, _) in _BASE.items():
         for v, (preset, _) in _VARIANTS.items():
             if method == b + v:
-                kw = dict(preset)
+                kw: dict[str, Any] = dict(preset)
                 kw.update(options)
                 if steps is not None:
                     kw["steps"] = steps

@@ -130,6 +130,7 @@ class AndersonMixer:
         gram = torch.bmm(R, R.transpose(1, 2)).double()                 # (G, m, m)
         valid = self.valid
         if not self.per_slot:
+            assert self.labels is not None        # set whenever slots share a group
             NG = int(self.labels.max()) + 1
             gram = gram.new_zeros(NG, m, m).index_add_(0, self.labels, gram)
             valid = valid.new_full((NG,), m).scatter_reduce(0, self.labels, valid, "amin")
@@ -196,7 +197,7 @@ def anderson(f: Callable[[torch.Tensor], torch.Tensor], z0: torch.Tensor, m: int
         or a triangular system such as a diffusion chain, at least as accurate as x_k);
         info = {"iterations": evaluations of f, "residuals": relative residual after each
         evaluation, "converged": bool, "slot_residuals": (G,) relative residuals of the last
-        evaluation}.
+        evaluation, "iterate": x_k itself (what the DEQ/DeqIR release code returns)}.
 
     The first two iterates are x_0 = z0 and x_1 = f(x_0) (as in the published loop); from then
     on x_{k+1} is the Anderson mix of the last min(k+1, m) evaluations.
@@ -222,6 +223,7 @@ def anderson(f: Callable[[torch.Tensor], torch.Tensor], z0: torch.Tensor, m: int
             break
         mixer.push(x.reshape(G, -1), fx.reshape(G, -1))
         x = fx if k == 1 else mixer.mix().reshape(shape)
+    assert fx is not None                       # max_iter ≥ 1 (check_options)
     info = {"iterations": len(res), "residuals": res, "converged": res[-1] < tol,
-            "slot_residuals": slot_residuals(x, fx)}
+            "slot_residuals": slot_residuals(x, fx), "iterate": x}
     return fx, info

@@ -7,14 +7,24 @@ live here once.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Dict
 
 import torch
 
+from ..rng import randn
 from ..errors import InputError, ParameterError, ShapeError
 from ..operators.noise import sigma_to_model
+from ..types import EqusGroup, Operator, Prior, Schedule
 from .equivariance import Equivariance, predict
 from .schedules import make_plan
+
+
+#: ``callback(i, t, tensors)`` after each denoising step (diffusers-style step callback):
+#: ``i`` = 0-based step, ``t`` = the timestep the network was evaluated at, ``tensors`` =
+#: ``{"x_t": state at t, "x0": x̂0 predicted from it, "x_next": the state after the step}``
+#: (model domain, detached; read them, do not modify them in place). The return value is
+#: ignored.
+StepCallback = Callable[[int, int, Dict[str, torch.Tensor]], object]
 
 
 def _as_unit(name, v):
@@ -58,8 +68,9 @@ class Sampler:
     #: run predict + update with autograd enabled (see the class docstring)
     needs_grad: bool = False
 
-    def __init__(self, model, op, steps: int = 100, eta: float = 0.85, sigma_y: float = 0.0,
-                 schedule: str = "uniform", equs: str | None = None,
+    def __init__(self, model: Prior, op: Operator, steps: int = 100, eta: float = 0.85,
+                 sigma_y: float = 0.0, schedule: Schedule = "uniform",
+                 equs: EqusGroup | None = None,
                  equs_map_eps_back: bool = False, equs_shift=None,
                  travel_length: int = 1, travel_repeat: int = 1):
         self.model = model
@@ -98,7 +109,7 @@ class Sampler:
         return 1.0 if t < 0 else self._abar[t]
 
     def noise_like(self, x, generator):
-        return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        return randn(x.shape, generator, x.dtype, x.device)
 
     def check_measurement(self, y: torch.Tensor) -> None:
         if not isinstance(y, torch.Tensor):
@@ -111,32 +122,36 @@ class Sampler:
 
     def sample(self, y: torch.Tensor, x_T: torch.Tensor | None = None,
                generator: torch.Generator | None = None,
-               progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+               progress: Callable[[int, int], None] | None = None,
+               callback: StepCallback | None = None) -> torch.Tensor:
         """Restore x from y = A x + n. Returns (B, C, H, W) in the model domain (unclamped).
 
         ``x_T``: the initial noise (default: drawn from ``generator``). ``progress(i, n)`` is
-        called after each network evaluation with i = 1..n.
+        called after each network evaluation with i = 1..n. ``callback(i, t, tensors)`` after
+        each denoising step with the current ``x_t``, ``x0`` (x̂0) and ``x_next``
+        (:data:`StepCallback`), e.g. to watch a restoration in a notebook.
         """
         self.check_measurement(y)
         B = y.shape[0]
         if x_T is None:
-            x_T = torch.randn((B, *self.op.x_shape), generator=generator, dtype=y.dtype,
-                              device=y.device)
+            x_T = randn((B, *self.op.x_shape), generator, y.dtype, y.device)
         elif tuple(x_T.shape) != (B, *self.op.x_shape):
             raise ShapeError(f"x_T must have shape {(B, *self.op.x_shape)}, got "
                              f"{tuple(x_T.shape)}")
         with torch.no_grad():
-            return self._loop(y, x_T, generator, progress)
+            return self._loop(y, x_T, generator, progress, callback)
 
-    def _loop(self, y, x_T, generator, progress):
+    def _loop(self, y, x_T, generator, progress, callback=None):
         state = self.prepare(y)
         x, x0 = self.initial_state(x_T, y, state), None
         total, self.nfe = self.plan.nfe, 0
         map_back = self.equs.map_eps_back if self.equs else False
+        step = 0
         for k_i, k_j in self.plan.pairs:
             t_next = self.plan.timestep(k_j)
             if k_j < k_i:          # denoising step
                 t = self.plan.timestep(k_i)
+                x_in = x
                 g = self.equs.transform_for_step(k_i, generator) if self.equs else None
                 if self.needs_grad:
                     with torch.enable_grad():
@@ -149,6 +164,10 @@ class Sampler:
                     x0, eps = predict(self.model, x, t, self.alpha_bar(t), g, map_back)
                     self.nfe += 1
                     x = self.update(x, x0, eps, t, t_next, y, state, generator)
+                if callback is not None:
+                    callback(step, t, {"x_t": x_in.detach(), "x0": x0.detach(),
+                                       "x_next": x.detach()})
+                step += 1
                 if progress is not None:
                     progress(self.nfe, total)
             else:                  # time travel: re-noise the last x̂0 (DDNM/RePaint)

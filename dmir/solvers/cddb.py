@@ -16,9 +16,14 @@ re-noising is DDNM's (reference-code DDIM form with η):
     x_s  = √ᾱ_s x̂0' + √(1-ᾱ_s) (η z + √(1-η²) ε)                      (DDNM re-noising)
 
 ``step`` here multiplies Aᵀ(Ax̂0 - y) = ½∇‖Ax̂0 - y‖², so CDDB-code step size s is our 2s.
-Note: the public FouierL/EquS repository contains only the DDNM-family samplers, not its CDDB
-baseline; the form above is the one the project mirrors (DDNM-style sampler, Aᵀ gradient step,
-default step 1.0), not a line-by-line port.
+Verified in the CDDB release (HJ-harry/CDDB, ``i2sb/diffusion.py`` ``dds_sampling``, called by
+``cddb_sampling``): ``residual_norm = ‖A x̂0 − y‖²`` (squared, not halved), its gradient with
+respect to x̂0, ``xt − mu_x0 · step_size · grad`` with ``--step-size 1.0`` by default. So the
+release's rule is ``step_size=2`` here; the ``equs-table1`` preset's CDDB rows use it
+(:data:`dmir.bench.presets.CDDB_RELEASE`). Note: the public FouierL/EquS repository contains
+only the DDNM-family samplers, not its CDDB baseline, so which step EquS ran is not recorded;
+its Table 1 has CDDB ≈ DDNM (±0.01 dB) on inpainting and CS, where step 2 is a reflection of
+the range component (A Aᵀ = I), which is worth checking against a real run.
 
 Why it coincides with DDNM for operators with orthonormal rows: if A Aᵀ = I then A⁺ = Aᵀ(AAᵀ)⁻¹
 = Aᵀ, so with step 1
@@ -36,7 +41,14 @@ eigenvalue of A Aᵀ: from the operator's singular values, or 50 power iteration
 operators without an SVD). It equals 1 for orthonormal rows (so CDDB is DDNM there, as above),
 s² for average pooling ×s (DDNM again), and 16 for the protocol bicubic ×4 (σ_max = 1/4), where a
 fixed step 1 corrects only 1/16 of the range-space residual per step and leaves the result
-below A⁺y. ``step_size=1.0`` gives the fixed-step form.
+below A⁺y. ``step_size=1.0`` gives the fixed-step form, ``step_size=2.0`` the CDDB release's.
+
+Why 'auto' is the user default: it is the largest step that never over-corrects on any
+operator (a Landweber step), it makes the update scale-free (the same result for A and cA),
+and it coincides with DDNM's exact projection where A Aᵀ = cI. The release's step 2 is tuned
+for its bridge models and the operators it ships; with an unconditional prior it under-corrects
+badly where ‖A‖ is small (×4 bicubic: 1/8 of the residual per step) and reflects instead of
+projecting where A Aᵀ = I (inpainting, CS). The paper presets use the release's rule.
 
 Noise: the step does not depend on σ_y (CDDB has no noise-aware variant); with σ_y > 0 the same
 update runs (unlike DDNM+, which shrinks the correction).

@@ -93,6 +93,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..rng import randn
 from ..errors import ParameterError, ShapeError, UnknownNameError
 from .base import Sampler, _as_unit
 from .dps import ddpm_step
@@ -235,7 +236,7 @@ class DCDP:
         if task is not None and task not in DCDP_PRESETS:
             raise UnknownNameError(f"dcdp: no preset for task {task!r}; known: "
                                    f"{', '.join(DCDP_PRESETS)}")
-        self.task = task if task is not None else _OP_PRESET.get(getattr(op, "name", None),
+        self.task = task if task is not None else _OP_PRESET.get(getattr(op, "name", ""),
                                                                  DCDP_DEFAULT_PRESET)
         p = DCDP_PRESETS[self.task]
         if steps is not None and K is not None and int(steps) != int(K):
@@ -332,7 +333,7 @@ class DCDP:
         if self.purifier == "none":
             return x
         a = self.alpha_bar(t_star - 1)
-        z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        z = randn(x.shape, generator, x.dtype, x.device)
         if self.purifier == "consistency":     # VE form of the same level: x_{t*}/√ᾱ
             sigma = ((1 - a) / a) ** 0.5
             out = self.model.denoise(x + sigma * z, sigma)
@@ -350,7 +351,7 @@ class DCDP:
             self._tick(progress)
             a_t, a_s = self.alpha_bar(t), self.alpha_bar(s)
             var = self.eta ** 2 * (1 - a_s) / (1 - a_t) * (1 - a_t / a_s)
-            zz = (torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+            zz = (randn(x.shape, generator, x.dtype, x.device)
                   if var > 0 and s >= 0 else None)
             x_t = ddpm_step(x_t, x0, a_t, a_s, self.eta, zz)   # DDIM, ε from the clipped x̂0
         return x_t
@@ -377,10 +378,13 @@ class DCDP:
 
     def sample(self, y: torch.Tensor, x_T: torch.Tensor | None = None,
                generator: torch.Generator | None = None,
-               progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+               progress: Callable[[int, int], None] | None = None,
+               callback=None) -> torch.Tensor:
         """Restore x from y. ``x_T`` is accepted for the common signature (its shape is
         checked) but unused: DCDP starts from ``init`` and draws its re-noising from
-        ``generator``. ``progress(i, n)`` after each network evaluation."""
+        ``generator``. ``progress(i, n)`` after each network evaluation. ``callback(k, t*,
+        tensors)`` after each outer iteration k with ``{"x_t": the estimate before it, "x0" and
+        "x_next": the estimate after it}`` (:data:`dmir.solvers.base.StepCallback`)."""
         self.check_measurement(y)
         B = y.shape[0]
         if x_T is not None and tuple(x_T.shape) != (B, *self.op.x_shape):
@@ -392,5 +396,8 @@ class DCDP:
                  if self.init == "zeros" else self.op.pinv(y).detach().clone())
         self.nfe, self._total = 0, self.total_nfe
         for k in range(self.K):
-            v = self.outer_step(v, y, k, generator, progress)
+            v_in, v = v, self.outer_step(v, y, k, generator, progress)
+            if callback is not None:
+                callback(k, int(self.levels[k]), {"x_t": v_in.detach(), "x0": v.detach(),
+                                                  "x_next": v.detach()})
         return v

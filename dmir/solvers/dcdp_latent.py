@@ -54,16 +54,17 @@ Deviations from the release, on purpose:
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
+from ..rng import randn
 from ..errors import ParameterError, ShapeError, UnknownNameError
 from .dcdp import _OP_PRESET, DCDP, _float
 
 #: released latent-DCDP settings (DCDP-LDM run_latent_sapce_dcdp.sh / README); M_ref as in
 #: :data:`dmir.solvers.dcdp.DCDP_PRESETS` (256×256 RGB; 3×64×64 for ×4 SR)
-LATENT_PRESETS = {
+LATENT_PRESETS: dict[str, dict[str, Any]] = {
     "sr4": {"consistency": "latent", "K": 10, "tau": 100, "lr": 1e3, "T0": 400, "T_end": 0,
             "M_ref": 3 * 64 * 64},
     "inpainting": {"consistency": "latent", "K": 20, "tau": 50, "lr": 1e3, "T0": 500,
@@ -134,7 +135,7 @@ class LatentDCDP(DCDP):
             raise UnknownNameError(f"dcdp (latent): no preset for task {task!r}; known: "
                                    f"{', '.join(LATENT_PRESETS)}")
         if task is None:
-            name = getattr(op, "name", None)
+            name = getattr(op, "name", "")
             task = name if name in LATENT_PRESETS else _OP_PRESET.get(name, LATENT_DEFAULT_PRESET)
         if task not in LATENT_PRESETS:
             task = LATENT_DEFAULT_PRESET
@@ -191,23 +192,29 @@ class LatentDCDP(DCDP):
                              f"got {tuple(x_T.shape)}")
         if self.init == "randn":
             return (x_T if x_T is not None else
-                    torch.randn(shape, generator=generator, dtype=y.dtype, device=y.device))
+                    randn(shape, generator, y.dtype, y.device))
         if self.init == "zeros":
             return torch.zeros(shape, dtype=y.dtype, device=y.device)
         return self.op.pinv(y).detach().clone()
 
     def sample(self, y: torch.Tensor, x_T: torch.Tensor | None = None,
                generator: torch.Generator | None = None,
-               progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+               progress: Callable[[int, int], None] | None = None,
+               callback=None) -> torch.Tensor:
         """Restore the image (B, C, H, W) from y. ``x_T`` (latent consistency with
-        ``init="randn"``): the initial latent z_0; otherwise only its shape is checked."""
+        ``init="randn"``): the initial latent z_0; otherwise only its shape is checked.
+        ``callback(k, t*, tensors)`` after each outer iteration, as :meth:`DCDP.sample` (the
+        tensors are latents with latent consistency)."""
         self.check_measurement(y)
         y = y.detach()
         with torch.no_grad():
             v = self.initial_state(y, x_T, generator)
         self.nfe, self._total = 0, self.total_nfe
         for k in range(self.K):
-            v = self.outer_step(v, y, k, generator, progress)
+            v_in, v = v, self.outer_step(v, y, k, generator, progress)
+            if callback is not None:
+                callback(k, int(self.levels[k]), {"x_t": v_in.detach(), "x0": v.detach(),
+                                                  "x_next": v.detach()})
         with torch.no_grad():
             return self.model.decode(v) if self.consistency == "latent" else v
 

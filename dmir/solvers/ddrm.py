@@ -50,6 +50,7 @@ import torch
 
 from ..errors import ParameterError
 from ..operators.base import safe_inverse
+from ..types import SVDOperator
 from .base import Sampler, _as_unit
 
 
@@ -97,6 +98,8 @@ class DDRM(Sampler):
     """
 
     method = "ddrm"
+
+    op: SVDOperator          # DDRM works in the operator's SVD basis
 
     def __init__(self, model, op, steps=20, eta=0.85, sigma_y=0.0, eta_b: float = 1.0, **kw):
         if not getattr(op, "has_svd", False):

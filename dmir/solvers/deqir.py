@@ -37,6 +37,15 @@ that η (same noise draws, same order).
 Units: images in the model domain [-1, 1]; σ_y in [0, 1] pixel units (×2 inside); timesteps are
 indices of the model's schedule.
 
+What ``--method deqir`` returns. By default (``strategy="auto"``) the converged chain — the
+fixed point, i.e. the sequential DDNM chain with the same x_T and noises: on a CPU it is
+evaluated state by state (T network evaluations; a batched evaluation of all states costs as
+much there, so this is the cheapest exact way), on a GPU by the sliding window (batched, exact).
+``solver.ran`` says which strategy ran and ``solver.nfe`` how many evaluations it spent. The
+paper's protocol is available by name, ``strategy="published"``, and is what the DeqIR presets
+of ``dmir bench`` use; its stop after 15 evaluations leaves the chain unconverged for T ≥ 20
+(measured: errors 0.04–16 against the sequential chain), so it is not the default.
+
 Anderson acceleration as published: memory m = 5, regularisation λ = 1e-3 (absolute, on the
 Gram matrix of the residuals), β = 1, stop when ‖F(z) − z‖/(‖F(z)‖ + 1e-5) < 1e-3 or after 15
 evaluations of F; the mixing least-squares problem is solved separately for every state (the
@@ -54,11 +63,11 @@ SVD, the simplified rule otherwise) inside the same fixed-point map. DDNM+ has o
 noise weights, so nw must equal etw (pass ``eta``); with none of eta/nw/etw given, η = 0.85
 (DDNM+'s default). Its map is evaluated by the frozen-ε affine recurrence (the same unrolled
 chain as above, written step by step; no network call inside) since the DDNM+ range update is
-not a projection. Its default solver is the sliding window (w = 5; ``window="auto"``), which
-always ends on the exact chain: full per-state Anderson does not converge on this stochastic
+not a projection. The default strategy ends on the exact chain here too (sequential on a CPU,
+the sliding window elsewhere): full per-state Anderson does not converge on this stochastic
 chain (measured on the natural-image prior, T = 20, η = 0.85: relative residual still ≈ 1 after
 40 evaluations; after the published 15 the output is garbage), and the paper has no σ_y > 0
-mode to be faithful to. ``window=None`` still selects it.
+mode to be faithful to.
 
 Measured behaviour (benchmarks/deqir.py, CPU): the published per-state mixing converges more
 slowly than plain fixed-point iteration of the same map (m = 1) on every prior tried — analytic
@@ -67,16 +76,17 @@ after 15 evaluations leaves the chain unconverged for T ≥ 20 (a warning says s
 structural: F is strictly triangular (z_j depends on z_{<j} only), so a state's own history says
 nothing about how its image moves, which is what per-state Anderson extrapolates from; plain
 iteration is exact in T evaluations, and joint weights do about as well as it. The options below
-(``m=1``, ``mixing='joint'``, ``window=``) are there for that reason; the σ_y = 0 defaults
-stay the published ones.
+(``m=1``, ``mixing='joint'``, ``window=``, ``strategy=``) are there for that reason, and the
+default is the converged chain; the published protocol is ``strategy="published"``.
 
 Deviations from the reference code, on purpose: (1) it draws ONE noise image and reuses it at
 every step (``all_noise = repeat_interleave(randn_like(x_T), T)``); we draw a fresh ξ_i per step,
 in the sequential sampler's order, so the fixed point is the DDNM chain (they coincide for
 nw = 0, the default). (2) Its non-SVD operator branch multiplies the ε and noise coefficients by
 √(1 − ᾱ_next²); we use the same coefficients for every operator (its SVD branch). (3) It returns
-the last mixed iterate x_k; we return F(x_k), already computed for the residual test (for a
-triangular map at least as accurate). (4) With EquS the ε of x̂0 is the one mapped back and the
+the last mixed iterate x_k; ``strategy="published"`` does the same, the other full-Anderson
+solve returns F(x_k), already computed for the residual test (for a triangular map at least as
+accurate). (4) With EquS the ε of x̂0 is the one mapped back and the
 re-noising ε stays in the transformed frame (the EquS reference semantics), i.e. the Σ above
 uses e_i ε_i^renoise − s_i ε_i^x̂0.
 
@@ -100,11 +110,13 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
+from ..rng import randn
 from ..errors import ParameterError, ShapeError
+from ..types import EqusGroup, Schedule
 from ..operators.base import safe_inverse
 from ..operators.noise import sigma_to_model
 from .anderson import AndersonMixer, anderson, check_options, slot_residuals
@@ -120,8 +132,17 @@ class ConvergenceWarning(UserWarning):
 
 #: η of the DDNM+ update when σ_y > 0 and none of eta / nw / etw is given (DDNM's default)
 DDNM_PLUS_ETA = 0.85
-#: the default solver for σ_y > 0 (``window="auto"``): the sliding window of this size
-NOISY_WINDOW = 5
+#: the sliding-window size of ``strategy="auto"`` off the CPU (and of ``strategy="window"``)
+AUTO_WINDOW = 5
+NOISY_WINDOW = AUTO_WINDOW      # the former name (σ_y > 0 default)
+#: how the fixed point is found (see the class docstring)
+STRATEGIES = ("auto", "sequential", "window", "anderson", "published")
+#: the published protocol (README command, ``fp_implicit_iters_anderson``): Anderson m = 5,
+#: λ = 1e-3, β = 1, relative-residual tolerance 1e-3, at most 15 evaluations of F, per-state
+#: mixing; the release returns the last mixed iterate
+PUBLISHED: dict[str, Any] = {"m": 5, "lam": 1e-3, "beta": 1.0, "tol": 1e-3, "max_iter": 15}
+#: relative-residual tolerance of the converged strategies (window, anderson)
+CONVERGED_TOL = 1e-4
 
 
 class DeqIR:
@@ -136,10 +157,28 @@ class DeqIR:
         sigma_y: measurement noise in [0, 1] pixel units (> 0: DDNM+ rules, nw must equal etw).
         nw: weight of the fresh noise, c1 = nw·√(1-ᾱ_next) (default 0, reference).
         etw: ε weight, c2 = √(1-etw²)·√(1-ᾱ_next) (default 0.1, reference README).
+        strategy: how the fixed point is found:
+
+            * ``'auto'`` (default): the converged chain, cheapest exact way for the devices —
+              ``'sequential'`` when every evaluation device is a CPU, else ``'window'``.
+              Explicit ``window=w`` selects ``'window'``, explicit ``window=None``
+              ``'anderson'``.
+            * ``'sequential'``: the chain state by state (the window solver with w = 1): T
+              network evaluations, exact.
+            * ``'window'``: the sliding window (``window``, default 5): batched, exact.
+            * ``'anderson'``: full Anderson over all T states until ``tol``, at most
+              ``max_iter`` evaluations (default T + 1: exact for m = 1, since F is strictly
+              triangular); returns F of the last iterate.
+            * ``'published'``: the release's protocol — m 5, λ 1e-3, β 1, tol 1e-3, at most 15
+              evaluations, returning the last mixed iterate as the release does (not converged
+              for T ≥ 20; no warning: it is the protocol). The DeqIR paper presets use it.
+
+            After a solve, ``ran`` names the strategy that ran and ``nfe`` its evaluations.
         m, lam, beta, tol, max_iter: Anderson memory, regularisation, mixing, relative-residual
-            tolerance and maximum number of evaluations of F (5, 1e-3, 1.0, 1e-3, 15). m = 1 is
-            plain fixed-point iteration (exact after T evaluations: F is triangular). Stopping
-            at max_iter before tol emits a :class:`ConvergenceWarning`.
+            tolerance and maximum number of evaluations of F (defaults: 5, 1e-3, 1.0, 1e-4 —
+            1e-3 for 'published' — and T + 1 — 15 for 'published'). m = 1 is plain fixed-point
+            iteration (exact after T evaluations: F is triangular). A converged strategy that
+            stops at max_iter before tol emits a :class:`ConvergenceWarning`.
         mixing: 'state' (mixing weights per state and image, the published choice) or 'joint'
             (one set of weights for the whole system; not with ``window``).
         chunk: the memory budget of one network call, in images (None = all states of an
@@ -149,8 +188,7 @@ class DeqIR:
             (``copy.deepcopy``) on each device other than the model's own, once, at first use;
             rebuild the solver after changing the model's weights.
         window: None (full Anderson over all T states), the sliding-window size w ≥ 1, or
-            'auto' (default): None when σ_y = 0 (published), 5 when σ_y > 0 (see below). The
-            window solver always terminates with the exact chain (≤ T rounds, each state
+            'auto' (default: chosen by ``strategy``). The window solver always terminates with the exact chain (≤ T rounds, each state
             evaluated ≤ w times; ``tol`` is then a per-state relative residual and ``max_iter``
             is not used); m = 1 inside the window is plain (Picard) iteration.
         schedule: 'uniform' (reference), 'quadratic' (EquS+ TAS) or 'diffpir_quad'.
@@ -171,11 +209,12 @@ class DeqIR:
 
     def __init__(self, model, op, steps: int = 25, eta: float | None = None,
                  sigma_y: float = 0.0, nw: float | None = None, etw: float | None = None,
-                 m: int = 5, lam: float = 1e-3, beta: float = 1.0, tol: float = 1e-3,
-                 max_iter: int = 15, mixing: str = "state", chunk: int | None = None,
-                 devices=None, window: int | str | None = "auto", schedule: str = "uniform",
-                 equs: str | None = None, equs_map_eps_back: bool = False, equs_shift=None,
-                 svd: bool = True, form: str | None = None):
+                 m: int | None = None, lam: float = 1e-3, beta: float = 1.0,
+                 tol: float | None = None, max_iter: int | None = None,
+                 mixing: str | None = None, chunk: int | None = None, devices=None,
+                 window: int | str | None = "auto", schedule: Schedule = "uniform",
+                 equs: EqusGroup | None = None, equs_map_eps_back: bool = False, equs_shift=None,
+                 svd: bool = True, form: str | None = None, strategy: str = "auto"):
         self.model = model
         self.op = op
         self.sigma_y = _as_unit("sigma_y", sigma_y)
@@ -192,6 +231,26 @@ class DeqIR:
                 f"deqir with sigma_y > 0 runs the DDNM+ update, which has a single η for the "
                 f"fresh noise and the ε term: nw ({self.nw:g}) must equal etw ({self.etw:g}); "
                 f"pass eta=... (sets both)")
+        T = int(steps)
+        strategy = self._resolve_strategy(strategy, window, m, max_iter, mixing)
+        if strategy == "published":
+            m = PUBLISHED["m"] if m is None else m
+            max_iter = PUBLISHED["max_iter"] if max_iter is None else max_iter
+            tol = PUBLISHED["tol"] if tol is None else tol
+        m = PUBLISHED["m"] if m is None else m
+        tol = CONVERGED_TOL if tol is None else tol
+        if max_iter is None:            # a cap that makes plain iteration exact (F triangular)
+            max_iter = T + 1
+        mixing = "state" if mixing is None else mixing
+        if strategy in ("published", "anderson"):
+            window = None
+        elif strategy == "sequential":
+            window = 1
+        elif strategy == "window" and window in ("auto", None):
+            window = AUTO_WINDOW
+        elif strategy == "auto":        # by device, at solve time (see _pick)
+            window = None
+        self.strategy = strategy
         for name, v in (("max_iter", max_iter), ("m", m)):
             if isinstance(v, bool) or not isinstance(v, int):
                 raise ParameterError(f"{name} must be an integer, got {v!r}")
@@ -207,8 +266,6 @@ class DeqIR:
             raise ParameterError(f"chunk must be None or a positive number of images per "
                                  f"network call, got {chunk!r}")
         self.chunk = chunk
-        if window == "auto":
-            window = None if self.sigma_model == 0 else NOISY_WINDOW
         if window is not None:
             if isinstance(window, bool) or not isinstance(window, int) or window < 1:
                 raise ParameterError(f"window must be None (full Anderson) or an integer ≥ 1, "
@@ -246,14 +303,41 @@ class DeqIR:
                 raise ParameterError("deqir supports the deterministic EquS groups ('hflip', "
                                      "'vflip', 'rot90', 'shift'); 'random' draws a transform "
                                      "per step")
-            self.equs = Equivariance(equs, op.x_shape, equs_map_eps_back, equs_shift)
+            self.equs: Equivariance | None = Equivariance(equs, op.x_shape, equs_map_eps_back,
+                                                          equs_shift)
             self._flip = [self.equs.transform_for_step(k, None) is not None for k in ks]
         else:
             self.equs, self._flip = None, [False] * T
         self._devices = None if devices is None else self._resolve_devices(devices)
-        self._replicas = {}
-        self.nfe, self.iterations, self.residuals, self.converged = 0, 0, [], None
-        self.info = {}
+        self._replicas: dict = {}
+        self.residuals: list[float] = []
+        self.nfe, self.iterations, self.converged = 0, 0, None
+        self.info: dict[str, Any] = {}
+        self.ran: str | None = None
+
+    # ------------------------------------------------------------------ strategy
+    @staticmethod
+    def _resolve_strategy(strategy, window, m, max_iter, mixing) -> str:
+        if strategy not in STRATEGIES:
+            raise ParameterError(f"strategy must be one of {', '.join(STRATEGIES)}, got "
+                                 f"{strategy!r}")
+        if strategy != "auto":
+            return strategy
+        if window is None:                       # explicit: the full Anderson solve
+            return "anderson"
+        if window != "auto":                     # an explicit window size
+            return "window"
+        return "auto"
+
+    def _pick(self) -> str:
+        """The strategy that runs: ``auto`` resolves here, by device — the sequential chain
+        (T evaluations, exact) when every evaluation device is a CPU, where a batch of states
+        costs as much as evaluating them one by one; else the sliding window (exact, batched)."""
+        if self.strategy != "auto":
+            return self.strategy
+        cpu = all(torch.device(d).type == "cpu" for d in self.devices)
+        self.window = 1 if cpu else AUTO_WINDOW
+        return "sequential" if cpu else "window"
 
     # ------------------------------------------------------------------ devices
     def _model_device(self) -> torch.device:
@@ -344,6 +428,7 @@ class DeqIR:
         self.nfe += N
         if g is None:
             return eps, eps
+        assert self.equs is not None                 # g comes from it
         eps_x = torch.where(mask, g.inverse(eps), eps)
         return eps_x, (eps_x if self.equs.map_eps_back else eps)
 
@@ -360,8 +445,7 @@ class DeqIR:
             return None
         if device is None:
             device = generator.device if generator is not None else "cpu"
-        return torch.stack([torch.randn(tuple(shape), generator=generator, dtype=dtype,
-                                        device=device) for _ in range(self.steps)])
+        return torch.stack([randn(shape, generator, dtype, device) for _ in range(self.steps)])
 
     def _check_xT(self, x_T, B):
         if not isinstance(x_T, torch.Tensor) or tuple(x_T.shape) != (B, *self.op.x_shape):
@@ -378,7 +462,7 @@ class DeqIR:
         self._check_xT(x_T, B)
         T = self.steps
         dt, dev = y.dtype, y.device
-        ctx = {"y": y, "B": B, "dtype": dt, "device": dev, "zeros": {}}
+        ctx: dict[str, Any] = {"y": y, "B": B, "dtype": dt, "device": dev, "zeros": {}}
         if self.nw > 0:
             if noises is None:
                 raise ParameterError("nw > 0: pass the chain noises (solver.draw_noises(...))")
@@ -487,15 +571,20 @@ class DeqIR:
         elif tuple(z0.shape) != (self.steps, *x_T.shape):
             raise ShapeError(f"z0 must have shape {(self.steps, *x_T.shape)} (T states × "
                              f"batch), got {tuple(z0.shape)}")
+        ran = self._pick()
         with torch.no_grad():
             if self.window is None:
                 z, info = self._solve_full(x_T, ctx, z0, progress)
+                if ran == "published":          # the release returns the last mixed iterate
+                    z = info.pop("iterate")
+                info.pop("iterate", None)
             else:
                 z, info = self._solve_window(x_T, ctx, z0, progress, warm)
         info["nfe"] = self.nfe
+        info["strategy"] = self.ran = ran
         self.iterations, self.residuals = info["iterations"], info["residuals"]
         self.converged, self.info = info["converged"], info
-        if not info["converged"]:
+        if not info["converged"] and ran != "published":
             warnings.warn(f"DeqIR stopped after {info['iterations']} evaluations of F "
                           f"(max_iter={self.max_iter}) at relative residual "
                           f"{info['residuals'][-1]:.2g} > tol={self.tol:g}: the result "
@@ -520,6 +609,7 @@ class DeqIR:
                            beta=self.beta, tol=self.tol, max_iter=self.max_iter,
                            groups="slot" if self.mixing == "state" else None, callback=cb)
         info["slot_residuals"] = info["slot_residuals"].reshape(T, B)
+        info["iterate"] = info["iterate"].reshape(shape)
         return z.reshape(shape), info
 
     def _solve_window(self, x_T, ctx, z0, progress, warm=False):
@@ -576,8 +666,7 @@ class DeqIR:
         self.check_measurement(y)
         B = y.shape[0]
         if x_T is None:
-            x_T = torch.randn((B, *self.op.x_shape), generator=generator, dtype=y.dtype,
-                              device=y.device)
+            x_T = randn((B, *self.op.x_shape), generator, y.dtype, y.device)
         else:
             self._check_xT(x_T, B)
         if noises is None and self.nw > 0:
@@ -586,13 +675,18 @@ class DeqIR:
 
     def sample(self, y: torch.Tensor, x_T: torch.Tensor | None = None,
                generator: torch.Generator | None = None,
-               progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+               progress: Callable[[int, int], None] | None = None,
+               callback=None) -> torch.Tensor:
         """Restore x from y = A x + n. Returns (B, C, H, W) in the model domain (unclamped).
 
         ``x_T`` (default drawn from ``generator``) and then the chain noises (when nw > 0) are
         drawn in the order of the sequential sampler. ``progress(i, n)``: i network evaluations
-        so far of an estimated n.
+        so far of an estimated n. ``callback``: not available — DeqIR updates all steps at
+        once (watch :meth:`sequential` with ``return_states=True`` instead).
         """
+        if callback is not None:
+            raise ParameterError("deqir solves all steps at once, so it has no per-step "
+                                 "callback; use progress=, or sequential(return_states=True)")
         x_T, noises = self._inputs(y, x_T, generator, None)
         with torch.no_grad():
             ctx = self.prepare(y, x_T, noises)

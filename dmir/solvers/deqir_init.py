@@ -82,10 +82,11 @@ from __future__ import annotations
 import inspect
 import math
 import warnings
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import torch
 
+from ..rng import randn
 from ..errors import ParameterError, ShapeError, UnknownNameError
 
 __all__ = ["optimize_init", "init_gradient", "LOSSES", "LossSpec", "loss_names", "LR", "ITERS",
@@ -343,7 +344,7 @@ def optimize_init(solver, y: torch.Tensor, x_T: torch.Tensor | None = None,
     B = y.shape[0]
     shape = (B, *op.x_shape)
     if x_T is None:
-        x_T = torch.randn(shape, generator=generator, dtype=y.dtype, device=y.device)
+        x_T = randn(shape, generator, y.dtype, y.device)
     elif tuple(x_T.shape) != shape:
         raise ShapeError(f"x_T must have shape {shape}, got {tuple(x_T.shape)}")
     if target is not None:
@@ -363,16 +364,18 @@ def optimize_init(solver, y: torch.Tensor, x_T: torch.Tensor | None = None,
     warm = "z0" in inspect.signature(solver.solve).parameters
     xT = x_T.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([xT], lr=lr, betas=(0.9, 0.999), eps=1e-8)
-    hist = {"loss": [], "loss_per_image": [], "grad_norm": [], "steps": 0, "stopped": "iters",
+    hist: dict[str, Any] = {"loss": [], "loss_per_image": [], "grad_norm": [], "steps": 0, "stopped": "iters",
             "warm_start": warm, "solver_info": None, "lr": lr, "loss_name": L.name,
             "grad": grad, "unconverged_solves": 0}
     if grad == "implicit":
         hist["adjoint_residual"] = []
     best = torch.full((B,), math.inf, dtype=torch.float64)
     best_iter = [0] * B
-    best_x0, best_xT = None, None
+    best_x0: torch.Tensor | None = None
+    best_xT: torch.Tensor | None = None
     best_mean, since = math.inf, 0
-    z, nfe, seen = None, 0, {}
+    z, nfe = None, 0
+    seen: dict[tuple, tuple] = {}
     total = int(iters) + 1
     for i in range(total):
         x_cur = xT.detach()
@@ -398,7 +401,7 @@ def optimize_init(solver, y: torch.Tensor, x_T: torch.Tensor | None = None,
             raise ParameterError(f"initialisation optimisation diverged at iteration {i} "
                                  f"(loss {mean}); lower the learning rate (lr={lr:g})")
         better = per < best
-        if best_x0 is None:
+        if best_x0 is None or best_xT is None:
             best_x0, best_xT = x0.detach().clone(), x_cur.clone()
             hist["x0_start"] = best_x0
         else:

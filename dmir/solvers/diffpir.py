@@ -26,8 +26,9 @@ Conventions and defaults, from the reference scripts/configs:
   inpainting λ = 1, ζ = 1 (and 20 steps); super-resolution: the script sweeps λ ∈ {2, …, 12}
   at ζ = 0.25 — no single published value, we take λ = 7. Defaults when the task is unknown:
   λ = 7, ζ = 0.3 (the deblurring setting).
-* 100 steps (``iter_num``) on DiffPIR's ``skip_type='quad'`` schedule (``diffpir_quad`` in
-  :mod:`dmir.solvers.schedules`; it is *not* the EquS+ TAS); η = 0 (the reference's extra DDIM
+* 100 steps (``iter_num``; 20 for inpainting, the ``iter_num`` of ``main_ddpir_inpainting.py``:
+  ``DIFFPIR_STEPS``, ``steps=`` overrides) on DiffPIR's ``skip_type='quad'`` schedule
+  (``diffpir_quad`` in :mod:`dmir.solvers.schedules`; it is *not* the EquS+ TAS); η = 0 (the reference's extra DDIM
   noise, ``eta``, which we take as DDIM's σ of the actual step t → s: the code multiplies by the
   single-step β_t — irrelevant at the default η = 0):
 
@@ -48,6 +49,7 @@ from __future__ import annotations
 import math
 
 from ..errors import ParameterError, UnknownNameError
+from ..types import Schedule
 from .base import Sampler
 from .cg import conjugate_gradient
 
@@ -58,6 +60,9 @@ DIFFPIR_PRESETS = {
     "deblur_uni": (7.0, 0.3),
     "sr_bicubic": (7.0, 0.25), "sr_bicubic_aa": (7.0, 0.25), "sr_averagepooling": (7.0, 0.25),
 }
+#: the reference scripts' ``iter_num`` by task (``main_ddpir_inpainting.py``: 20); others 100
+DIFFPIR_STEPS = {"inpainting": 20}
+DIFFPIR_DEFAULT_STEPS = 100
 DIFFPIR_DEFAULT = (7.0, 0.3)
 #: σ_n floor in [0, 1] pixel units (reference: ``max(0.001, noise_level_img)``)
 SIGMA_FLOOR = 0.001
@@ -105,22 +110,25 @@ class DiffPIR(Sampler):
         clip: clamp x̂0 to [-1, 1] before the data step (reference: True).
         svd: use the closed form when the operator has an SVD (default True; False forces CG).
         cg_iters, cg_tol: conjugate-gradient cap and relative tolerance (no-SVD operators).
-        steps: 100; schedule: 'diffpir_quad'; eta: 0 (see the module docstring).
+        steps: None = the reference's ``iter_num`` for the task (20 for inpainting, else 100);
+            schedule: 'diffpir_quad'; eta: 0 (see the module docstring).
     """
 
     method = "diffpir"
 
-    def __init__(self, model, op, steps=100, eta=0.0, sigma_y=0.0, lam=None, zeta=None,
+    def __init__(self, model, op, steps=None, eta=0.0, sigma_y=0.0, lam=None, zeta=None,
                  task: str | None = None, sigma_floor: float = SIGMA_FLOOR, clip: bool = True,
                  svd: bool = True, cg_iters: int = 50, cg_tol: float = 1e-6,
-                 schedule: str = "diffpir_quad", **kw):
-        super().__init__(model, op, steps=steps, eta=eta, sigma_y=sigma_y, schedule=schedule,
-                         **kw)
+                 schedule: Schedule = "diffpir_quad", **kw):
         if task is not None and task not in DIFFPIR_PRESETS:
             raise UnknownNameError(f"diffpir: no preset for task {task!r}; known: "
                                    f"{', '.join(DIFFPIR_PRESETS)} (or pass lam=, zeta=)")
-        p_lam, p_zeta = DIFFPIR_PRESETS.get(task if task is not None
-                                            else getattr(op, "name", None), DIFFPIR_DEFAULT)
+        key = task if task is not None else getattr(op, "name", "")
+        if steps is None:
+            steps = DIFFPIR_STEPS.get(key, DIFFPIR_DEFAULT_STEPS)
+        super().__init__(model, op, steps=steps, eta=eta, sigma_y=sigma_y, schedule=schedule,
+                         **kw)
+        p_lam, p_zeta = DIFFPIR_PRESETS.get(key, DIFFPIR_DEFAULT)
         lam = p_lam if lam is None else lam
         zeta = p_zeta if zeta is None else zeta
         try:

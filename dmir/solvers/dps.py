@@ -86,7 +86,7 @@ DPS_DEFAULT_SCALE = 0.3
 
 def dps_scale(task: str | None) -> float:
     """The DPS release step size for ``task`` (an operator name); 0.3 for tasks it lacks."""
-    return DPS_SCALES.get(task, DPS_DEFAULT_SCALE)
+    return DPS_SCALES.get(task, DPS_DEFAULT_SCALE) if task is not None else DPS_DEFAULT_SCALE
 
 
 def ddpm_step(x_t, x0, a_t: float, a_s: float, eta: float, z):

@@ -70,6 +70,8 @@ class Equivariance:
         shape: (C, H, W) of the images, to check the group is valid.
     """
 
+    g: Transform | None      # the fixed transform (None: drawn per step)
+
     def __init__(self, group: str, shape, map_eps_back: bool = False, shift=None):
         if group not in GROUPS:
             raise ParameterError(f"unknown EquS group {group!r}; available: {', '.join(GROUPS)}")

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ParameterError
+from ..types import Schedule
 
 
 def jump_schedule(steps: int, travel_length: int = 1, travel_repeat: int = 1) -> list[int]:
@@ -70,7 +71,7 @@ class Plan:
         return sum(1 for i, j in self.pairs if j < i)
 
 
-def make_plan(steps: int, num_train_timesteps: int = 1000, schedule: str = "uniform",
+def make_plan(steps: int, num_train_timesteps: int = 1000, schedule: Schedule = "uniform",
               travel_length: int = 1, travel_repeat: int = 1) -> Plan:
     """Build a sampling plan. ``schedule``: 'uniform', 'quadratic' (EquS+ TAS) or
     'diffpir_quad' (DiffPIR's quad spacing)."""
@@ -84,8 +85,8 @@ def make_plan(steps: int, num_train_timesteps: int = 1000, schedule: str = "unif
         skip = num_train_timesteps // steps
         table = [k * skip for k in range(steps)]
     elif schedule in ("quadratic", "tas"):
-        seq = np.linspace(np.sqrt(num_train_timesteps - 1), 0, steps) ** 2
-        table = [int(s) for s in seq][::-1]
+        quad = np.linspace(np.sqrt(num_train_timesteps - 1), 0, steps) ** 2
+        table = [int(s) for s in quad][::-1]
     elif schedule == "diffpir_quad":
         if steps == 1:
             table = [num_train_timesteps - 1]
