@@ -11,8 +11,8 @@ Prints a markdown table and writes benchmarks/results/operators.json.
 
 ``--blur``: the DPS/DCDP-protocol blurs (61×61, reflected borders, operators without an SVD)
 at (3, 256, 256), batch 1: A⁺ before (plain conjugate gradients, ≤ 100 iterations) and after
-(``pinv_method="auto"``: the DCT-I spectral inverse for the symmetric Gaussian, CG for the
-motion kernel), against one network evaluation of the shipped prior (``dmir-ddpm``), and a
+(``pinv_method="auto"``: the DCT-I spectral inverse for the symmetric Gaussian; the motion
+kernel keeps CG, so its two rows measure the same method), against one network evaluation of the shipped prior (``dmir-ddpm``), and a
 DDNM deblurring run (σ_y = 0.025, ``--ddnm-steps`` steps, demo image) with each A⁺: time and
 PSNR. Target: A⁺ ≤ 10% of a network evaluation. Writes benchmarks/results/operators_blur.json.
 Runs with torch's thread setting from the environment (OMP_NUM_THREADS), as the CLI does.

@@ -184,7 +184,7 @@ def _parser() -> argparse.ArgumentParser:
 
     s.add_argument("--dtype", choices=["float32", "float16", "bfloat16"],
                    help="checkpoint models: weights/inference precision (default float32; "
-                   "with --fast on cuda: bfloat16 autocast)")
+                   "with --fast: bfloat16 autocast on cuda and on CPUs with native bfloat16)")
     s.add_argument("--class-label", type=int, metavar="K",
                    help="class-conditional checkpoints: the class to condition on")
     f = r.add_argument_group("speed (checkpoint models; see dmir.models.fast)")
