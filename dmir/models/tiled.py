@@ -222,9 +222,11 @@ def plan_tiling(prior, shape, batch: int = 1, device="cpu", budget: int | None =
     if budget is None:
         avail = memory.USABLE_FRACTION * memory.available_bytes(device)
         avail -= memory.state_bytes(shape, batch) + memory.weight_bytes(prior)
-        budget = min(PLAN_BUDGET, avail)
+        room = min(float(PLAN_BUDGET), avail)
+    else:
+        room = float(budget)
     pr = memory.probe(prior)
-    max_pixels = max(budget, 0) / pr["bytes_per_pixel"] if pr["bytes_per_pixel"] else math.inf
+    max_pixels = max(room, 0.0) / pr["bytes_per_pixel"] if pr["bytes_per_pixel"] else math.inf
     if pr["attn_flops_per_pixel2"] > 0:
         max_pixels = min(max_pixels,
                          ATTN_SHARE * pr["conv_flops_per_pixel"] / pr["attn_flops_per_pixel2"])

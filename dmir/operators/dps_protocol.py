@@ -313,7 +313,7 @@ class ReflectBlur(LinearOperator):
             inv = np.where(cut, 0.0, 1.0 / np.where(cut, 1.0, lam))
             self.register_buffer("dct_eig", torch.from_numpy(lam).to(torch.float32))
             self.register_buffer("dct_inv", torch.from_numpy(inv).to(torch.float32))
-        self._spectra = {}
+        self._spectra: dict[tuple, torch.Tensor] = {}
 
     # Large kernels go through the FFT (same linear maps, no wrap-around: the transform size
     # (H + kh − 1) × (W + kw − 1) holds the full linear convolution), small ones through conv2d.
