@@ -29,7 +29,7 @@ import torch
 from . import io as dio
 from . import log as dlog
 from . import metrics, models, operators, solvers
-from .models import fast
+from .models import fast, memory
 from .errors import DmirError, InputError, NumericalError, ShapeError
 
 PROG = "dmir"
@@ -164,9 +164,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--model", default=models.DEFAULT_MODEL, metavar="NAME",
                    help=f"prior (default {models.DEFAULT_MODEL}, the learned natural-image prior "
                    f"that ships with dmir; 'natural' is the fast analytic one)")
-    s.add_argument("--tile", type=int, default=256, metavar="N",
-                   help="network priors: images larger than N×N are processed as overlapping "
-                   "N×N tiles in one batch, the grid shifted every step (default 256)")
+    s.add_argument("--tile", type=int, default=None, metavar="N",
+                   help="network priors: process images larger than N×N as overlapping N×N "
+                   "tiles, the grid shifted every step (default: the whole image when it fits "
+                   "in memory, else the largest tiles that do; the path taken is printed)")
     s.add_argument("--steps", type=int, metavar="N",
                    help="sampling steps (default: the method's own, e.g. 100 for ddnm)")
     s.add_argument("--eta", type=float, metavar="E",
@@ -184,7 +185,7 @@ def _parser() -> argparse.ArgumentParser:
 
     s.add_argument("--dtype", choices=["float32", "float16", "bfloat16"],
                    help="checkpoint models: weights/inference precision (default float32; "
-                   "with --fast on cuda: bfloat16 autocast)")
+                   "with --fast: bfloat16 autocast on cuda and on CPUs with native bfloat16)")
     s.add_argument("--class-label", type=int, metavar="K",
                    help="class-conditional checkpoints: the class to condition on")
     f = r.add_argument_group("speed (checkpoint models; see dmir.models.fast)")
@@ -421,7 +422,7 @@ def _check_numbers(a) -> None:
         raise UsageError(f"--samples must be a positive integer, got {a.samples}")
     if not 0 <= a.seed < 2 ** 64:        # torch generators take 64-bit seeds
         raise UsageError(f"--seed must be an integer in 0..2^64-1, got {a.seed}")
-    if a.tile < 32:
+    if a.tile is not None and a.tile < 32:
         raise UsageError(f"--tile must be at least 32 pixels, got {a.tile}")
     if a.travel_length < 1 or a.travel_repeat < 1:
         raise UsageError("--travel-length and --travel-repeat must be integers ≥ 1")
@@ -623,9 +624,11 @@ class _Progress:
         if self.bar is None:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=n, desc=self.desc, unit="NFE", file=self.file or sys.stderr,
-                            disable=not self.enabled, leave=False, dynamic_ncols=True,
-                            bar_format=self.FORMAT, mininterval=0.2)
+            # the first report comes after the first network evaluation: start the bar there
+            # (initial=i), or its rate (and ETA) would count that step as taking no time
+            self.bar = tqdm(total=n, initial=i, desc=self.desc, unit="NFE",
+                            file=self.file or sys.stderr, disable=not self.enabled, leave=False,
+                            dynamic_ncols=True, bar_format=self.FORMAT, mininterval=0.2)
         if self.bar.total != n:
             self.bar.total = n
         self.bar.update(i - self.bar.n)
@@ -694,6 +697,8 @@ def _restore(a) -> int:
         shape = (3, H, W)
     else:
         shape = (C, H, W)
+    # refuse before anything of that size is allocated (--scale 1000, --samples 100000)
+    memory.check_fits(shape, a.samples, a.device)
     op = operators.build(task, shape, **params, **({"generator": gen} if takes_gen else {}))
 
     noise = (operators.PoissonNoise(a.poisson) if a.poisson is not None
@@ -721,14 +726,16 @@ def _restore(a) -> int:
         model = models.load(a.model, dtype=a.dtype, **load_kw)
     mult = getattr(model, "size_multiple", 1)
     # (consistency models keep their one-step denoiser, so they are not tiled)
-    tile = max(shape[-2:]) > a.tile or shape[-2] % mult or shape[-1] % mult
-    if isinstance(model, models.NetworkPrior) and not hasattr(model, "denoise") and tile:
-        from .models.tiled import TiledPrior
+    if isinstance(model, models.NetworkPrior) and not hasattr(model, "denoise"):
+        from .models.tiled import TiledPrior, tiled_for_memory
 
-        model = TiledPrior(model, tile=a.tile)
-        if max(shape[-2:]) > a.tile:
-            _note(f"{shape[-2]}x{shape[-1]} image: {model.name} processes it as overlapping "
-                  f"{a.tile}x{a.tile} tiles (shifted every step)")
+        if a.tile is None:      # tile only when memory (or attention cost) requires it
+            model = tiled_for_memory(model, shape, a.samples, device, log=_note)
+        elif max(shape[-2:]) > a.tile or shape[-2] % mult or shape[-1] % mult:
+            model = TiledPrior(model, tile=a.tile)
+            if max(shape[-2:]) > a.tile:
+                _note(f"{shape[-2]}x{shape[-1]} image: {model.name} processes it as "
+                      f"overlapping {a.tile}x{a.tile} tiles (shifted every step)")
     info = getattr(model, "info", {})
     if info.get("notes"):
         _note(f"model {model.name} ({info.get('format', '?')}): {'; '.join(info['notes'])}")
@@ -954,7 +961,11 @@ def _run(a) -> int:
         print(f"{PROG}: interrupted; no output written", file=sys.stderr)
         return EXIT_INTERRUPT
     except (MemoryError, torch.cuda.OutOfMemoryError):
-        return _fail("out of memory; try a smaller image or fewer steps")
+        return _fail("out of memory; try a smaller image or fewer samples")
+    except RuntimeError as e:     # torch's CPU allocator raises RuntimeError, not MemoryError
+        if memory.is_out_of_memory(e):
+            return _fail("out of memory; try a smaller image or fewer samples")
+        raise
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -32,3 +32,7 @@ class InputError(DmirError, ValueError):
 class NumericalError(DmirError, FloatingPointError):
     """A computation produced NaN or Inf values (a prior that returns non-finite predictions,
     a diverging iteration)."""
+
+
+class ResourceError(DmirError, MemoryError):
+    """A run needs more memory than the device has (estimated before any work)."""
