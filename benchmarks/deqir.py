@@ -5,12 +5,13 @@ For each prior and T, the same chain (same x_T; nw = 0, etw = 0.1, the DeqIR def
 solved by
 
 * ``sequential``  — T network calls, one state each (the reference),
-* ``published``   — full per-state Anderson with the published stopping rule (tol 1e-3,
-                    15 evaluations of F),
-* ``anderson``    — the same solver run until tol 1e-3 (at most ``--cap`` evaluations),
+* ``published``   — ``strategy="published"``: full per-state Anderson with the published
+                    stopping rule (tol 1e-3, 15 evaluations of F),
+* ``anderson``    — ``strategy="anderson"``: the same solver run until tol 1e-4 (at most
+                    ``--cap`` evaluations),
 * ``joint``       — Anderson with one set of mixing weights for the whole system,
 * ``picard``      — plain fixed-point iteration of the same map (m = 1),
-* ``window-w``    — the sliding window (per-state Anderson inside, tol 1e-3),
+* ``window-w``    — the sliding window (per-state Anderson inside, tol 1e-4),
 * ``window-w-picard`` — the sliding window with plain iteration inside (m = 1),
 
 and reports evaluations of F (parallel rounds), NFE (single-image network evaluations), the
@@ -94,10 +95,10 @@ def problem(name, device="cpu", dtype=None):
 def variants(T, cap):
     w = 10 if T > 20 else 5
     return {
-        "published": {},
-        "anderson": {"max_iter": cap},
-        "joint": {"max_iter": cap, "mixing": "joint"},
-        "picard": {"max_iter": cap, "m": 1},
+        "published": {"strategy": "published"},
+        "anderson": {"strategy": "anderson", "max_iter": cap},
+        "joint": {"strategy": "anderson", "max_iter": cap, "mixing": "joint"},
+        "picard": {"strategy": "anderson", "max_iter": cap, "m": 1},
         f"window-{w}": {"window": w},
         f"window-{2 * w}": {"window": 2 * w},
         f"window-{w}-picard": {"window": w, "m": 1},

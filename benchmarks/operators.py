@@ -5,8 +5,17 @@ DDNM range–null-space step x − A⁺(A x − y) through ``op.project(x, y)``.
 projection ≤ 5 ms, construction ≤ 50 ms (misses are flagged with ✗).
 
     python benchmarks/operators.py [--runs 20] [--builds 5] [--only NAME ...]
+    python benchmarks/operators.py --blur [--ddnm-steps 10]
 
 Prints a markdown table and writes benchmarks/results/operators.json.
+
+``--blur``: the DPS/DCDP-protocol blurs (61×61, reflected borders, operators without an SVD)
+at (3, 256, 256), batch 1: A⁺ before (plain conjugate gradients, ≤ 100 iterations) and after
+(``pinv_method="auto"``: the DCT-I spectral inverse for the symmetric Gaussian; the motion
+kernel keeps CG, so its two rows measure the same method), against one network evaluation of the shipped prior (``dmir-ddpm``), and a
+DDNM deblurring run (σ_y = 0.025, ``--ddnm-steps`` steps, demo image) with each A⁺: time and
+PSNR. Target: A⁺ ≤ 10% of a network evaluation. Writes benchmarks/results/operators_blur.json.
+Runs with torch's thread setting from the environment (OMP_NUM_THREADS), as the CLI does.
 """
 from __future__ import annotations
 
@@ -71,6 +80,11 @@ def cases():
         ("deblur gauss 9x9 σ=2 (SVD)", "deblur", dict(kernel=gaussian_kernel(2.0, 9)), None),
         ("deblur motion 9x9 (FFT)", "deblur", dict(kernel=motion_kernel(9)), None),
         ("sr_bicubic_aa x4", "sr_bicubic_aa", dict(scale=4), None),
+        ("deblur_dps_gauss (DCT-I A⁺)", "deblur_dps_gauss", {}, None),
+        ("deblur_dps_motion (CG A⁺)", "deblur_dps_motion", {}, None),
+        ("sr_matlab_bicubic x4", "sr_matlab_bicubic", dict(scale=4), None),
+        ("inpainting_box", "inpainting_box", {}, None),
+        ("inpainting_random", "inpainting_random", {}, None),
     ]
 
 
@@ -154,13 +168,85 @@ def table(results):
     return "\n".join(lines)
 
 
+def _demo_image(size=256):
+    from PIL import Image
+    path = Path(dmir.__file__).parent / "data" / "demo" / "astronaut.png"
+    a = np.asarray(Image.open(path).convert("RGB").resize((size, size), Image.BICUBIC),
+                   dtype=np.float32) / 255
+    return torch.from_numpy(a).permute(2, 0, 1)[None] * 2 - 1
+
+
+def blur(runs=5, ddnm_steps=10):
+    """A⁺ of the DPS-protocol blurs before/after, against one network evaluation."""
+    from dmir import models, solvers
+    from dmir.operators import dps_protocol as dp
+    prior = models.load("dmir-ddpm")
+    x = _demo_image()
+    with torch.inference_mode():
+        net_ms = _median_ms(lambda: prior.eps(x, torch.tensor([500])), max(2, runs // 2), 1)
+    kernels_ = {"deblur_dps_gauss": dp.gaussian_kernel(), "deblur_dps_motion": dp.motion_kernel()}
+    out = []
+    for name, k in kernels_.items():
+        ops = {"before (cg)": dp.ReflectBlur(SHAPE, k, pinv_method="cg"),
+               "after (auto)": dp.ReflectBlur(SHAPE, k)}
+        g = torch.Generator().manual_seed(0)
+        y = ops["after (auto)"].A(x) + 2 * dp.DPS_SIGMA_Y * torch.randn(x.shape, generator=g)
+        for label, op in ops.items():
+            with torch.inference_mode():
+                ms = _median_ms(lambda: op.pinv(y), runs, 1)
+                xh = op.pinv(y)
+            psnr_pinv = float(10 * torch.log10(4 / (xh - x).pow(2).mean()))
+            s = solvers.build("ddnm", prior, op, steps=ddnm_steps, sigma_y=dp.DPS_SIGMA_Y)
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                xr = s.sample(y, generator=torch.Generator().manual_seed(1))
+            run_s = time.perf_counter() - t0
+            r = dict(operator=name, variant=label, pinv_kind=op.pinv_kind, pinv_ms=ms,
+                     network_ms=net_ms, pinv_over_network=ms / net_ms,
+                     pinv_psnr=psnr_pinv, ddnm_steps=ddnm_steps, ddnm_s=run_s,
+                     ddnm_s_per_100_steps=run_s * 100 / ddnm_steps,
+                     ddnm_psnr=float(10 * torch.log10(4 / (xr.clamp(-1, 1) - x).pow(2).mean())))
+            out.append(r)
+            print(f"  {name:18s} {label:13s} A⁺ {ms:8.1f} ms ({100 * ms / net_ms:5.1f}% of a "
+                  f"network eval {net_ms:.0f} ms)  DDNM {ddnm_steps} steps {run_s:6.1f} s, "
+                  f"PSNR {r['ddnm_psnr']:.2f} dB", flush=True)
+    return out
+
+
+def blur_table(results):
+    lines = ["| blur | A⁺ | A⁺ ms | % of network eval | A⁺y PSNR | DDNM s/100 steps | "
+             "DDNM PSNR |", "|---|---|---:|---:|---:|---:|---:|"]
+    for r in results:
+        lines.append(f"| {r['operator']} | {r['variant']}: {r['pinv_kind']} | "
+                     f"{r['pinv_ms']:.1f} | {100 * r['pinv_over_network']:.1f} | "
+                     f"{r['pinv_psnr']:.2f} | {r['ddnm_s_per_100_steps']:.0f} | "
+                     f"{r['ddnm_psnr']:.2f} |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--blur", action="store_true",
+                    help="A⁺ of the DPS-protocol blurs before/after vs a network evaluation")
+    ap.add_argument("--ddnm-steps", type=int, default=10)
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--builds", type=int, default=5)
     ap.add_argument("--only", nargs="*", default=None)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "operators.json"))
     a = ap.parse_args(argv)
+    if a.blur:
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+        results = blur(min(a.runs, 5), a.ddnm_steps)
+        env = dict(torch=torch.__version__, threads=torch.get_num_threads(),
+                   cpu_count=os.cpu_count(), shape=list(SHAPE), batch=1,
+                   loadavg_1min=load, prior="dmir-ddpm")
+        print()
+        print(blur_table(results))
+        out = Path(a.out).with_name("operators_blur.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(dict(env=env, results=results), indent=2))
+        print(f"\nwrote {out}")
+        return
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     results = run(a.runs, a.builds, a.only)
     load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else None

@@ -91,6 +91,9 @@ def run_demo(out: str, size: int = 128, steps: int = 50, method: str = "ddnm",
         raise ParameterError(f"--size must be a multiple of 8 in 32..256, got {size}")
     if steps < 1:
         raise ParameterError(f"--steps must be a positive integer, got {steps}")
+    if not 0 <= seed < 2 ** 64 // 1000 - 8:          # seed · 1000 + k seeds each task
+        raise ParameterError(f"--seed must be an integer in 0..{2 ** 64 // 1000 - 9}, got "
+                             f"{seed}")
     if method not in solvers.names():
         raise ParameterError(f"unknown method {method!r}; available: {', '.join(solvers.names())}")
     name = model or models.DEFAULT_MODEL

@@ -27,3 +27,12 @@ class ParameterError(DmirError, ValueError):
 
 class InputError(DmirError, ValueError):
     """Input data is invalid (NaN/Inf pixels, unreadable file, ...)."""
+
+
+class NumericalError(DmirError, FloatingPointError):
+    """A computation produced NaN or Inf values (a prior that returns non-finite predictions,
+    a diverging iteration)."""
+
+
+class ResourceError(DmirError, MemoryError):
+    """A run needs more memory than the device has (estimated before any work)."""

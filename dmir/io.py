@@ -23,6 +23,7 @@ one-line message that names the path.
 from __future__ import annotations
 
 import os
+import stat
 import struct
 import tempfile
 import warnings
@@ -33,7 +34,8 @@ import torch
 
 from .errors import InputError, ShapeError
 
-__all__ = ["read_image", "write_image", "load_mask", "check_output_path", "OutputError"]
+__all__ = ["read_image", "write_image", "load_mask", "check_output_path", "check_not_input",
+           "same_file", "atomic_write", "OutputError"]
 
 
 class OutputError(InputError):
@@ -211,9 +213,11 @@ def read_image(path) -> torch.Tensor:
 
 
 def load_mask(path) -> torch.Tensor:
-    """An inpainting mask as an ``(H, W)`` float32 tensor of 0/1 (1 = pixel kept).
+    """An inpainting mask as an ``(H, W)`` (or ``(C, H, W)``) float32 tensor of 0/1 (1 = pixel
+    kept).
 
-    ``.npy``: any numeric or bool dtype, 2-D (or with one singleton axis), values must be 0 or 1.
+    ``.npy``: any numeric or bool dtype, 2-D (or with one singleton axis), or C×H×W with C = 3
+    (one mask per colour channel, as the ``inpainting`` operator takes); values must be 0 or 1.
     Image files (PNG, …): gray value > 0.5 (of the full range) = kept, i.e. white = kept; colour
     masks are averaged over channels, an alpha channel is ignored.
     """
@@ -228,9 +232,9 @@ def load_mask(path) -> torch.Tensor:
             raise InputError(f"mask '{p}' must be a numeric or boolean array")
         if m.ndim == 3 and 1 in m.shape:
             m = m.squeeze(axis=m.shape.index(1))
-        if m.ndim != 2 or m.size == 0:
-            raise InputError(f"mask '{p}' must be a non-empty 2-D (H×W) array, got shape "
-                             f"{m.shape}")
+        if not (m.ndim == 2 or (m.ndim == 3 and m.shape[0] == 3)) or m.size == 0:
+            raise InputError(f"mask '{p}' must be a non-empty 2-D (H×W) or 3×H×W array, got "
+                             f"shape {m.shape}")
         m = m.astype(np.float64)
         if not np.isfinite(m).all():
             raise InputError(f"mask '{p}' contains NaN or Inf values")
@@ -255,7 +259,9 @@ def check_output_path(path) -> str:
     if not path.lower().endswith(".png"):
         raise OutputError(f"output '{path}' must have the extension .png (PNG is the only "
                           f"output format)")
-    folder = os.path.dirname(os.path.abspath(path))
+    # a symbolic link is written through: its target's folder is the one written to
+    folder = os.path.dirname(os.path.realpath(path) if os.path.islink(path)
+                             else os.path.abspath(path))
     if not os.path.isdir(folder):
         raise OutputError(f"cannot write '{path}': folder '{folder}' does not exist")
     if not os.access(folder, os.W_OK | os.X_OK):
@@ -315,30 +321,58 @@ def isatty(stream) -> bool:
 
 def atomic_write(path, data) -> None:
     """Write ``data`` (bytes or str, UTF-8) to ``path`` atomically: a temp file in the same
-    folder, fsync, the umask's permissions, then ``os.replace``; nothing is left behind on
-    failure (:class:`OutputError`)."""
+    folder, fsync, then ``os.replace``; nothing is left behind on failure (:class:`OutputError`).
+
+    Replacing an existing file keeps its permission bits (a 0600 file stays 0600); a new file
+    gets the umask's default. A ``path`` that is a symbolic link is written through: the link's
+    final target is replaced (atomically, in the target's folder) and the link itself is kept.
+    """
     path = os.fspath(path)
     if isinstance(data, str):
         data = data.encode("utf-8")
-    folder = os.path.dirname(os.path.abspath(path))
+    target = os.path.realpath(path) if os.path.islink(path) else path
+    folder = os.path.dirname(os.path.abspath(target))
+    try:
+        mode = stat.S_IMODE(os.stat(target).st_mode)
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
     tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(target) + ".", suffix=".tmp",
                                    dir=folder)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
         tmp = None
     except OSError as e:
         raise OutputError(f"cannot write '{path}': {e.strerror or e}") from None
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def same_file(a, b) -> bool:
+    """Whether paths ``a`` and ``b`` name the same existing file (through symbolic or hard
+    links too); False when either does not exist."""
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return False
+
+
+def check_not_input(output, *inputs) -> None:
+    """Refuse an output path that is one of the input files (also through links): writing it
+    would destroy the input (:class:`OutputError`)."""
+    for inp in inputs:
+        if inp is not None and same_file(output, inp):
+            raise OutputError(f"output '{os.fspath(output)}' is the input file "
+                              f"'{os.fspath(inp)}'; writing it would replace the input: choose "
+                              f"another output name")
 
 
 # ----------------------------------------------------------------------------- a tiny PNG codec

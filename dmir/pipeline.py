@@ -14,8 +14,9 @@ users.
     x = dmir.pipeline.restore(y, "sr_bicubic", scale=4, model="natural").x
 
 Every step is a plain function, so a caller can replace one (the bench builds its operators
-from task specs and batches images; a GPU-memory-aware tiling decision plugs into
-:func:`prepare_prior`). Nothing here reads options or prints: notes go to a ``note`` callable.
+from task specs and batches images). :func:`prepare_prior` makes the memory decisions for
+every caller: a run that cannot fit is refused, and a network prior is tiled only when memory
+requires it. Nothing here reads options or prints: notes go to a ``note`` callable.
 
 Randomness: one CPU ``torch.Generator`` seeded with ``seed`` draws, in this order, the
 operator's own randomness (compressed-sensing bases), the measurement noise (with
@@ -38,12 +39,16 @@ from . import models, operators, solvers
 from .errors import DmirError, InputError, ParameterError, ShapeError
 
 __all__ = ["parse_kernel", "motion_kernel", "task_params", "signal_shape", "make_operator",
-           "make_noise", "measure", "load_prior", "prepare_prior", "needs_tiling",
-           "sample_mean", "restore", "Restoration", "DEFAULT_TILE"]
+           "make_noise", "measure", "check_memory", "load_prior", "prepare_prior",
+           "needs_tiling", "sample_mean", "restore", "Restoration", "DEFAULT_TILE", "MAX_KERNEL"]
 
-#: network priors process images larger than this (or not a multiple of their size unit) as
-#: overlapping tiles (:class:`dmir.models.tiled.TiledPrior`)
+#: with an explicit ``tile``, network priors process images larger than it (or not a multiple
+#: of their size unit) as overlapping tiles (:class:`dmir.models.tiled.TiledPrior`); the
+#: default (``tile=None``) tiles only when memory requires it
+#: (:func:`dmir.models.tiled.plan_tiling`)
 DEFAULT_TILE = 256
+#: largest side of a kernel given by a spec (checked before anything is allocated)
+MAX_KERNEL = 2049
 
 
 def _ignore(_msg) -> None:
@@ -51,14 +56,25 @@ def _ignore(_msg) -> None:
 
 
 # ----------------------------------------------------------------------------- operators
-def parse_kernel(spec: str) -> np.ndarray:
+def parse_kernel(spec: str, max_size: int | None = None) -> np.ndarray:
     """``gauss:SIGMA[:SIZE]``, ``box:SIZE``, ``motion:LENGTH:ANGLE`` or a .npy/.png file → 2-D
-    float64 kernel normalised to sum 1."""
+    float64 kernel normalised to sum 1. The kernel's side is checked before it is built: at
+    most ``max_size`` (the image's smaller side, when given) and :data:`MAX_KERNEL`."""
     from . import io as dio
 
     forms = "gauss:SIGMA[:SIZE], box:SIZE, motion:LENGTH:ANGLE or a .npy/.png file"
     parts = spec.split(":")
     kind = parts[0].lower()
+    limit = MAX_KERNEL if max_size is None else min(MAX_KERNEL, int(max_size))
+
+    def fits(size):
+        if size > limit:
+            where = (f"the image ({max_size} pixels on its smaller side)"
+                     if max_size is not None and max_size < MAX_KERNEL
+                     else f"the largest kernel dmir builds ({MAX_KERNEL})")
+            raise ParameterError(f"--kernel {spec}: a {size}x{size} kernel is larger than "
+                                 f"{where}")
+
     try:
         if kind == "gauss" and len(parts) in (2, 3):
             sigma = float(parts[1])
@@ -69,20 +85,24 @@ def parse_kernel(spec: str) -> np.ndarray:
             if size < 1 or size % 2 == 0:
                 raise ParameterError(f"--kernel gauss: SIZE must be a positive odd integer, "
                                      f"got {size}")
+            fits(size)
             r = (size - 1) // 2
-            g = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+            with np.errstate(over="ignore", under="ignore"):   # a tiny σ: a delta kernel
+                g = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
             k = np.outer(g, g)
         elif kind == "box" and len(parts) == 2:
             size = int(parts[1])
             if size < 1:
                 raise ParameterError(f"--kernel box: SIZE must be a positive integer, got "
                                      f"{size}")
+            fits(size)
             k = np.ones((size, size))
         elif kind == "motion" and len(parts) == 3:
             length, angle = float(parts[1]), float(parts[2])
             if not (1 <= length < 1e3) or not math.isfinite(angle):
                 raise ParameterError(f"--kernel motion: LENGTH must be ≥ 1 and ANGLE (degrees) "
                                      f"finite, got {parts[1]}:{parts[2]}")
+            fits(int(math.ceil(length)) | 1)
             k = motion_kernel(length, angle)
         elif len(parts) > 1 and kind in ("gauss", "box", "motion"):
             raise ParameterError(f"--kernel {spec!r}: wrong number of fields; use {forms}")
@@ -140,11 +160,13 @@ def task_params(task: str) -> tuple[list[str], bool]:
     return operators.params(task)
 
 
-def _kernel_param(params: dict) -> dict:
-    """A ``kernel`` given as a spec string or a nested list becomes an array."""
+def _kernel_param(params: dict, shape) -> dict:
+    """A ``kernel`` given as a spec string (at most the image's smaller side) or a nested list
+    becomes an array."""
     k = params.get("kernel")
     if isinstance(k, (str, os.PathLike)):
-        params["kernel"] = parse_kernel(os.fspath(k))
+        C, H, W = operators.registry.check_shape(shape)
+        params["kernel"] = parse_kernel(os.fspath(k), min(H, W))
     elif isinstance(k, (list, tuple)):
         params["kernel"] = np.asarray(k, dtype=np.float64)
     return params
@@ -171,7 +193,7 @@ def make_operator(task: str, shape, generator: torch.Generator | None = None, **
     """Operator ``task`` for images of ``shape`` (C, H, W); kernel specs are parsed, masks may
     be arrays or files (:func:`dmir.io.load_mask`). ``generator`` draws the operator's own
     randomness when it has any."""
-    params = _kernel_param(dict(params))
+    params = _kernel_param(dict(params), shape)
     _, takes_gen = task_params(task)
     if takes_gen and generator is not None:
         params["generator"] = generator
@@ -214,33 +236,61 @@ def load_prior(name_or_path: str = models.DEFAULT_MODEL, dtype=None, class_label
     return prior
 
 
+def check_memory(shape, samples: int = 1, device="cpu") -> int:
+    """Refuse (:class:`~dmir.errors.ResourceError`) ``samples`` restorations of ``shape``
+    (C, H, W) that cannot fit in the device's memory, before anything of that size is
+    allocated (``scale=1000``, ``samples=100000``); returns the estimate in bytes
+    (:func:`dmir.models.memory.check_fits`)."""
+    from .models import memory
+
+    return memory.check_fits(tuple(int(s) for s in shape), int(samples), device)
+
+
+def _tileable(prior) -> bool:
+    # consistency models keep their one-step denoiser; analytic priors take any size
+    return isinstance(prior, models.NetworkPrior) and not hasattr(prior, "denoise")
+
+
 def needs_tiling(prior, shape, tile: int = DEFAULT_TILE) -> bool:
-    """Whether a network prior should see ``shape`` (C, H, W) as overlapping tiles: larger
-    than ``tile`` or not a multiple of the network's size unit. Consistency models keep their
-    one-step denoiser and are never tiled; analytic priors take any size."""
-    if not isinstance(prior, models.NetworkPrior) or hasattr(prior, "denoise"):
+    """Whether a network prior should see ``shape`` (C, H, W) as overlapping tiles of an
+    explicit ``tile`` size: larger than ``tile`` or not a multiple of the network's size unit.
+    Consistency models keep their one-step denoiser and are never tiled; analytic priors take
+    any size. (Without an explicit tile, :func:`dmir.models.tiled.plan_tiling` decides from
+    memory.)"""
+    if not _tileable(prior):
         return False
     mult = getattr(prior, "size_multiple", 1)
     return max(shape[-2:]) > tile or bool(shape[-2] % mult or shape[-1] % mult)
 
 
-def prepare_prior(prior, shape, device="cpu", *, tile: int | None = DEFAULT_TILE,
-                  fast: dict | bool | None = True, note=_ignore):
-    """``prior`` made ready for images of ``shape`` (C, H, W) on ``device``: wrapped in a
-    :class:`~dmir.models.tiled.TiledPrior` when :func:`needs_tiling` says so (``tile=None``:
-    never), moved to the device, and put on the fast path (:func:`dmir.models.fast.accelerate`;
-    ``fast`` = its keywords, True for the device's defaults, None/False for the plain path).
+def prepare_prior(prior, shape, device="cpu", *, tile: int | None = None,
+                  fast: dict | bool | None = True, batch: int = 1, note=_ignore):
+    """``prior`` made ready for ``batch`` images of ``shape`` (C, H, W) on ``device``:
+
+    * refused (:class:`~dmir.errors.ResourceError`) when the batch cannot fit in memory
+      (:func:`check_memory`);
+    * tiled: with ``tile=None`` (default) only when memory (or attention cost) requires it,
+      as :func:`dmir.models.tiled.tiled_for_memory` plans for the device; an explicit
+      ``tile`` forces :class:`~dmir.models.tiled.TiledPrior` tiles of that size whenever
+      :func:`needs_tiling` says so; the path taken goes to ``note``;
+    * moved to the device, and put on the fast path (:func:`dmir.models.fast.accelerate`;
+      ``fast`` = its keywords, True for the device's defaults, None/False for the plain path).
+
     Returns the prior to sample with (the same object, or the tiling wrapper)."""
     from .models import fast as fastpath
 
     device = torch.device(device)
-    if tile is not None and needs_tiling(prior, shape, tile):
-        from .models.tiled import TiledPrior
+    check_memory(shape, batch, device)
+    if _tileable(prior):
+        from .models.tiled import TiledPrior, tiled_for_memory
 
-        prior = TiledPrior(prior, tile=tile)
-        if max(shape[-2:]) > tile:
-            note(f"{shape[-2]}x{shape[-1]} image: {prior.name} processes it as overlapping "
-                 f"{tile}x{tile} tiles (shifted every step)")
+        if tile is None:        # tile only when memory (or attention cost) requires it
+            prior = tiled_for_memory(prior, shape, batch, device, log=note)
+        elif needs_tiling(prior, shape, tile):
+            prior = TiledPrior(prior, tile=tile)
+            if max(shape[-2:]) > tile:
+                note(f"{shape[-2]}x{shape[-1]} image: {prior.name} processes it as "
+                     f"overlapping {tile}x{tile} tiles (shifted every step)")
     if device.type != "cpu":
         prior.to(device)
     if fast is not None and fast is not False:
@@ -298,7 +348,7 @@ class Restoration:
 def restore(image: torch.Tensor, task: str, *, method: str = "ddnm-equs+",
             model=models.DEFAULT_MODEL, degrade: bool = False, sigma_y: float = 0.0,
             poisson: float | None = None, steps: int | None = None, eta: float | None = None,
-            samples: int = 1, seed: int = 0, device="cpu", tile: int | None = DEFAULT_TILE,
+            samples: int = 1, seed: int = 0, device="cpu", tile: int | None = None,
             fast: dict | bool | None = True, dtype=None, class_label=None,
             solver_options: dict | None = None, init_opt: dict | None = None, progress=None,
             note=None, **task_params) -> Restoration:
@@ -307,8 +357,10 @@ def restore(image: torch.Tensor, task: str, *, method: str = "ddnm-equs+",
 
     ``degrade=True``: ``image`` is clean; it is degraded first (seeded), and the result can be
     compared with it. ``model``: a name/path or an already loaded prior. ``samples``: K samples
-    in one batch, their mean is the result. ``note(str)`` receives what the caller may want
-    to tell the user (settings inferred, tiling, conversions)."""
+    in one batch, their mean is the result. ``tile``: None (default) tiles only when memory
+    requires it, N forces N×N tiles (:func:`prepare_prior`); a run that cannot fit in memory
+    is refused first (:class:`~dmir.errors.ResourceError`). ``note(str)`` receives what the
+    caller may want to tell the user (settings inferred, tiling, conversions, too few steps)."""
     notes = []
 
     def _note(msg):
@@ -321,6 +373,7 @@ def restore(image: torch.Tensor, task: str, *, method: str = "ddnm-equs+",
         raise ShapeError(f"image must have shape (1, C, H, W), got {tuple(image.shape)}")
     gen = torch.Generator().manual_seed(int(seed))
     shape = signal_shape(task, image.shape[1:], task_params, degrade)
+    check_memory(shape, samples, device)      # before anything of that size is allocated
     op = make_operator(task, shape, generator=gen, **task_params)
     noise, sigma_solver = make_noise(sigma_y, poisson)
     if not degrade and task == "colorization" and tuple(op.y_shape) != tuple(image.shape[1:]):
@@ -329,9 +382,17 @@ def restore(image: torch.Tensor, task: str, *, method: str = "ddnm-equs+",
     y = measure(op, image, degrade, noise, gen)
     prior = (load_prior(os.fspath(model), dtype, class_label, _note)
              if isinstance(model, (str, os.PathLike)) else model)
-    prior = prepare_prior(prior, shape, device, tile=tile, fast=fast, note=_note)
-    solver = solvers.build(method, prior, op, steps=steps, eta=eta, sigma_y=sigma_solver,
-                           **(solver_options or {}))
+    prior = prepare_prior(prior, shape, device, tile=tile, fast=fast, batch=samples,
+                          note=_note)
+    with warnings.catch_warnings(record=True) as caught:   # e.g. too few steps for EquS+
+        warnings.simplefilter("always", solvers.FewStepsWarning)
+        solver = solvers.build(method, prior, op, steps=steps, eta=eta, sigma_y=sigma_solver,
+                               **(solver_options or {}))
+    for w in caught:
+        if issubclass(w.category, solvers.FewStepsWarning):
+            _note(str(w.message))
+        if note is None or not issubclass(w.category, solvers.FewStepsWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if device.type != "cpu":
         op.to(device)
         y = y.to(device)

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -312,3 +313,38 @@ def test_samples_average_and_validation(tmp_path, capsys):
     assert main(["restore", str(src), "-o", str(out2), "--task", "sr_averagepooling", "--scale",
                  "2", "--degrade", "--samples", "0"]) == 2
     assert "--samples" in capsys.readouterr().err and not out2.exists()
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (["--task", "sr_averagepooling", "--scale", "1000"], "3x64000x64000"),    # issue 14 cause 8
+    (["--task", "denoising", "--samples", "100000"], "100000 sample"),
+])
+def test_runs_that_cannot_fit_in_memory_are_refused_up_front(tmp_path, capsys, extra, needle):
+    from dmir.cli import main
+    src = tmp_path / "in.png"
+    Image.open(os.path.join(os.path.dirname(__file__), "data", "kodim05_crop64.png")).save(src)
+    out = tmp_path / "o.png"
+    t0 = time.perf_counter()
+    rc = main(["restore", str(src), "-o", str(out), "--steps", "2", *extra])
+    err = capsys.readouterr().err
+    assert rc == 2 and needle in err and "available" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
+    assert time.perf_counter() - t0 < 10            # refused before any work
+
+
+def test_cpu_allocator_failure_is_one_line(tmp_path, capsys, monkeypatch):
+    """torch's CPU allocator raises RuntimeError, not MemoryError: still one line, exit 2."""
+    from dmir import cli
+    src = tmp_path / "in.png"
+    Image.open(os.path.join(os.path.dirname(__file__), "data", "kodim05_crop64.png")).save(src)
+
+    def boom(*a, **k):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: "
+                           "can't allocate memory: you tried to allocate 1099511627776 bytes.")
+    from dmir import operators
+    monkeypatch.setattr(operators, "build", boom)
+    out = tmp_path / "o.png"
+    rc = cli.main(["restore", str(src), "-o", str(out), "--task", "denoising", "--steps", "2"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "out of memory" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()

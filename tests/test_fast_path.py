@@ -82,7 +82,10 @@ def _restore(prior, method="ddnm-equs+", steps=8, B=1):
 # ---------------------------------------------------------------------------- options
 def test_defaults_per_device():
     assert fast.default_options("cuda") == fast.FastOptions(torch.bfloat16, True, None, False)
-    assert fast.default_options("cpu") == fast.FastOptions(None, True, None, False)
+    # CPU: bfloat16 only where the CPU has native bf16 (measured 2.3× NFE/s with channels_last
+    # on AVX512-BF16, −0.002 dB; emulated bf16 is slow)
+    cpu_dt = torch.bfloat16 if fast.cpu_has_native_bf16() else None
+    assert fast.default_options("cpu") == fast.FastOptions(cpu_dt, True, None, False)
     o = fast.resolve_options("cuda", weights_dtype=torch.float16)   # keeps half weights' dtype
     assert o.dtype == torch.float16
     assert fast.resolve_options("cpu", dtype="float32").dtype is None
@@ -122,8 +125,8 @@ def test_accelerating_twice_rewraps_the_same_network(priors):
 @pytest.mark.parametrize("kind", ["adm", "ddpm"])
 def test_fp32_fast_path_equals_plain(priors, kind):
     plain = priors[kind]
-    quick = fast.accelerate(copy.deepcopy(plain))             # CPU defaults: fp32 + NHWC
-    assert fast.options_of(quick) == fast.default_options("cpu")
+    quick = fast.accelerate(copy.deepcopy(plain), dtype=None)  # fp32 + the default NHWC
+    assert fast.options_of(quick) == fast.FastOptions(None, True, None, False)
     assert quick.net.net.input_blocks[0][0].weight.is_contiguous(
         memory_format=torch.channels_last) if kind == "adm" else \
         quick.net.net.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
@@ -185,7 +188,7 @@ def test_bf16_restoration_psnr_with_a_trained_network():
 def test_gradient_solvers_run_through_the_fast_path(priors):
     """DPS / ΠGDM differentiate through the network: the fast path keeps autograd working."""
     plain = priors["ddpm"]
-    quick = fast.accelerate(copy.deepcopy(plain))
+    quick = fast.accelerate(copy.deepcopy(plain), dtype=None)    # float32: compared to 1e-5
     op, y, x_T = _problem()
     out = []
     for p in (plain, quick):

@@ -246,7 +246,7 @@ def main(a) -> int:
         raise ParameterError("--out DIR is required (results, summaries and plots go there)")
     if a.summarize:
         plan = summary.load_plan(a.out)
-        rows = res.merge(a.out, runner.record_order(plan))
+        rows = res.merge(a.out, runner.record_order(plan), log=_log)
         path = summary.write(a.out, plan, rows, log=_log, device=a.device)
         print(f"wrote {path} ({len(rows)} results)")
         return 0
@@ -290,7 +290,7 @@ def main(a) -> int:
         raise ParameterError(f"--limit must be a positive integer, got {a.limit}")
     if a.batch is not None and a.batch < 1:
         raise ParameterError(f"--batch must be a positive integer, got {a.batch}")
-    if a.tile < 32:
+    if a.tile is not None and a.tile < 32:
         raise ParameterError(f"--tile must be at least 32 pixels, got {a.tile}")
     if a.size is not None and a.size < 8:
         raise ParameterError(f"--size must be an integer ≥ 8, got {a.size}")
@@ -306,15 +306,18 @@ def main(a) -> int:
     out = runner.run(preset, opts)
     if out["summary"]:
         rows = summary.aggregate(runner.plan_json(out["plan"], opts),
-                                 res.read_jsonl(os.path.join(a.out, res.RESULTS))[0])
+                                 list(res.load(a.out)[0].values()))
         stored = runner.plan_json(out["plan"], opts)
         shown = [m for m in stored["preset"]["metrics"] if m in summary.METRIC_ORDER
                  and m not in ("nfe", "time", "fid", "kid")] or ["psnr", "ssim"]
         for r in rows:
             v = (summary.paper_text(stored, r, shown)
                  if r["psnr"] is not None else r["status"])
+            # the images the shown means are over (a metric may miss on some of the n)
+            k = min((r.get("n_" + m, r["n"]) for m in shown if r.get(m) is not None),
+                    default=r["n"])
             print(f"{r['dataset']}/{r['task']}/{r['method']}: {v} "
-                  f"({r['n']}/{r['n_expected']} images"
+                  f"({k}/{r['n_expected']} images"
                   + (f"; {r['status']}" if r["status"].startswith("partial") else "") + ")")
         print(f"wrote {out['summary']}")
     else:

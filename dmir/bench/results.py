@@ -10,20 +10,32 @@
   :func:`merge` rewrites ``results.jsonl`` as their sorted union.
 * Every other file (summaries, plots, PNGs, the plan) is written whole to a temporary file in
   the same folder and moved into place with ``os.replace`` (:func:`atomic_write`).
+* Concurrency: every results file has one appender at a time, enforced by an OS file lock
+  (:class:`RunLock`: ``fcntl.flock`` on ``.<file>.lock`` beside it, holding the owner's pid).
+  A second run that would append to the same file is refused with the holder's pid. Rewriting
+  ``results.jsonl`` (:func:`merge`) takes its lock too: while another process appends to it,
+  the file is left as it is (its appends would otherwise go to a replaced, unlinked file).
 """
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 import re
+import time
+
+try:
+    import fcntl
+except ImportError:              # pragma: no cover - not POSIX: no locking
+    fcntl = None  # type: ignore[assignment]
 
 from .. import io as dio
 from ..errors import InputError
 
 __all__ = ["RESULTS", "PLAN_FILE", "key_of", "atomic_write", "repair", "read_jsonl",
-           "ResultWriter", "part_name", "result_files", "load", "merge", "safe_name",
-           "image_path", "grid_dir"]
+           "ResultWriter", "part_name", "result_files", "load", "merge", "RunLock", "FolderInUse",
+           "safe_name", "image_file", "image_path", "grid_dir"]
 
 RESULTS = "results.jsonl"
 PLAN_FILE = "plan.json"
@@ -49,12 +61,27 @@ def safe_name(s: str) -> str:
     return out.strip(".") or "_"
 
 
+def image_file(image_id: str) -> str:
+    """The relative PNG path of a restored image: the image id itself when it is a ``.png``
+    name that :func:`safe_name` keeps unchanged (``sub/x.png`` → ``sub/x.png``); otherwise the
+    sanitised name, its original extension kept, plus ``~`` and a short hash of the id
+    (``x.jpg`` → ``x.jpg~1a2b3c4d.png``, ``a b.png`` → ``a_b~5e6f7a8b.png``). ``~`` never
+    survives :func:`safe_name`, so two different ids never share a file, and a name does not
+    depend on the other images of the dataset (stable across runs)."""
+    parts = str(image_id).split("/")
+    stem, ext = os.path.splitext(parts[-1])
+    clean = [safe_name(p) for p in parts[:-1]] + [safe_name(stem)]
+    if ext == ".png" and clean == parts[:-1] + [stem] and stem:
+        return "/".join(parts)
+    tag = hashlib.sha256(str(image_id).encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    keep = "" if ext.lower() == ".png" or not ext else "." + safe_name(ext[1:])
+    return "/".join(clean[:-1] + [f"{clean[-1]}{keep}~{tag}.png"])
+
+
 def image_path(out, ds, task, method, image_id):
-    """out/images/DATASET/TASK/METHOD/<image id with .png> (sub-folders kept)."""
-    stem = os.path.splitext(image_id)[0]
-    parts = [safe_name(p) for p in stem.split("/")]
+    """out/images/DATASET/TASK/METHOD/<:func:`image_file` of the id> (sub-folders kept)."""
     return os.path.join(out, "images", safe_name(ds), safe_name(task), safe_name(method),
-                        *parts[:-1], parts[-1] + ".png")
+                        *image_file(image_id).split("/"))
 
 
 def grid_dir(out, ds, task, item):
@@ -149,6 +176,87 @@ class ResultWriter:
         return False
 
 
+class FolderInUse(InputError):
+    """Another process holds the lock of a results file."""
+
+    def __init__(self, msg, pid=None):
+        super().__init__(msg)
+        self.pid = pid
+
+
+class RunLock:
+    """An exclusive OS lock (``fcntl.flock``) on ``out_dir/.<name>.lock`` for as long as a
+    process appends to (or rewrites) results file ``name``; the lock file holds the owner's
+    pid. The OS releases the lock when the process ends, however it ends (kill -9 included),
+    so a stale lock file never blocks. :meth:`acquire` raises :class:`FolderInUse` naming the
+    holder's pid, or returns False with ``wait=False, fail=False``."""
+
+    def __init__(self, out_dir, name: str = RESULTS):
+        self.out_dir = os.fspath(out_dir)
+        self.name = name
+        self.path = os.path.join(self.out_dir, f".{name}.lock")
+        self.fd: int | None = None
+
+    def holder(self) -> int | None:
+        """The pid written by the current (or last) holder, if readable."""
+        try:
+            with open(self.path, encoding="ascii") as f:
+                return int(f.read().strip() or 0) or None
+        except (OSError, ValueError):
+            return None
+
+    def acquire(self, fail: bool = True, wait: float = 0.0) -> bool:
+        """Take the lock; if it is held, retry for up to ``wait`` seconds, then raise
+        :class:`FolderInUse` (or return False when ``fail`` is False)."""
+        if self.fd is not None:
+            return True
+        os.makedirs(self.out_dir, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        if fcntl is not None:
+            deadline = time.monotonic() + wait
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError:
+                    if time.monotonic() < deadline:
+                        time.sleep(0.05)
+                        continue
+                os.close(fd)
+                if not fail:
+                    return False
+                pid = self.holder()
+                raise FolderInUse(
+                    f"'{self.out_dir}' is in use by another dmir bench run (pid "
+                    f"{pid or 'unknown'}, writing {self.name}); wait for it to finish or use "
+                    f"another --out folder", pid) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+        self.fd = fd
+        return True
+
+    def release(self) -> None:
+        if self.fd is not None:
+            try:
+                os.ftruncate(self.fd, 0)
+            except OSError:
+                pass
+            os.close(self.fd)           # closing the descriptor releases the flock
+            self.fd = None
+
+    @property
+    def held(self) -> bool:
+        return self.fd is not None
+
+    def __enter__(self):
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+        return False
+
+
 def part_name(index: int, count: int) -> str:
     """The results file of shard ``index`` of ``count`` (``results.jsonl`` when count is 1)."""
     return RESULTS if count == 1 else f"results.part-{index}-of-{count}.jsonl"
@@ -182,16 +290,39 @@ def load(out_dir) -> tuple[dict, int]:
     return recs, bad
 
 
-def merge(out_dir, order=None) -> list[dict]:
+def merge(out_dir, order=None, lock: RunLock | None = None, log=None) -> list[dict]:
     """Rewrite ``results.jsonl`` (atomically) as the union of all result files, sorted by
-    ``order(record)`` (default: the key); returns the records. Part files are kept."""
-    recs, _ = load(out_dir)
-    rows = list(recs.values())
-    rows.sort(key=order or (lambda r: tuple(str(v) for v in key_of(r))))
-    text = "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in rows)
+    ``order(record)`` (default: the key); returns the records. Part files are kept.
+
+    The rewrite needs ``results.jsonl``'s :class:`RunLock`: ``lock`` when the caller holds it,
+    else it is taken for the rewrite. If another process holds it (a run appending to
+    ``results.jsonl``), the file is not replaced — that run's later appends would be lost —
+    and the union is returned all the same (``log`` is told)."""
+    own = None
+    if lock is None or not lock.held:
+        own = RunLock(out_dir, RESULTS)
+        if not own.acquire(fail=False, wait=2.0):     # another shard's merge takes a moment
+            own = None
+            if log:
+                log(f"results.jsonl is being appended to by another run (pid "
+                    f"{RunLock(out_dir, RESULTS).holder() or 'unknown'}); it was not rewritten "
+                    f"(run dmir bench --summarize when that run has finished)")
+            recs, _ = load(out_dir)
+            rows = list(recs.values())
+            rows.sort(key=order or (lambda r: tuple(str(v) for v in key_of(r))))
+            return rows
     try:
-        atomic_write(os.path.join(out_dir, RESULTS), text)
-    except OSError as e:
-        raise InputError(f"cannot write '{os.path.join(out_dir, RESULTS)}': "
-                         f"{e.strerror or e}") from None
-    return rows
+        recs, _ = load(out_dir)
+        rows = list(recs.values())
+        rows.sort(key=order or (lambda r: tuple(str(v) for v in key_of(r))))
+        text = "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n"
+                       for r in rows)
+        try:
+            atomic_write(os.path.join(out_dir, RESULTS), text)
+        except OSError as e:
+            raise InputError(f"cannot write '{os.path.join(out_dir, RESULTS)}': "
+                             f"{e.strerror or e}") from None
+        return rows
+    finally:
+        if own is not None:
+            own.release()

@@ -43,15 +43,15 @@ from ..data import ImageDataset, shard as shard_items
 from ..errors import DmirError, InputError, ParameterError
 from ..log import get_logger
 from . import results as res
-from .results import PLAN_FILE, grid_dir, image_path, safe_name
+from .results import PLAN_FILE, grid_dir, image_file, image_path, safe_name
 from .pipeline import (LPIPS_METRICS, PIXEL_METRICS, LpipsBank, check_finite, degrade, measure,
                        on_device, restore, seed_for, task_operator)
 from .spec import DatasetSpec, MethodSpec, Preset, TaskSpec
 
 _log = get_logger("dmir.bench")
 
-__all__ = ["RunOptions", "Plan", "make_plan", "run", "safe_name", "dist_env", "record_order",
-           "DEFAULT_METRICS", "PLAN_FILE"]
+__all__ = ["RunOptions", "Plan", "make_plan", "run", "safe_name", "image_file", "dist_env",
+           "record_order", "DEFAULT_METRICS", "PLAN_FILE"]
 
 #: per-image metrics of an ad-hoc run (a preset names its own; PIXEL_METRICS are always in)
 DEFAULT_METRICS = ["psnr", "ssim", "ssim_uniform", "lpips_alex", "cons", "nfe", "time"]
@@ -75,7 +75,8 @@ class RunOptions:
     device: str = "cpu"
     dtype: str | None = None
     batch: int | None = None      # images per sampler call (None: default_batch(device))
-    tile: int | None = 256        # network priors: tile images larger than this (None: never)
+    tile: int | None = None       # network priors: tile images larger than this (None: only
+    #                               when memory requires it, dmir.models.tiled.plan_tiling)
     fast: bool = True             # network priors: the fast path (dmir.models.fast)
     save_images: bool = False     # restored PNGs under out/images/
     fid: bool = False             # FID per (dataset, task, method) in the summary (saves PNGs)
@@ -169,16 +170,16 @@ def make_plan(preset: Preset, opts: RunOptions) -> Plan:
     if not any(d.dataset is not None for d in datasets):
         raise InputError(f"no dataset to run: give the images of "
                          f"{' / '.join(names) or 'a dataset'} with --data NAME=FOLDER")
-    seen = set()
-    for t in preset.tasks:
-        if t.name in seen:
-            raise ParameterError(f"task label {t.name!r} is used twice")
-        seen.add(t.name)
-    seen = set()
-    for m in preset.methods:
-        if m.name in seen:
-            raise ParameterError(f"method label {m.name!r} is used twice")
-        seen.add(m.name)
+    for what, labels in (("dataset name", names), ("task label", [t.name for t in preset.tasks]),
+                         ("method label", [m.name for m in preset.methods])):
+        folders: dict[str, str] = {}     # safe_name(label) → label: labels name output folders
+        for label in labels:
+            other = folders.setdefault(safe_name(label), label)
+            if other == label and labels.count(label) > 1:
+                raise ParameterError(f"{what} {label!r} is used twice")
+            if other != label:
+                raise ParameterError(f"{what}s {other!r} and {label!r} would share the folder "
+                                     f"{safe_name(label)!r}; rename one (label=...)")
     wanted = list(opts.metrics) if opts.metrics is not None else list(preset.metrics)
     known = set(PIXEL_METRICS) | set(LPIPS_METRICS) | {"nfe", "time"} | set(SUMMARY_METRICS)
     bad = [m for m in wanted if m not in known]
@@ -318,10 +319,11 @@ class _Bar:
 
 
 # ----------------------------------------------------------------------------- the run
-def _load_model(name, opts, device, cache, shape):
-    """The prior ``name`` ready for images of ``shape`` on ``device``: tiled and on the fast
-    path as :func:`dmir.pipeline.prepare_prior` decides (the same rules as ``dmir restore``)."""
-    key = (name, tuple(shape))
+def _load_model(name, opts, device, cache, shape, batch=1):
+    """The prior ``name`` ready for ``batch`` images of ``shape`` on ``device``: refused when
+    they cannot fit, tiled and on the fast path as :func:`dmir.pipeline.prepare_prior` decides
+    (the same rules as ``dmir restore``)."""
+    key = (name, tuple(shape), batch)
     if key not in cache:
         if (name, None) not in cache:
             cache.clear()                 # one model in memory at a time
@@ -329,6 +331,7 @@ def _load_model(name, opts, device, cache, shape):
                                                       note=lambda m: _note(opts, m))
         cache[key] = pipeline.prepare_prior(cache[(name, None)], shape, device,
                                             tile=opts.tile, fast=True if opts.fast else None,
+                                            batch=batch,
                                             note=lambda m: _note(opts, m))
     return cache[key]
 
@@ -374,18 +377,19 @@ def run(preset: Preset, opts: RunOptions) -> dict:
     except OSError as e:
         raise InputError(f"cannot create output folder '{opts.out}': {e.strerror or e}") from None
     dist = _Dist(opts.device)
+    lock = None
     try:
         device = dist.device
         idx, cnt = si * dist.world + dist.rank, sn * dist.world
+        # one appender per results file: a second run on this file is refused (holder's pid)
+        lock = res.RunLock(out, res.part_name(idx, cnt))
+        lock.acquire(wait=2.0)       # (a shard's merge holds results.jsonl for a moment)
         for dp in plan.datasets:
             if dp.missing:
                 _note(opts, f"dataset {dp.spec.name}: {dp.missing}")
         for m, status in plan.methods:
             if status:
                 _note(opts, f"method {m.name}: {status}")
-        if dist.rank == 0:
-            res.atomic_write(os.path.join(out, PLAN_FILE),
-                             json.dumps(plan_json(plan, opts), indent=1, default=str))
         fps = {(dp.spec.name, t.name, m.name): _fingerprint(plan, dp, t, m)
                for dp in plan.datasets for t in plan.tasks for m, _ in plan.methods}
         done, bad = res.load(out)
@@ -393,7 +397,10 @@ def run(preset: Preset, opts: RunOptions) -> dict:
         if bad:
             _note(opts, f"ignored {bad} unreadable line(s) in the results files (a write "
                         f"interrupted by a crash)")
-        _check_done(plan, done, fps, out)
+        _check_done(plan, done, fps, out)   # before plan.json: a refused resume changes nothing
+        if dist.rank == 0:
+            res.atomic_write(os.path.join(out, PLAN_FILE),
+                             json.dumps(plan_json(plan, opts), indent=1, default=str))
         n = 0
         with res.ResultWriter(os.path.join(out, res.part_name(idx, cnt))) as writer:
             if writer.repaired:
@@ -404,12 +411,15 @@ def run(preset: Preset, opts: RunOptions) -> dict:
         summary_path = None
         if dist.rank == 0:
             stored = plan_json(plan, opts)
-            rows = res.merge(out, record_order(stored))
+            rows = res.merge(out, record_order(stored), lock=lock,
+                             log=lambda m: _note(opts, m))
             from . import summary
             summary_path = summary.write(out, stored, rows, log=opts.log, device=device)
         dist.barrier()
         return {"records": n, "summary": summary_path, "plan": plan}
     finally:
+        if lock is not None:
+            lock.release()
         dist.close()
 
 
@@ -476,9 +486,9 @@ def _run_task(plan, opts, out, device, dp, task, todo, fps, writer, lpips_bank, 
     op_dev = on_device(op, device) if op is not None else None
     save = opts.save_images or opts.fid
     # a model that cannot be loaded stops the run (it is not a per-image result)
-    model = (_load_model(dp.model, opts, device, model_cache, ds.shape)
-             if any(m.method != "apy" for _, ms in todo for m in ms) else None)
     batch = 1 if per_image else max(1, int(opts.batch or default_batch(device)))
+    model = (_load_model(dp.model, opts, device, model_cache, ds.shape, batch)
+             if any(m.method != "apy" for _, ms in todo for m in ms) else None)
     written = 0
 
     def emit(rec, method):

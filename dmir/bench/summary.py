@@ -111,7 +111,10 @@ def _paper_value(plan, values, metric):
 
 def aggregate(plan: dict, rows: list) -> list[dict]:
     """One summary row per (dataset, task, method) of the plan, in plan order: status, n of N,
-    means of the per-image metrics, the paper's values."""
+    means of the per-image metrics, the paper's values. ``n_<metric>`` is the number of images
+    a metric's mean is over: a metric measured on only some of the n images (an LPIPS network
+    needing ≥ 32×32, results from a run without it) is reported with its own count, never
+    under the row's n."""
     paper = {(p["dataset"], p["task"], p["method"]): p["values"]
              for p in plan["preset"].get("paper", [])}
     protocol_n = plan["preset"].get("protocol_limit") or {}
@@ -145,8 +148,10 @@ def aggregate(plan: dict, rows: list) -> list[dict]:
                     row["status"] = "ok"
                 row["protocol_n"] = protocol_n.get(d["name"])
                 for k in METRIC_ORDER:
-                    vals = [r[k] for r in ok if isinstance(r.get(k), (int, float))]
+                    vals = [r[k] for r in ok if isinstance(r.get(k), (int, float))
+                            and not isinstance(r.get(k), bool)]
                     row[k] = sum(vals) / len(vals) if vals else None
+                    row["n_" + k] = len(vals)     # images this mean is over (may be < n)
                 out.append(row)
     return out
 
@@ -215,7 +220,8 @@ def _csv(plan, summary) -> str:
     buf = io.StringIO()
     cols = ["dataset", "task", "method", "solver", "model", "status", "n", "n_expected",
             "errors"] + METRIC_ORDER + ["paper_" + k for k in METRIC_ORDER] \
-        + ["delta_" + k for k in METRIC_ORDER] + ["flagged"]
+        + ["delta_" + k for k in METRIC_ORDER] + ["flagged"] \
+        + ["n_" + k for k in METRIC_ORDER]
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(cols)
     for r in summary:
@@ -224,6 +230,7 @@ def _csv(plan, summary) -> str:
         cmp = [compare(k, r.get(k), pv) for k, pv in zip(METRIC_ORDER, pvs)]
         vals += pvs + [d for d, _ in cmp]
         vals.append(" ".join(k for k, (_, bad) in zip(METRIC_ORDER, cmp) if bad))
+        vals += [r.get("n_" + k) for k in METRIC_ORDER]    # images each mean is over
         w.writerow(["" if v is None else (repr(v) if isinstance(v, float) else v)
                     for v in vals])
     return buf.getvalue()
@@ -255,6 +262,7 @@ def _md(plan, summary, notes, plots) -> str:
                   f"folder): the averages are not comparable with the paper's.", ""]
     cols = _columns(plan, summary)
     tasks = {t["name"]: t for t in plan["tasks"]}
+    partial_metric = False
     for d in plan["datasets"]:
         if d.get("missing"):
             lines += [f"## {d['name']}", "", f"*{d['missing']}*", ""]
@@ -281,7 +289,12 @@ def _md(plan, summary, notes, plots) -> str:
                     n = r["status"].replace("|", "/")
                 cells = []
                 for c in cols:
-                    cells.append(_fmt(c, r.get(c)))
+                    ours = _fmt(c, r.get(c))
+                    k = r.get("n_" + c)
+                    if r.get(c) is not None and k is not None and k < r["n"]:
+                        ours += f" [{k}/{r['n']}]"       # a mean over fewer images than n
+                        partial_metric = True
+                    cells.append(ours)
                     if c in with_paper:
                         pv = _paper_value(plan, r["paper"], c)
                         dlt, bad = compare(c, r.get(c), pv)
@@ -294,6 +307,9 @@ def _md(plan, summary, notes, plots) -> str:
                 f = plots.get((kind, d["name"], t["name"]))
                 if f:
                     lines += [f"![{kind}]({f})", ""]
+    if partial_metric:
+        notes = list(notes) + ["A value marked [k/n] is the mean over the k of the row's n "
+                               "images on which that metric was measured."]
     if notes:
         lines += ["## Notes", ""] + [f"* {n}" for n in notes] + [""]
     return "\n".join(lines)

@@ -91,11 +91,19 @@ def _run(a) -> int:
         print(f"{PROG}: interrupted; no output written", file=sys.stderr)
         return EXIT_INTERRUPT
     except MemoryError:
-        return fail("out of memory; try a smaller image or fewer steps")
+        return fail("out of memory; try a smaller image or fewer samples")
     except Exception as e:  # noqa: BLE001 - torch.cuda.OutOfMemoryError without importing torch
-        if type(e).__name__ == "OutOfMemoryError":
-            return fail("out of memory; try a smaller image or fewer steps")
+        # (torch's CPU allocator raises RuntimeError, not MemoryError)
+        if type(e).__name__ == "OutOfMemoryError" or (isinstance(e, RuntimeError)
+                                                      and _is_out_of_memory(e)):
+            return fail("out of memory; try a smaller image or fewer samples")
         raise
+
+
+def _is_out_of_memory(e: BaseException) -> bool:
+    from ..models import memory     # torch is loaded already: the error came from it
+
+    return memory.is_out_of_memory(e)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -63,8 +63,9 @@ def add_parser(sub) -> None:
                    help="images of the same task and size restored per sampler call (default: "
                    "4 on cpu, 8 on cuda); every image keeps its own seed, so results do not "
                    "depend on N")
-    o.add_argument("--tile", type=int, default=256, metavar="N",
-                   help="network priors: images larger than N×N as overlapping tiles (256)")
+    o.add_argument("--tile", type=int, default=None, metavar="N",
+                   help="network priors: images larger than N×N as overlapping tiles (default: "
+                   "tiles only when the batch does not fit in memory, as dmir restore)")
     o.add_argument("--fast", action=argparse.BooleanOptionalAction, default=True,
                    help="network priors: the fast path of dmir restore (default on)")
     o.add_argument("--summarize", action="store_true",

@@ -90,9 +90,11 @@ class Progress:
         if self.bar is None:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=n, desc=self.desc, unit="NFE", file=self.file or sys.stderr,
-                            disable=not self.enabled, leave=False, dynamic_ncols=True,
-                            bar_format=self.FORMAT, mininterval=0.2)
+            # the first report comes after the first network evaluation: start the bar there
+            # (initial=i), or its rate (and ETA) would count that step as taking no time
+            self.bar = tqdm(total=n, initial=i, desc=self.desc, unit="NFE",
+                            file=self.file or sys.stderr, disable=not self.enabled, leave=False,
+                            dynamic_ncols=True, bar_format=self.FORMAT, mininterval=0.2)
         if self.bar.total != n:
             self.bar.total = n
         self.bar.update(i - self.bar.n)

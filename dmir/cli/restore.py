@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import textwrap
 import warnings
 
 from .. import models
-from ..errors import ShapeError
-from .common import PROG, Progress, UsageError, listing, note, safe
+from ..errors import NumericalError, ShapeError
+from .common import Progress, UsageError, listing, note, safe
 
 
 def epilog() -> str:
@@ -49,7 +48,8 @@ def add_parser(sub) -> None:
     g.add_argument("--block", type=int, metavar="B",
                    help="cs_blockbased: block size (default 32; H and W must be multiples)")
     g.add_argument("--mask", metavar="PATH",
-                   help="inpainting: mask .npy (0/1) or image (white = kept), H×W of the image")
+                   help="inpainting: mask .npy (0/1; H×W or 3×H×W) or image (white = "
+                        "kept), the size of the image")
     g.add_argument("--kernel", metavar="SPEC", help="deblur: blur kernel (see below)")
     g.add_argument("--weights", metavar="W1,W2,W3",
                    help="colorization: channel weights of the gray image")
@@ -66,9 +66,10 @@ def add_parser(sub) -> None:
     s.add_argument("--model", default=models.DEFAULT_MODEL, metavar="NAME",
                    help=f"prior (default {models.DEFAULT_MODEL}, the learned natural-image prior "
                    f"that ships with dmir; 'natural' is the fast analytic one)")
-    s.add_argument("--tile", type=int, default=256, metavar="N",
-                   help="network priors: images larger than N×N are processed as overlapping "
-                   "N×N tiles in one batch, the grid shifted every step (default 256)")
+    s.add_argument("--tile", type=int, default=None, metavar="N",
+                   help="network priors: process images larger than N×N as overlapping N×N "
+                   "tiles, the grid shifted every step (default: the whole image when it fits "
+                   "in memory, else the largest tiles that do; the path taken is printed)")
     s.add_argument("--steps", type=int, metavar="N",
                    help="sampling steps (default: the method's own, e.g. 100 for ddnm)")
     s.add_argument("--eta", type=float, metavar="E",
@@ -86,7 +87,7 @@ def add_parser(sub) -> None:
 
     s.add_argument("--dtype", choices=["float32", "float16", "bfloat16"],
                    help="checkpoint models: weights/inference precision (default float32; "
-                   "with --fast on cuda: bfloat16 autocast)")
+                   "with --fast: bfloat16 autocast on cuda and on CPUs with native bfloat16)")
     s.add_argument("--class-label", type=int, metavar="K",
                    help="class-conditional checkpoints: the class to condition on")
     f = r.add_argument_group("speed (checkpoint models; see dmir.models.fast)")
@@ -144,9 +145,9 @@ def _check_numbers(a) -> None:
                              "not both")
     if a.samples < 1:
         raise UsageError(f"--samples must be a positive integer, got {a.samples}")
-    if a.seed < 0:
-        raise UsageError(f"--seed must be a non-negative integer, got {a.seed}")
-    if a.tile < 32:
+    if not 0 <= a.seed < 2 ** 64:        # torch generators take 64-bit seeds
+        raise UsageError(f"--seed must be an integer in 0..2^64-1, got {a.seed}")
+    if a.tile is not None and a.tile < 32:
         raise UsageError(f"--tile must be at least 32 pixels, got {a.tile}")
     if a.travel_length < 1 or a.travel_repeat < 1:
         raise UsageError("--travel-length and --travel-repeat must be integers ≥ 1")
@@ -197,7 +198,7 @@ def _parse_weights(text: str) -> list[float]:
     return w
 
 
-def _operator_params(a, task: str, C: int) -> dict:
+def _operator_params(a, task: str, C: int, hw=None) -> dict:
     from .. import pipeline
     from ..io import load_mask
 
@@ -214,7 +215,7 @@ def _operator_params(a, task: str, C: int) -> dict:
         if flag == "mask":
             v = load_mask(v)
         elif flag == "kernel":
-            v = pipeline.parse_kernel(v)
+            v = pipeline.parse_kernel(v, min(hw) if hw else None)
         elif flag == "weights":
             v = _parse_weights(v)
         params[name] = v
@@ -278,10 +279,11 @@ def run(a) -> int:
     if a.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device is available here; use --device cpu")
     out_path = dio.check_output_path(a.output)
+    dio.check_not_input(out_path, a.input, a.mask, a.kernel)     # never overwrite an input
 
     inp = _read_input(a.input)                                  # (1, C, H, W) in [-1, 1]
     _, C, H, W = inp.shape
-    params = _operator_params(a, task, C)
+    params = _operator_params(a, task, C, (H, W))
     fast_kw = _fast_options(a)
     options = {} if a.purifier is None else {"purifier": a.purifier}
     if a.travel_length != 1 or a.travel_repeat != 1:
@@ -307,10 +309,9 @@ def run(a) -> int:
     finally:
         bar.close()
     x, solver, hist = r.x, r.solver, r.history
-    if not torch.isfinite(x).all():
-        print(f"{PROG}: error: the sampler produced NaN/Inf values (method {a.method}, "
-              f"{solver.steps} steps); no output written", file=sys.stderr)
-        return 1
+    if not torch.isfinite(x).all():     # a user-facing failure: one line, exit status 2
+        raise NumericalError(f"the sampler produced NaN/Inf values (method {a.method}, "
+                             f"{solver.steps} steps); no output written")
 
     if hist is not None:
         L = hist["loss"]

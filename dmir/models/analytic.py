@@ -79,8 +79,10 @@ class GaussianPrior(DiffusionModel):
         var = torch.as_tensor(var, dtype=torch.float64)
         self.register_buffer("mean", mean)
         self.kind = None
+        if not torch.isfinite(var).all() or not torch.isfinite(mean).all():
+            raise ParameterError("GaussianPrior: mean and variance must be finite (no NaN/Inf)")
         if var.dim() == 0 or tuple(var.shape) == self.shape:
-            if (var <= 0).any():
+            if not (var > 0).all():
                 raise ParameterError("GaussianPrior: variance must be positive")
             self.kind = "diag"
             self.register_buffer("var", var.expand(self.shape).clone() if var.dim() else var)
@@ -157,8 +159,11 @@ class GMMPrior(DiffusionModel):
         if means.dim() != 4 or means.shape[0] != w.numel():
             raise ShapeError(f"GMMPrior: means must be (K, C, H, W) with K = {w.numel()}, got "
                              f"{tuple(means.shape)}")
-        if (w < 0).any() or w.sum() <= 0:
-            raise ParameterError("GMMPrior: weights must be non-negative and not all zero")
+        if not (w >= 0).all() or not w.sum() > 0 or not torch.isfinite(w).all():
+            raise ParameterError("GMMPrior: weights must be finite, non-negative and not all "
+                                 "zero")
+        if not torch.isfinite(means).all():
+            raise ParameterError("GMMPrior: means must be finite (no NaN/Inf)")
         K = w.numel()
         self.shape = tuple(means.shape[1:])
         D = math.prod(self.shape)
@@ -172,6 +177,8 @@ class GMMPrior(DiffusionModel):
         else:
             raise ShapeError(f"GMMPrior: covs must be (K,), (K, C, H, W) or (K, D, D) with "
                              f"K = {K}, D = {D}; got {tuple(covs.shape)}")
+        if not torch.isfinite(covs).all():
+            raise ParameterError("GMMPrior: covariances must be finite (no NaN/Inf)")
         lam, Q = torch.linalg.eigh(full)
         if (lam < -1e-10 * lam.amax(-1, keepdim=True)).any():
             raise ParameterError("GMMPrior: covariances must be positive semi-definite")

@@ -174,10 +174,24 @@ def load(name_or_path, format: str | None = None, config=None, dtype=None, devic
         if format is not None or config is not None:
             raise ParameterError(f"{name_or_path!r} is a built-in prior; format/config do "
                                  f"not apply to it")
-        prior = _load_builtin(name_or_path, **kwargs)
-        if dtype is not None:
-            prior = prior.to(parse_dtype(dtype))
-        return prior.to(device) if device is not None else prior
+        if name_or_path != LEARNED_PRIOR:      # analytic priors: exact, computed in float64
+            if dtype is not None and parse_dtype(dtype) not in (torch.float32, torch.float64):
+                raise ParameterError(f"{name_or_path!r} is an analytic prior computed in "
+                                     f"float64; dtype {dtype} applies to network checkpoints "
+                                     f"only (use float32, or a checkpoint model)")
+            if kwargs.get("class_labels") is not None:
+                raise ParameterError(f"{name_or_path!r} is not class-conditional; class labels "
+                                     f"apply to class-conditional checkpoints only")
+            kwargs.pop("class_labels", None)
+            try:
+                prior = _load_builtin(name_or_path, **kwargs)
+            except TypeError as e:           # an option the prior does not take
+                raise ParameterError(f"{name_or_path}: {e}") from None
+            if dtype is not None and parse_dtype(dtype) == torch.float64:
+                prior = prior.to(torch.float64)       # float32: as built (float64 inside)
+            return prior.to(device) if device is not None else prior
+        prior = _load_builtin(name_or_path, dtype=dtype, device=device, **kwargs)
+        return prior
     dtype = parse_dtype(dtype)
     if dtype == torch.float64:
         raise ParameterError("checkpoints load as float32, float16 or bfloat16, not float64")

@@ -132,6 +132,7 @@ class NetworkPrior(DiffusionModel):
         return out.to(x_t.dtype)
 
     def eps(self, x_t: torch.Tensor, t) -> torch.Tensor:
+        self.check_timesteps(t)       # forward_raw also takes continuous times (consistency)
         out = self.forward_raw(x_t, t)
         C = self.in_channels
         if self.learned_sigma:

@@ -58,12 +58,16 @@ class TiledPrior(DiffusionModel):
         overlap: blending width in pixels, 0 ≤ overlap ≤ tile/2 (default tile/4).
         max_batch: at most this many tiles per network call (bounds memory).
         shift: shift the grid between calls (default True).
+        fit: cut each axis into the fewest tiles that cover it and shift the grid only within
+            the spare coverage (``n·stride + overlap − length`` pixels), so no extra row or
+            column of tiles is cut for the shift (what :func:`plan_tiling` plans with). Default
+            False: n = length/stride + 1 tiles per axis, shifts over the whole stride.
 
     Images no larger than one tile are passed through untiled (padded to the size multiple).
     """
 
     def __init__(self, model, tile: int = 256, overlap: int | None = None, max_batch: int = 16,
-                 shift: bool = True):
+                 shift: bool = True, fit: bool = False):
         super().__init__(model.alphas_cumprod)
         self.model = model
         mult = int(getattr(model, "size_multiple", 1) or 1)
@@ -78,6 +82,7 @@ class TiledPrior(DiffusionModel):
             raise ParameterError(f"max_batch must be ≥ 1, got {max_batch}")
         self.tile, self.overlap, self.max_batch, self.shift = tile, overlap, max_batch, shift
         self.mult = mult
+        self.fit = bool(fit)
         self.name = f"{getattr(model, 'name', 'model')}@tiles{tile}"
         self.info = dict(getattr(model, "info", {}))
         self.calls = 0
@@ -114,9 +119,12 @@ class TiledPrior(DiffusionModel):
         if H <= self.tile and W <= self.tile:
             return self.model.eps(self._pad_to_multiple(x_t), tt)[..., :H, :W]
         T, S, ov = self.tile, self.stride, self.overlap
-        dy, dx = self.offset(n)
-        ys = _starts(H, T, S, dy) if H > T else [0]
-        xs = _starts(W, T, S, dx) if W > T else [0]
+        if self.fit:
+            ys, xs = self._fit_starts(H, n, 0), self._fit_starts(W, n, 1)
+        else:
+            dy, dx = self.offset(n)
+            ys = _starts(H, T, S, dy) if H > T else [0]
+            xs = _starts(W, T, S, dx) if W > T else [0]
         # pad so that every tile lies inside the padded image (reflect, then replicate if tiny)
         top, left = max(0, -ys[0]), max(0, -xs[0])
         th, tw = min(T, self._ceil(H)), min(T, self._ceil(W))
@@ -150,6 +158,16 @@ class TiledPrior(DiffusionModel):
             wsum[r:r + th, c:c + tw] += w
         return (acc / wsum)[..., top:top + H, left:left + W]
 
+    def _fit_starts(self, length: int, n: int, axis: int) -> list[int]:
+        if length <= self.tile:
+            return [0]
+        S, ov = self.stride, self.overlap
+        count = max(1, -(-(length - ov) // S))
+        slack = count * S + ov - length                     # spare coverage, ≥ 0
+        frac = ((n * (0.7548776662466927, 0.5698402909980532)[axis]) % 1.0) if self.shift else 0
+        off = int(frac * (slack + 1))
+        return [-off + k * S for k in range(count)]
+
     def _ceil(self, n: int) -> int:
         return -(-n // self.mult) * self.mult
 
@@ -159,4 +177,96 @@ def needs_tiling(model, H: int, W: int, tile: int) -> bool:
     return max(H, W) > tile
 
 
-__all__ = ["TiledPrior", "needs_tiling"]
+#: overlap of memory-planned tiles (pixels): the blend ramps over 48 px after a 16 px margin
+PLAN_OVERLAP = 64
+#: the network's working memory is planned within min(this, 80% of what the device has free)
+PLAN_BUDGET = 3 << 30
+
+
+#: attention may cost at most this share of a network call's convolution FLOPs (about what
+#: the overlap of 2×2 or 3×3 tiles costs: beyond it, tiles are cheaper than the whole image)
+ATTN_SHARE = 0.25
+#: planned tiles are never smaller than this (the resolution networks are trained at)
+MIN_TILE = 256
+
+
+def plan_tiling(prior, shape, batch: int = 1, device="cpu", budget: int | None = None) -> int | None:
+    """Tile side for running ``prior`` on ``batch`` images of ``shape`` (C, H, W) on ``device``,
+    or None when the network can run on the whole image.
+
+    From one probe of the network (:func:`dmir.models.memory.probe`):
+
+    * memory: bytes per pixel × pixels × batch must fit the budget: ``budget`` bytes, by
+      default min(:data:`PLAN_BUDGET`, 80% of what the device has available — MemAvailable on
+      CPU, free memory on CUDA — less the sampler's state and the weights);
+    * time: self-attention is quadratic in pixels; its FLOPs may be at most
+      :data:`ATTN_SHARE` of the convolutions' (the shipped prior: up to ~1250² pixels per
+      call; its one attention layer costs 1% of a call at 256², 17% at 1024²), so that time
+      stays linear in pixels.
+
+    Within both, the whole image runs at once (no tiles, no overlap). Otherwise the tiles are
+    the largest within both limits (and ≥ :data:`MIN_TILE`), one network call per tile
+    (``max_batch=1``), each axis cut into the fewest tiles with :data:`PLAN_OVERLAP` pixels of
+    overlap and as much again of spare coverage for the grid shift: n×n tiles cover
+    (1 + n·64/side)² of the image. Build the wrapper with :func:`tiled_for_memory` (or
+    ``TiledPrior(prior, tile, overlap=PLAN_OVERLAP, max_batch=1, fit=True)``). Priors without
+    a network (and consistency models) are never tiled.
+    """
+    from . import memory
+
+    C, H, W = (int(s) for s in shape)
+    if not isinstance(getattr(prior, "net", None), torch.nn.Module) or hasattr(prior, "denoise"):
+        return None
+    mult = int(getattr(prior, "size_multiple", 1) or 1)
+    ceil = lambda n: -(-n // mult) * mult                          # noqa: E731
+    if budget is None:
+        avail = memory.USABLE_FRACTION * memory.available_bytes(device)
+        avail -= memory.state_bytes(shape, batch) + memory.weight_bytes(prior)
+        room = min(float(PLAN_BUDGET), avail)
+    else:
+        room = float(budget)
+    pr = memory.probe(prior)
+    max_pixels = max(room, 0.0) / pr["bytes_per_pixel"] if pr["bytes_per_pixel"] else math.inf
+    if pr["attn_flops_per_pixel2"] > 0:
+        max_pixels = min(max_pixels,
+                         ATTN_SHARE * pr["conv_flops_per_pixel"] / pr["attn_flops_per_pixel2"])
+    if ceil(H) * ceil(W) * batch <= max_pixels:
+        return None
+    ov = PLAN_OVERLAP
+    t_max = max(ceil(MIN_TILE), int(math.isqrt(int(min(max_pixels, 1 << 62)))) // mult * mult)
+    if t_max >= max(H, W):                  # one image fits, the batch does not: split in 2
+        t_max = max(ceil(MIN_TILE), ceil(-(-max(H, W) // 2) + ov))
+    tile = 0
+    for L in (H, W):
+        if L <= t_max:
+            continue
+        # the fewest tiles n with n·(tile − ov) + ov = L + ov (overlap ov, spare ov for shifts)
+        n = -(-L // (t_max - ov))
+        tile = max(tile, ceil(-(-L // n) + ov))
+    return min(tile, t_max) if tile else t_max
+
+
+def tiled_for_memory(prior, shape, batch: int = 1, device="cpu", log=None, **kw):
+    """``prior`` itself when the whole image fits, else a :class:`TiledPrior` planned by
+    :func:`plan_tiling`; images whose sides are not multiples of the network's size multiple
+    are padded (a one-tile TiledPrior). ``log(message)`` is told which path runs."""
+    C, H, W = (int(s) for s in shape)
+    tile = plan_tiling(prior, shape, batch, device, **kw)
+    mult = int(getattr(prior, "size_multiple", 1) or 1)
+    if tile is None:
+        if log is not None:
+            log(f"{H}x{W} image: the network runs on the whole image (it fits in memory)")
+        if H % mult or W % mult:
+            return TiledPrior(prior, tile=-(-max(H, W) // mult) * mult)
+        return prior
+    wrapped = TiledPrior(prior, tile=tile, overlap=min(PLAN_OVERLAP, tile // 2), max_batch=1,
+                         fit=True)
+    if log is not None:
+        log(f"{H}x{W} image: the network runs on overlapping {tile}x{tile} tiles "
+            f"(overlap {wrapped.overlap}, shifted every step), one at a time, to bound memory "
+            f"and attention cost")
+    return wrapped
+
+
+__all__ = ["TiledPrior", "needs_tiling", "plan_tiling", "tiled_for_memory", "PLAN_OVERLAP",
+           "PLAN_BUDGET", "ATTN_SHARE", "MIN_TILE"]

@@ -49,8 +49,8 @@ _LAZY = {
     "AveragePooling": ".pointwise", "Colorization": ".pointwise", "Identity": ".pointwise",
     "Inpainting": ".pointwise", "ProtocolDeblur": ".separable", "SeparableSVD": ".separable",
 }
-_MODULES = ("dps_protocol", "kernels", "base", "cs", "fft", "noise", "pointwise", "separable",
-            "functional")
+_MODULES = ("dps_protocol", "dct", "kernels", "base", "cs", "fft", "noise", "pointwise",
+            "separable", "functional")
 
 
 def __getattr__(name):

@@ -269,7 +269,8 @@ def _odd_size(name, kernel_size):
 
 
 @_register("deblur_dps_gauss", ["kernel_size", "std"], "DPS/DCDP Gaussian blur (61×61, σ=3, "
-           "reflected borders); exact A and Aᵀ, A⁺ by conjugate gradients")
+           "reflected borders); exact A and Aᵀ, A⁺ diagonalised by the DCT-I (truncated at "
+           "1e-2 of the largest eigenvalue)")
 def _deblur_dps_gauss(shape, kernel_size=61, std=3.0):
     from . import dps_protocol
 
@@ -279,7 +280,7 @@ def _deblur_dps_gauss(shape, kernel_size=61, std=3.0):
 
 @_register("deblur_dps_motion", ["seed", "intensity", "kernel_size"], "DPS/DCDP motion blur "
            "(61×61 `motionblur` kernel, intensity 0.5, seeded; reflected borders); exact A and "
-           "Aᵀ, A⁺ by conjugate gradients")
+           "Aᵀ, A⁺ by conjugate gradients (100 iterations at most)")
 def _deblur_dps_motion(shape, seed=0, intensity=0.5, kernel_size=61):
     from . import dps_protocol
 

@@ -66,10 +66,15 @@ def describe() -> dict[str, str]:
 
 
 def check_shape(shape):
+    """(C, H, W) of positive whole numbers; 3.5 is an error, never truncated."""
     try:
-        C, H, W = (int(s) for s in shape)
+        dims = tuple(shape)
+        C, H, W = (int(s) for s in dims)
+        whole = all(not isinstance(s, bool) and int(s) == s for s in dims)
     except Exception:
         raise ShapeError(f"shape must be (C, H, W), got {shape!r}") from None
+    if not whole:
+        raise ShapeError(f"shape must be whole numbers (C, H, W), got {shape!r}")
     if min(C, H, W) < 1:
         raise ShapeError(f"shape must be positive, got {shape!r}")
     return C, H, W

@@ -29,11 +29,12 @@ if TYPE_CHECKING:     # the lazy names below, for type checkers
     from .dps import DPS
     from .equivariance import GROUPS as EQUS_GROUPS
     from .pigdm import PiGDM
-    from .schedules import jump_schedule, make_plan
+    from .schedules import TAS_MIN_STEPS, FewStepsWarning, jump_schedule, make_plan
 
 __all__ = ["build", "names", "describe", "register", "unregister", "Sampler", "DDNM", "DDRM",
            "PiGDM", "make_plan", "jump_schedule", "EQUS_GROUPS", "DPS", "CDDB", "DiffPIR",
-           "DeqIR", "DCDP", "LatentDCDP", "BatchGenerator"]
+           "DeqIR", "DCDP", "LatentDCDP", "BatchGenerator", "FewStepsWarning",
+           "TAS_MIN_STEPS"]
 
 #: public name → (module, attribute) imported on first access
 _LAZY = {
@@ -44,6 +45,8 @@ _LAZY = {
     "EQUS_GROUPS": (".equivariance", "GROUPS"), "PiGDM": (".pigdm", "PiGDM"),
     "jump_schedule": (".schedules", "jump_schedule"), "make_plan": (".schedules", "make_plan"),
     "BatchGenerator": ("..rng", "BatchGenerator"),
+    "FewStepsWarning": (".schedules", "FewStepsWarning"),
+    "TAS_MIN_STEPS": (".schedules", "TAS_MIN_STEPS"),
 }
 
 

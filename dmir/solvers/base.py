@@ -11,12 +11,12 @@ from typing import Callable, Dict
 
 import torch
 
+from ..errors import InputError, NumericalError, ParameterError, ShapeError
 from ..rng import randn
-from ..errors import InputError, ParameterError, ShapeError
 from ..operators.noise import sigma_to_model
 from ..types import EqusGroup, Operator, Prior, Schedule
 from .equivariance import Equivariance, predict
-from .schedules import make_plan
+from .schedules import check_steps, make_plan, resolve_schedule
 
 
 #: ``callback(i, t, tensors)`` after each denoising step (diffusers-style step callback):
@@ -35,6 +35,45 @@ def _as_unit(name, v):
     if not (0.0 <= v <= 1.0):
         raise ParameterError(f"{name} must be in [0, 1], got {v}")
     return v
+
+
+def check_start(x_T: torch.Tensor) -> None:
+    """A given initial state must be finite (a NaN x_T used to give a NaN result silently)."""
+    if not bool(torch.isfinite(x_T).all()):
+        raise InputError("x_T (the initial state) contains NaN or Inf values")
+
+
+class FiniteWatch:
+    """Remembers whether every prediction it was shown was finite, without a device-to-host
+    sync per step (one flag tensor, read once by :func:`check_result`). Clamping x̂0 would
+    otherwise turn an Inf prediction into a plausible-looking but meaningless image."""
+
+    def __init__(self):
+        self.ok = None
+
+    def see(self, t: torch.Tensor) -> None:
+        f = torch.isfinite(t.detach()).all()
+        self.ok = f if self.ok is None else self.ok & f
+
+    @property
+    def failed(self) -> bool:
+        return self.ok is not None and not bool(self.ok)
+
+
+def check_result(x: torch.Tensor, method: str, steps=None,
+                 watch: FiniteWatch | None = None) -> torch.Tensor:
+    """``x`` if it and every prediction ``watch`` saw are finite, else :class:`NumericalError`
+    (the prior returned NaN/Inf predictions, or the iteration diverged). Checked once, after
+    the loop."""
+    what = f"{method}{f' ({steps} steps)' if steps else ''}"
+    if watch is not None and watch.failed:
+        raise NumericalError(f"{what}: the prior returned NaN/Inf predictions (check the "
+                             f"model's weights, or use float32)")
+    if not bool(torch.isfinite(x).all()):
+        raise NumericalError(f"{what} produced NaN/Inf values: the prior returned non-finite "
+                             f"predictions or the iteration diverged (check the model's "
+                             f"weights, try float32 or other settings)")
+    return x
 
 
 class Sampler:
@@ -81,8 +120,9 @@ class Sampler:
         self.eta = _as_unit("eta", eta)
         self.sigma_y = _as_unit("sigma_y", sigma_y)
         self.sigma_model = sigma_to_model(self.sigma_y)
-        self.steps = int(steps)
-        self.plan = make_plan(steps, model.num_timesteps, schedule, int(travel_length),
+        self.steps = check_steps(steps)
+        self.schedule = resolve_schedule(schedule, steps)
+        self.plan = make_plan(steps, model.num_timesteps, self.schedule, int(travel_length),
                               int(travel_repeat))
         self.equs = (Equivariance(equs, op.x_shape, equs_map_eps_back, equs_shift)
                      if equs else None)
@@ -141,11 +181,17 @@ class Sampler:
         elif tuple(x_T.shape) != (B, *self.op.x_shape):
             raise ShapeError(f"x_T must have shape {(B, *self.op.x_shape)}, got "
                              f"{tuple(x_T.shape)}")
+        else:
+            check_start(x_T)
+        self._watch = FiniteWatch()
         with torch.no_grad():
-            return self._loop(y, x_T, generator, progress, callback)
+            return check_result(self._loop(y, x_T, generator, progress, callback),
+                                self.method, self.steps, self._watch)
 
     def _loop(self, y, x_T, generator, progress, callback=None):
         state = self.prepare(y)
+        if getattr(self, "_watch", None) is None:
+            self._watch = FiniteWatch()
         x, x0 = self.initial_state(x_T, y, state), None
         total, self.nfe = self.plan.nfe, 0
         map_back = self.equs.map_eps_back if self.equs else False
@@ -161,11 +207,13 @@ class Sampler:
                     with torch.enable_grad():
                         x = x.detach().requires_grad_(True)
                         x0, eps = predict(self.model, x, t, self.alpha_bar(t), g, map_back)
+                        self._watch.see(eps)
                         self.nfe += 1
                         x = self.update(x, x0, eps, t, t_next, y, state, generator)
                     x, x0 = x.detach(), x0.detach()
                 else:
                     x0, eps = predict(self.model, x, t, self.alpha_bar(t), g, map_back)
+                    self._watch.see(eps)
                     self.nfe += 1
                     x = self.update(x, x0, eps, t, t_next, y, state, generator)
                 if callback is not None:

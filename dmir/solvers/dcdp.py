@@ -95,7 +95,7 @@ import torch
 
 from ..rng import randn
 from ..errors import ParameterError, ShapeError, UnknownNameError
-from .base import Sampler, _as_unit
+from .base import FiniteWatch, Sampler, _as_unit, check_result
 from .dps import ddpm_step
 from .equivariance import predict
 
@@ -325,8 +325,14 @@ class DCDP:
 
     def _x0(self, x_t, t):
         """Clipped Tweedie estimate x̂0 (one network evaluation; learned-sigma handled)."""
-        x0, _ = predict(self.model, x_t, t, self.alpha_bar(t), None)
+        x0, eps = predict(self.model, x_t, t, self.alpha_bar(t), None)
+        self._see(eps)
         return x0.clamp(-1, 1) if self.clip else x0
+
+    def _see(self, t):
+        if getattr(self, "_watch", None) is None:
+            self._watch = FiniteWatch()
+        self._watch.see(t)
 
     def purify(self, x, t_star, generator, progress=None):
         """Refinement phase: re-noise x to index t*-1, denoise to a clean image."""
@@ -337,6 +343,7 @@ class DCDP:
         if self.purifier == "consistency":     # VE form of the same level: x_{t*}/√ᾱ
             sigma = ((1 - a) / a) ** 0.5
             out = self.model.denoise(x + sigma * z, sigma)
+            self._see(out)
             self._tick(progress)
             return out.clamp(-1, 1) if self.clip else out
         x_t = a ** 0.5 * x + (1 - a) ** 0.5 * z
@@ -394,10 +401,10 @@ class DCDP:
         with torch.no_grad():
             v = (torch.zeros((B, *self.op.x_shape), dtype=y.dtype, device=y.device)
                  if self.init == "zeros" else self.op.pinv(y).detach().clone())
-        self.nfe, self._total = 0, self.total_nfe
+        self.nfe, self._total, self._watch = 0, self.total_nfe, FiniteWatch()
         for k in range(self.K):
             v_in, v = v, self.outer_step(v, y, k, generator, progress)
             if callback is not None:
                 callback(k, int(self.levels[k]), {"x_t": v_in.detach(), "x0": v.detach(),
                                                   "x_next": v.detach()})
-        return v
+        return check_result(v, self.method, self.K, self._watch)

@@ -60,6 +60,7 @@ import torch
 
 from ..rng import randn
 from ..errors import ParameterError, ShapeError, UnknownNameError
+from .base import FiniteWatch, check_result
 from .dcdp import _OP_PRESET, DCDP, _float
 
 #: released latent-DCDP settings (DCDP-LDM run_latent_sapce_dcdp.sh / README); M_ref as in
@@ -209,14 +210,15 @@ class LatentDCDP(DCDP):
         y = y.detach()
         with torch.no_grad():
             v = self.initial_state(y, x_T, generator)
-        self.nfe, self._total = 0, self.total_nfe
+        self.nfe, self._total, self._watch = 0, self.total_nfe, FiniteWatch()
         for k in range(self.K):
             v_in, v = v, self.outer_step(v, y, k, generator, progress)
             if callback is not None:
                 callback(k, int(self.levels[k]), {"x_t": v_in.detach(), "x0": v.detach(),
                                                   "x_next": v.detach()})
         with torch.no_grad():
-            return self.model.decode(v) if self.consistency == "latent" else v
+            return check_result(self.model.decode(v) if self.consistency == "latent" else v,
+                                self.method, self.K, self._watch)
 
 
 __all__ = ["LatentDCDP", "DecodedOperator", "LATENT_PRESETS", "is_latent_prior"]

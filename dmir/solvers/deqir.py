@@ -113,12 +113,12 @@ from ..types import EqusGroup, Schedule
 from ..operators.base import safe_inverse
 from ..operators.noise import sigma_to_model
 from .anderson import anderson, check_options
-from .base import Sampler, _as_unit
+from .base import FiniteWatch, Sampler, _as_unit, check_result, check_start
 from .ddnm import ddnm_plus_simple_step, ddnm_plus_svd_step
 from .equivariance import Equivariance
 from .parallel import default_devices, eps_on_devices, resolve_devices
-from .schedules import make_plan
-from .window import solve_window
+from .schedules import check_steps, make_plan, resolve_schedule
+from .window import check_layout, solve_window
 
 class ConvergenceWarning(UserWarning):
     """The fixed-point solve stopped at ``max_iter`` before reaching ``tol``: the returned image
@@ -226,7 +226,7 @@ class DeqIR:
                 f"deqir with sigma_y > 0 runs the DDNM+ update, which has a single η for the "
                 f"fresh noise and the ε term: nw ({self.nw:g}) must equal etw ({self.etw:g}); "
                 f"pass eta=... (sets both)")
-        T = int(steps)
+        T = steps = check_steps(steps)       # 3.7 / NaN: ParameterError, never truncated
         strategy = self._resolve_strategy(strategy, window, m, max_iter, mixing)
         if strategy == "published":
             m = PUBLISHED["m"] if m is None else m
@@ -256,29 +256,12 @@ class DeqIR:
             raise ParameterError(f"mixing must be 'state' (per-state weights, published) or "
                                  f"'joint', got {mixing!r}")
         self.mixing = mixing
-        if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int)
-                                  or chunk < 1):
-            raise ParameterError(f"chunk must be None or a positive number of images per "
-                                 f"network call, got {chunk!r}")
-        self.chunk = chunk
-        if window is not None:
-            if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-                raise ParameterError(f"window must be None (full Anderson) or an integer ≥ 1, "
-                                     f"got {window!r}")
-            if mixing != "state":
-                raise ParameterError("the sliding window mixes per state; use mixing='state'")
-        self.window = window
-        if form is None:
-            form = "cumsum" if self.sigma_model == 0 else "recurrence"
-        if form not in ("cumsum", "recurrence"):
-            raise ParameterError(f"form must be 'cumsum' or 'recurrence', got {form!r}")
-        if form == "cumsum" and self.sigma_model > 0:
-            raise ParameterError("form='cumsum' is the noise-free (σ_y = 0) unrolled chain; "
-                                 "σ_y > 0 uses form='recurrence'")
-        self.form = form
+        self.chunk, self.window, self.form = check_layout(chunk, window, mixing, form,
+                                                          self.sigma_model)
         self.use_svd = bool(svd) and op.has_svd
 
-        self.plan = make_plan(steps, model.num_timesteps, schedule)
+        self.schedule = resolve_schedule(schedule, steps)
+        self.plan = make_plan(steps, model.num_timesteps, self.schedule)
         self.steps = T = int(steps)
         ks = list(range(T - 1, -1, -1))                   # schedule index of step i
         self.t = [self.plan.timestep(k) for k in ks]
@@ -347,6 +330,9 @@ class DeqIR:
         C = x.shape[1]
         if eps.shape[1] == 2 * C:           # learned-sigma networks: ε is the first half
             eps = eps[:, :C]
+        watch = getattr(self, "_watch", None)
+        if watch is not None:
+            watch.see(eps)
         return eps
 
     def _eval(self, x_in: torch.Tensor, lo: int):
@@ -386,6 +372,7 @@ class DeqIR:
         if not isinstance(x_T, torch.Tensor) or tuple(x_T.shape) != (B, *self.op.x_shape):
             raise ShapeError(f"x_T must have shape {(B, *self.op.x_shape)}, got "
                              f"{tuple(getattr(x_T, 'shape', ()))}")
+        check_start(x_T)
 
     def prepare(self, y: torch.Tensor, x_T: torch.Tensor, noises=None) -> dict:
         """Precomputations for one measurement: A⁺y, the noise terms, DDNM+ spectra.
@@ -574,10 +561,14 @@ class DeqIR:
             raise ParameterError("deqir solves all steps at once, so it has no per-step "
                                  "callback; use progress=, or sequential(return_states=True)")
         x_T, noises = self._inputs(y, x_T, generator, None)
-        with torch.no_grad():
-            ctx = self.prepare(y, x_T, noises)
-            z, _ = self.solve(x_T, ctx, progress=progress)
-            return self.output(z, ctx)
+        self._watch: FiniteWatch | None = FiniteWatch()
+        try:
+            with torch.no_grad():
+                ctx = self.prepare(y, x_T, noises)
+                z, _ = self.solve(x_T, ctx, progress=progress)
+                return check_result(self.output(z, ctx), self.method, self.steps, self._watch)
+        finally:
+            self._watch = None
 
     def sequential(self, y: torch.Tensor, x_T: torch.Tensor | None = None,
                    noises: torch.Tensor | None = None,

@@ -18,9 +18,35 @@ import math
 
 import torch
 
+from ..errors import ParameterError
 from .anderson import AndersonMixer, slot_residuals
 
-__all__ = ["solve_window"]
+__all__ = ["solve_window", "check_layout"]
+
+
+def check_layout(chunk, window, mixing: str, form, sigma_model: float):
+    """DeqIR's evaluation layout options, checked: (chunk, window, form). ``chunk``: images per
+    network call (None: all); ``window``: None (full Anderson) or the sliding window's width
+    (per-state mixing only); ``form``: the unrolled chain, 'cumsum' (noise-free, the default
+    then) or 'recurrence' (the default with σ_y > 0)."""
+    if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int)
+                              or chunk < 1):
+        raise ParameterError(f"chunk must be None or a positive number of images per "
+                             f"network call, got {chunk!r}")
+    if window is not None:
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise ParameterError(f"window must be None (full Anderson) or an integer ≥ 1, "
+                                 f"got {window!r}")
+        if mixing != "state":
+            raise ParameterError("the sliding window mixes per state; use mixing='state'")
+    if form is None:
+        form = "cumsum" if sigma_model == 0 else "recurrence"
+    if form not in ("cumsum", "recurrence"):
+        raise ParameterError(f"form must be 'cumsum' or 'recurrence', got {form!r}")
+    if form == "cumsum" and sigma_model > 0:
+        raise ParameterError("form='cumsum' is the noise-free (σ_y = 0) unrolled chain; "
+                             "σ_y > 0 uses form='recurrence'")
+    return chunk, window, form
 
 
 def solve_window(solver, x_T, ctx, z0, progress=None, warm=False):
