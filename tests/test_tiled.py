@@ -163,3 +163,28 @@ def test_cpu_allocation_failures_are_recognised():
         assert memory.is_out_of_memory(e)
     assert memory.is_out_of_memory(MemoryError())
     assert not memory.is_out_of_memory(RuntimeError("shape mismatch"))
+
+
+# ------------------------------------------------------------------ issue 16 × h20: one pipeline
+def test_pipeline_prepare_prior_tiles_by_memory_forces_explicit_tiles_and_refuses(monkeypatch):
+    """dmir restore, dmir bench and library callers all go through pipeline.prepare_prior:
+    tile=None tiles only when memory requires it, an explicit tile forces tiles, and a batch
+    that cannot fit is refused before anything is built."""
+    from dmir import pipeline
+    from dmir.errors import ResourceError
+    from dmir.models import memory, tiled
+    p = _shipped()
+    msgs = []
+    assert pipeline.prepare_prior(p, (3, 64, 64), fast=None, note=msgs.append) is p
+    assert "whole image" in msgs[-1]
+    tp = pipeline.prepare_prior(p, (3, 300, 300), tile=128, fast=None, note=msgs.append)
+    assert isinstance(tp, TiledPrior) and tp.tile == 128 and "128x128 tiles" in msgs[-1]
+    monkeypatch.setattr(tiled, "PLAN_BUDGET", int(3e3 * 300 ** 2))     # a small machine
+    tp = pipeline.prepare_prior(p, (3, 600, 600), fast=None, note=msgs.append)
+    assert isinstance(tp, TiledPrior) and tp.fit and "tiles" in msgs[-1]
+    monkeypatch.setattr(memory, "available_bytes", lambda device="cpu": 1 << 30)
+    with pytest.raises(ResourceError, match="100000 sample"):
+        pipeline.prepare_prior(p, (3, 256, 256), fast=None, batch=100000)
+    with pytest.raises(ResourceError, match="3x256000x256000"):     # --scale 1000, library
+        pipeline.restore(torch.zeros(1, 3, 256, 256), "sr_averagepooling", scale=1000,
+                         model="natural", steps=1)
