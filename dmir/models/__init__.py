@@ -13,9 +13,9 @@ in :mod:`dmir.checkpoints`. Names are imported on first use, so ``import dmir.mo
 """
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
+from ..lazy import exports
 from .builtin import DEFAULT_MODEL, LEARNED_PRIOR, builtin_names, learned_prior_path
 
 if TYPE_CHECKING:     # the lazy names below, for type checkers
@@ -56,16 +56,4 @@ _MODULES = {"registry": "..checkpoints.registry", "checkpoint": "..checkpoints.r
             "diffusers_unet": ".nets.diffusers_unet"}
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-    elif name in _MODULES:
-        value = importlib.import_module(_MODULES[name], __name__)
-    else:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY) | set(_MODULES))
+__getattr__, __dir__ = exports(__name__, _LAZY, _MODULES)

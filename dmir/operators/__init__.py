@@ -18,9 +18,9 @@ Names are imported on first use, so ``import dmir.operators`` does not load torc
 """
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
+from ..lazy import exports
 from . import builtin  # noqa: F401  (registers the built-in operators)
 from .registry import build, describe, names, params, register, unregister
 
@@ -53,16 +53,4 @@ _MODULES = ("dps_protocol", "dct", "kernels", "base", "cs", "fft", "noise", "poi
             "separable", "functional")
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-    elif name in _MODULES:
-        value = importlib.import_module("." + name, __name__)
-    else:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY) | set(_MODULES))
+__getattr__, __dir__ = exports(__name__, _LAZY, {m: "." + m for m in _MODULES})

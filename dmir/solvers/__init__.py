@@ -11,9 +11,9 @@ Names are imported on first use, so ``import dmir.solvers`` does not load torch.
 """
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
+from ..lazy import exports
 from .registry import build, describe, names, register, unregister
 
 if TYPE_CHECKING:     # the lazy names below, for type checkers
@@ -50,14 +50,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name):
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    mod, attr = _LAZY[name]
-    value = getattr(importlib.import_module(mod, __name__), attr)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = exports(__name__, _LAZY)
