@@ -23,7 +23,6 @@ import pickle
 import struct
 import zipfile
 
-import numpy as np
 import torch
 from torch import nn
 
