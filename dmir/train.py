@@ -67,11 +67,95 @@ STATE_FILE = "state.safetensors"
 STATE_VERSION = 1
 #: settings a resumed run must share with the stored state (anything else may change)
 RESUME_FIXED = ("data", "crop", "batch", "lr", "warmup", "ema_rate", "grad_clip", "dropout",
-                "seed", "max_images", "prediction", "init")
+                "seed", "max_images", "prediction", "init", "weighting")
+#: loss weightings (see :func:`loss_weight`); ``name:value`` sets the parameter
+WEIGHTINGS = {"uniform": None, "min-snr": 5.0, "trunc-snr": 10.0}
 
 
 class TrainingError(DmirError):
     """Training cannot go on (diverged, or its stored state is unusable)."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT/SIGTERM stopped training at a step boundary; the state of that step was saved
+    (``str(e)`` says where), so rerunning the same command continues it bit-exactly."""
+
+
+def parse_weighting(spec: str) -> tuple[str, float | None]:
+    """``"uniform"``, ``"min-snr[:γ]"`` or ``"trunc-snr[:cap]"`` → (name, parameter)."""
+    name, _, val = str(spec).partition(":")
+    if name not in WEIGHTINGS or (name == "uniform" and val):
+        raise ParameterError(f"weighting must be uniform, min-snr[:GAMMA] or trunc-snr[:CAP], "
+                             f"got {spec!r}")
+    if not val:
+        return name, WEIGHTINGS[name]
+    try:
+        v = float(val)
+    except ValueError:
+        v = float("nan")
+    if not (math.isfinite(v) and 0 < v <= 1e6):
+        raise ParameterError(f"the parameter of weighting {name} must be a number in (0, 1e6], "
+                             f"got {val!r}")
+    return name, v
+
+
+def loss_weight(spec: str, alphas_cumprod: torch.Tensor, prediction: str) -> torch.Tensor:
+    """Per-timestep multiplier (T,) of the native loss (ε- or v-MSE).
+
+    With SNR_t = ᾱ_t / (1 − ᾱ_t), the ε-MSE is SNR·‖x₀ − x̂₀‖² and the v-MSE (SNR + 1)·‖x₀ − x̂₀‖²
+    (Salimans & Ho 2022, §4). The weightings set the weight λ_t of the x₀ error:
+
+    - ``uniform``: the native loss (λ = SNR for ε, SNR + 1 for v);
+    - ``min-snr:γ`` (Hang et al. 2023, eq. 10): λ = min(SNR, γ); for ε the low-noise steps,
+      which a restoration's range space already fixes, count less;
+    - ``trunc-snr:c`` (Salimans & Ho's "truncated SNR", λ = max(SNR, 1)), the multiplier capped
+      at ``c``: for ε the high-noise steps, whose x̂₀ = (x_t − √(1−ᾱ) ε̂)/√ᾱ amplifies every
+      ε error by 1/√SNR, count up to ``c`` times more. This is what colorization and
+      deterministic (η = 0) sampling need: their null-space content is decided at high noise.
+    """
+    name, val = parse_weighting(spec)
+    ab = alphas_cumprod.double()
+    snr = ab / (1 - ab)
+    native = snr if prediction == "epsilon" else snr + 1
+    if name == "uniform":
+        w = torch.ones_like(snr)
+    elif name == "min-snr":
+        w = snr.clamp(max=val) / native
+    else:
+        w = (snr.clamp(min=1.0) / native).clamp(max=val)
+    return w.float()
+
+
+class _StopAtStepEnd:
+    """While active, SIGINT and SIGTERM only set :attr:`signum`; the training loop checks it
+    between steps, saves and stops, so a stop never splits a step. A second signal raises
+    KeyboardInterrupt at once (the last periodic save is then what remains). Outside the main
+    thread, where Python cannot install handlers, signals keep their default behaviour."""
+
+    def __init__(self):
+        self.signum = None
+        self._old: dict = {}
+
+    def _handler(self, signum, frame):
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._old[s] = signal.signal(s, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        for s, h in self._old.items():
+            signal.signal(s, h)
+        return False
 
 
 @dataclass
@@ -93,6 +177,7 @@ class TrainConfig:
     attn_resolutions: list = field(default_factory=list)
     dropout: float = 0.0
     prediction: str = "v_prediction"   # what the network outputs: "v_prediction" or "epsilon"
+    weighting: str = "uniform"     # loss weighting over t (see loss_weight)
     seed: int = 0
     save_every: int = 250
     log_every: int = 25
@@ -155,6 +240,10 @@ class TrainConfig:
         if self.prediction not in PREDICTIONS:
             raise ParameterError(f"prediction must be one of {', '.join(PREDICTIONS)}, "
                                  f"got {self.prediction!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or \
+                not 0 <= self.seed < 2 ** 63:
+            raise ParameterError(f"seed must be an integer in [0, 2^63), got {self.seed!r}")
+        parse_weighting(self.weighting)
         mult = 2 ** (len(self.ch_mult) - 1)
         if self.crop % mult:
             raise ParameterError(f"crop ({self.crop}) must be a multiple of {mult} "
@@ -331,13 +420,11 @@ def train(cfg: TrainConfig, progress: bool = True, log=None) -> str:
 
     ``log(msg)``: where the progress notes go (default: the ``dmir.train`` logger, INFO).
 
-    Ctrl-C saves the state before it propagates, so the run resumes where it stopped.
-    Raises :class:`TrainingError` when the loss becomes NaN/Inf (the last saved state is kept).
+    SIGINT (Ctrl-C) and SIGTERM stop the run at the end of the current step, save the state and
+    raise :class:`TrainingInterrupted` (a KeyboardInterrupt), so rerunning resumes bit-exactly; a
+    second signal stops at once, keeping the last save. A second run on the same state is
+    refused with :class:`TrainingError` while the first holds it. Raises :class:`TrainingError` when the loss becomes NaN/Inf (the last saved state is kept).
     """
-    from tqdm import tqdm
-
-    from .plot import line_plot
-
     if log is None:
         log = _log.info
     cfg.validate()
@@ -352,9 +439,37 @@ def train(cfg: TrainConfig, progress: bool = True, log=None) -> str:
         val_names, val_x = load_validation_set(cfg.val, cfg.val_images, cfg.val_size)
     state_dir = cfg.resolved_state_dir()
     state_path = os.path.join(state_dir, STATE_FILE)
+    # one run per state: a second run on the same state is refused (the OS drops the lock when
+    # the process ends, however it ends)
+    from .bench.results import FolderInUse, RunLock
+
+    lock = RunLock(state_dir, STATE_FILE)
+    try:
+        lock.acquire()
+    except FolderInUse as e:
+        raise TrainingError(f"the training state {state_dir} is in use by another dmir train "
+                            f"(pid {e.pid or 'unknown'}); wait for it to stop, or use another "
+                            f"output folder (or --state)") from None
+    except OSError as e:
+        raise TrainingError(f"cannot create the training state folder {state_dir} "
+                            f"({e.strerror or e}); set DMIR_HOME to a writable folder or "
+                            f"pass --state") from None
+    try:
+        return _train_locked(cfg, progress, log, files, data, val_names, val_x, state_dir,
+                             state_path, mcfg, device)
+    finally:
+        lock.release()
+
+
+def _train_locked(cfg, progress, log, files, data, val_names, val_x, state_dir, state_path,
+                  mcfg, device) -> str:
+    from tqdm import tqdm
+
+    from .plot import line_plot
+
     stored = load_state(state_path) if os.path.exists(state_path) else None
     if stored is not None:
-        old = stored[1]["fixed"]
+        old = {"weighting": "uniform", **stored[1]["fixed"]}   # states from before weighting
         new = cfg.fixed_settings()
         diff = [k for k in RESUME_FIXED if old.get(k) != new.get(k)]
         if diff:
@@ -388,8 +503,12 @@ def train(cfg: TrainConfig, progress: bool = True, log=None) -> str:
         if cfg.init:
             _init_weights(cfg.init, net, mcfg, log)
         ema = {k: v.detach().clone() for k, v in net.state_dict().items()}
-    os.makedirs(cfg.out_dir, exist_ok=True)
-    os.makedirs(state_dir, exist_ok=True)
+    try:
+        os.makedirs(cfg.out_dir, exist_ok=True)
+    except OSError as e:
+        raise TrainingError(f"cannot create the output folder {cfg.out_dir} "
+                            f"({e.strerror or e})") from None
+    weight = loss_weight(cfg.weighting, ab, cfg.prediction).to(device)
     if data.skipped:
         log(f"skipped {len(data.skipped)} unreadable image(s), e.g. {data.skipped[0][1]}")
     amp = cfg.amp and device.type in ("cuda", "cpu")
@@ -450,7 +569,10 @@ def train(cfg: TrainConfig, progress: bool = True, log=None) -> str:
                desc="train")
     running = None
     t0 = time.time()
+    saved_at = step if stored is not None else None
+    stop = _StopAtStepEnd()
     try:
+        stop.__enter__()
         while step < cfg.steps:
             x0 = data.batch(cfg.batch, gen).to(device)
             t = torch.randint(0, T, (cfg.batch,), generator=gen).to(device)
@@ -461,12 +583,14 @@ def train(cfg: TrainConfig, progress: bool = True, log=None) -> str:
             target = eps if cfg.prediction == "epsilon" else a.sqrt() * eps - (1 - a).sqrt() * x0
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 pred = net(xt, t.float())
-            loss = (pred.float() - target).pow(2).mean()
+            per = (pred.float() - target).pow(2).mean(dim=(1, 2, 3))
+            loss = (per * weight[t]).mean()
             if not torch.isfinite(loss):
+                kept = (f"the state of step {saved_at} is kept in {state_dir}"
+                        if saved_at is not None else "no state was saved")
                 raise TrainingError(
                     f"training diverged at step {step + 1} (loss {loss.item()}) with lr "
-                    f"{cfg.lr}; the state of step {step - step % cfg.save_every} is kept in "
-                    f"{state_dir}; start again with a lower --lr (and a new output folder)")
+                    f"{cfg.lr}; {kept}; start again with a lower --lr (and a new output folder)")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
@@ -494,11 +618,28 @@ def train(cfg: TrainConfig, progress: bool = True, log=None) -> str:
                 run_validation()
             if step % cfg.save_every == 0 or step == cfg.steps:
                 save()
+                saved_at = step
+            if stop.signum is not None:      # SIGINT/SIGTERM arrived during this step
+                if saved_at != step:
+                    save()
+                bar.close()
+                import signal as _signal
+
+                name = _signal.Signals(stop.signum).name
+                msg = (f"{name}: stopped at step {step}; state saved in {state_dir} "
+                       f"(rerun the same command to resume)")
+                log(msg)
+                raise TrainingInterrupted(msg)
+    except TrainingInterrupted:
+        raise
     except KeyboardInterrupt:
         bar.close()
-        save()
-        log(f"interrupted at step {step}; state saved in {state_dir} (rerun to resume)")
-        raise
+        kept = (f"the state of step {saved_at} is kept in {state_dir} (rerun to resume)"
+                if saved_at is not None else "no state was saved")
+        raise TrainingInterrupted(f"interrupted twice: stopped at once in step {step + 1}; "
+                                  f"{kept}") from None
+    finally:
+        stop.__exit__()
     bar.close()
     if not os.path.exists(os.path.join(cfg.out_dir, "model", "model.safetensors")):
         save()
@@ -523,6 +664,6 @@ def ema_loss_at(model_dir: str, images: torch.Tensor, ts=(50, 200, 500, 800), se
     return out
 
 
-__all__ = ["TrainConfig", "TrainingError", "train", "find_images", "CropSampler",
+__all__ = ["TrainConfig", "TrainingError", "TrainingInterrupted", "loss_weight", "train", "find_images", "CropSampler",
            "export_model", "ema_loss_at", "evaluate_prior", "load_validation_set",
            "save_state", "load_state"]

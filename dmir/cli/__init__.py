@@ -87,8 +87,10 @@ def _run(a) -> int:
         return COMMANDS[a.command].run(a)
     except DmirError as e:
         return fail(e)
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; no output written", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        # a command that keeps something on purpose (training state, bench results) says so
+        print(f"{PROG}: {e}" if str(e) else f"{PROG}: interrupted; no output written",
+              file=sys.stderr)
         return EXIT_INTERRUPT
     except MemoryError:
         return fail("out of memory; try a smaller image or fewer samples")

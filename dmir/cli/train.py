@@ -24,7 +24,7 @@ def add_parser(sub, full: bool = True) -> None:
                        "images under DATA: v-prediction (or ε), linear 1000-step schedule, "
                        "Adam, EMA weights, bf16 autocast. The full training state lives in "
                        "dmir's cache (--state to choose) and is resumed automatically; Ctrl-C "
-                       "saves it. OUT gets model/ (latest EMA weights, safetensors + "
+                       "or SIGTERM stops it at the end of the current step and saves it. OUT gets model/ (latest EMA weights, safetensors + "
                        "config.json), best/ (best held-out score, with --val), loss.png/json "
                        "and val.png/json.")
     t.add_argument("data", nargs="+", metavar="DATA", help="image folder(s), searched recursively")
@@ -50,6 +50,10 @@ def add_parser(sub, full: bool = True) -> None:
     t.add_argument("--max-images", type=int, metavar="N", help="use the first N images only")
     t.add_argument("--prediction", default=d.prediction, choices=["v_prediction", "epsilon"],
                    help=f"what the network predicts ({d.prediction})")
+    t.add_argument("--weighting", default=d.weighting, metavar="W",
+                   help="loss weighting over the noise level: uniform (the native ε/v loss), "
+                   "min-snr[:GAMMA] (Hang et al. 2023; γ 5) or trunc-snr[:CAP] (x₀ weight "
+                   "max(SNR, 1), capped at CAP× the native loss; 10) (uniform)")
     t.add_argument("--init", metavar="MODEL", help="warm start from this model (folder or "
                    "built-in name, e.g. dmir-ddpm) when no training state exists")
     t.add_argument("--state", metavar="DIR", help="training state folder (default: "
@@ -90,7 +94,7 @@ def run(a) -> int:
                       ch_mult=_int_list("--ch-mult", a.ch_mult), num_res_blocks=a.res_blocks,
                       attn_resolutions=_int_list("--attn", a.attn), save_every=a.save_every,
                       seed=a.seed, device=a.device, amp=not a.no_amp, max_images=a.max_images,
-                      prediction=a.prediction, init=a.init, state_dir=a.state, warmup=a.warmup,
+                      prediction=a.prediction, weighting=a.weighting, init=a.init, state_dir=a.state, warmup=a.warmup,
                       log_every=a.log_every, val=list(a.val), val_every=a.val_every,
                       val_images=a.val_images, val_size=a.val_size)
     if a.threads is not None:
