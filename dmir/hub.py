@@ -38,7 +38,10 @@ PINNED: dict[str, str | None] = {
 ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.bin", "*.pt", "*.pth", "*.ckpt",
                   "unet/*", "scheduler/*"]
 
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
+# one part of ``org/name``: 1–96 characters, alphanumeric at both ends (huggingface_hub's
+# rule); matched with fullmatch, so a trailing newline is no part of an id
+_PART = r"[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9])?"
+_ID = re.compile(_PART + "/" + _PART)
 
 
 class HubError(DmirError, FileNotFoundError):
@@ -51,9 +54,9 @@ _FILE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors", ".json", ".npz
 
 def is_hub_id(name) -> bool:
     """``org/name`` that is not an existing local path (nor looks like a missing file)."""
-    return (isinstance(name, str) and bool(_ID.match(name)) and not name.endswith((".", "-"))
-            and ".." not in name and not name.lower().endswith(_FILE_SUFFIXES)
-            and not os.path.exists(name))
+    return (isinstance(name, str) and _ID.fullmatch(name) is not None
+            and ".." not in name and "--" not in name and not name.endswith(".git")
+            and not name.lower().endswith(_FILE_SUFFIXES) and not os.path.exists(name))
 
 
 def _truthy(v: str | None) -> bool:
@@ -92,6 +95,10 @@ def resolve(repo_id: str, revision: str | None = None, *, local_only: bool | Non
 
     ``local_only``: read the cache only (default: ``HF_HUB_OFFLINE``). Raises
     :class:`HubError` with what was looked for and how to get it."""
+    if not is_hub_id(repo_id) and not (isinstance(repo_id, str) and os.path.exists(repo_id)):
+        raise HubError(f"{repo_id!r} is not a valid hub id: expected org/name, each part 1-96 "
+                       f"letters, digits, '-', '_' or '.', starting and ending with a letter or "
+                       f"digit, without '--' or '..'")
     hf = _require()
     rev = revision or PINNED.get(repo_id) or "main"
     local_only = offline() if local_only is None else bool(local_only)
@@ -101,6 +108,9 @@ def resolve(repo_id: str, revision: str | None = None, *, local_only: bool | Non
         path = hf.snapshot_download(repo_id, revision=rev, cache_dir=cache,
                                     local_files_only=local_only, allow_patterns=ALLOW_PATTERNS,
                                     library_name="dmir")
+    except hfe.HFValidationError as e:
+        raise HubError(f"hub model {repo_id!r} (revision {rev}): huggingface_hub refuses it "
+                       f"({str(e).splitlines()[0][:200]}); check the id and revision") from None
     except hfe.LocalEntryNotFoundError:
         how = ("unset HF_HUB_OFFLINE to download it, or fetch it where there is a network "
                "(huggingface-cli download " + repo_id + ")") if local_only else \

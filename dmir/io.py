@@ -319,6 +319,25 @@ def isatty(stream) -> bool:
         return False
 
 
+def _temp_prefix(target: str, folder: str) -> str:
+    """``.NAME.`` for the temporary file next to ``target``, NAME cut (at a character
+    boundary) so that the temporary name — prefix, mkstemp's 8 random characters and ``.tmp``
+    — stays within the file system's name limit whenever ``target``'s own name does."""
+    try:
+        name_max = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    room = max(1, name_max - 2 - 8 - 4)          # "." + NAME + "." + 8 random + ".tmp"
+    name = os.fsencode(os.path.basename(target))
+    if len(name) > room:
+        name = name[:room]
+        while name and (name[-1] & 0xC0) == 0x80:            # a cut UTF-8 continuation
+            name = name[:-1]
+        if name and name[-1] >= 0xC0:                         # a lead byte left alone
+            name = name[:-1]
+    return "." + os.fsdecode(name) + "."
+
+
 def atomic_write(path, data) -> None:
     """Write ``data`` (bytes or str, UTF-8) to ``path`` atomically: a temp file in the same
     folder, fsync, then ``os.replace``; nothing is left behind on failure (:class:`OutputError`).
@@ -340,7 +359,7 @@ def atomic_write(path, data) -> None:
         mode = 0o666 & ~umask
     tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(target) + ".", suffix=".tmp",
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(target, folder), suffix=".tmp",
                                    dir=folder)
         with os.fdopen(fd, "wb") as f:
             f.write(data)

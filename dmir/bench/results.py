@@ -75,7 +75,10 @@ def image_file(image_id: str) -> str:
         return "/".join(parts)
     tag = hashlib.sha256(str(image_id).encode("utf-8", "surrogateescape")).hexdigest()[:8]
     keep = "" if ext.lower() == ".png" or not ext else "." + safe_name(ext[1:])
-    return "/".join(clean[:-1] + [f"{clean[-1]}{keep}~{tag}.png"])
+    stem, suffix = clean[-1], f"{keep}~{tag}.png"
+    while len((stem + suffix).encode("utf-8", "surrogateescape")) > 255:   # name limit
+        stem = stem[:-1]
+    return "/".join(clean[:-1] + [f"{stem}{suffix}"])
 
 
 def image_path(out, ds, task, method, image_id):

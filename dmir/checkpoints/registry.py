@@ -245,11 +245,19 @@ def _file_key(path: str) -> dict:
 
 
 def _read_db() -> dict:
+    """The memo of sha256s ``{abs path: {"name", "sha256", "size", "mtime"}}``; a file that is
+    not such an object (hand-edited, another program's) counts as empty, entries that are not
+    objects are ignored — the memo only ever saves work, it never decides alone."""
     try:
         with open(_checksum_db()) as f:
-            return json.load(f)
+            data = json.load(f)
     except (OSError, ValueError):
         return {}
+    if not isinstance(data, dict):
+        log.warning("%s is not a JSON object; ignoring it", _checksum_db())
+        return {}
+    return {k: v for k, v in data.items() if isinstance(v, dict)
+            and isinstance(v.get("sha256"), str)}
 
 
 def recorded_sha256(entry: Entry, path: str | None = None) -> str | None:
@@ -460,6 +468,12 @@ def _download(url, dest, part, size, sha256, md5, timeout, progress, chunk):
         want = f"sha256 {want_sha}" if want_sha else f"md5 {want_md5}"
         raise FetchError(f"checksum mismatch for {url}: expected {want}, got sha256 {digest}; "
                          f"the partial file was removed")
+    if not (want_sha or want_md5):      # nothing to compare with: the format's own integrity
+        problem = _structure_problem(part, name=dest)
+        if problem:
+            os.remove(part)
+            raise FetchError(f"download of {url} is damaged ({problem}); it was not installed "
+                             f"and the partial file was removed: run the same command again")
     os.replace(part, dest)
     return digest
 
@@ -496,7 +510,7 @@ def verify_copy(entry_name: str, f: File, path: str) -> str | None:
         return None
     memo = _read_db().get(os.path.abspath(path))
     if memo and memo.get("name") == entry_name and memo.get("sha256"):
-        if memo.get("size") is not None and memo["size"] != got:
+        if isinstance(memo.get("size"), int) and memo["size"] != got:
             return f"it has {got:,} bytes, {memo['size']:,} when it was downloaded"
         if file_digest(path) != memo["sha256"]:
             return "its sha256 changed since it was downloaded"
@@ -504,18 +518,21 @@ def verify_copy(entry_name: str, f: File, path: str) -> str | None:
     return _structure_problem(path)
 
 
-def _structure_problem(path: str) -> str | None:
+def _structure_problem(path: str, name: str | None = None) -> str | None:
+    """What is wrong with the file's own structure (``name``: the file name that tells its
+    kind, default ``path``)."""
     import zipfile
 
     from .reading import CheckpointError, safetensors_header
-    if path.endswith(".json"):
+    name = name or path
+    if name.endswith(".json"):
         try:
             with open(path, encoding="utf-8") as fh:
                 json.load(fh)
         except (OSError, ValueError) as e:
             return f"it is not valid JSON ({e})"
         return None
-    if path.endswith(".safetensors"):
+    if name.endswith(".safetensors"):
         try:
             safetensors_header(path)
         except CheckpointError as e:

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import tarfile
+import tempfile
 import time
 import zipfile
 
@@ -125,7 +126,7 @@ def setup(what=("lpips", "fid"), dest=None, archives=None, force: bool = False, 
         raise MetricsSetupError(f"unknown metric network group {bad[0]!r}; available: "
                                 f"{', '.join(GROUPS)}")
     dest = os.fspath(dest) if dest is not None else cache_dir()
-    os.makedirs(dest, exist_ok=True)
+    _check_writable(dest)
     done = {}
     for group in what:
         names = GROUPS[group]
@@ -167,6 +168,19 @@ def setup(what=("lpips", "fid"), dest=None, archives=None, force: bool = False, 
                 f"{time.perf_counter() - t0:.1f} s)")
         _record(dest, names, src)
     return done
+
+
+def _check_writable(dest: str) -> None:
+    """Refuse an unwritable cache folder before anything is downloaded."""
+    try:
+        os.makedirs(dest, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".dmir-probe-", dir=dest)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise MetricsSetupError(
+            f"cannot write the metric networks into {dest} ({e.strerror or type(e).__name__}); "
+            f"choose a writable folder with --dest DIR or set DMIR_HOME") from None
 
 
 def _record(dest: str, names, src: Source) -> None:

@@ -73,6 +73,11 @@ def resolve_schedule(schedule: Schedule, steps) -> Schedule:
     return schedule
 
 
+#: the most network evaluations one sampling walk may make, time travel included (10x the
+#: 1000-step chain; RePaint's own setting, 250 steps x jumps of 10 repeated 10 times, is 4,750)
+MAX_NFE = 10_000
+
+
 def jump_schedule(steps: int, travel_length: int = 1, travel_repeat: int = 1) -> list[int]:
     """RePaint/DDNM ``get_schedule_jump``: the visited indices, ending with -1.
 
@@ -85,6 +90,13 @@ def jump_schedule(steps: int, travel_length: int = 1, travel_repeat: int = 1) ->
         raise ParameterError(f"travel_length ({travel_length}) must be smaller than the number "
                              f"of steps ({steps})")
     jumps = {j: travel_repeat - 1 for j in range(0, steps - travel_length, travel_length)}
+    nfe = steps + (travel_repeat - 1) * travel_length * len(jumps)
+    if nfe > MAX_NFE:
+        raise ParameterError(
+            f"time travel would make {nfe:,} network evaluations ({steps} steps + "
+            f"{travel_repeat - 1:,} repeats x {travel_length} steps at {len(jumps)} points); "
+            f"at most {MAX_NFE:,} are allowed (steps alone are capped at 1000): lower "
+            f"travel_repeat or travel_length")
     t = steps
     ts = []
     while t >= 1:
