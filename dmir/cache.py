@@ -12,9 +12,22 @@ Hugging Face hub cache through ``huggingface_hub`` itself (:mod:`dmir.hub`).
 """
 from __future__ import annotations
 
+import hashlib
 import os
 
-__all__ = ["home_dirs", "download_dir", "xdg_cache_home", "torch_hub_dir"]
+__all__ = ["home_dirs", "download_dir", "xdg_cache_home", "torch_hub_dir", "file_digest"]
+
+
+def file_digest(path, algorithm: str = "sha256", chunk: int = 1 << 22) -> str:
+    """Hex digest of a file, streamed (torch-free: ``dmir models`` lists without torch)."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
 
 
 def xdg_cache_home() -> str:

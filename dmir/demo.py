@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from . import models, pipeline, solvers
 from .errors import ParameterError
-from .io import atomic_write
+from .io import OutputError, atomic_write
 from .log import get_logger
 from .metrics import image as im
 
@@ -77,12 +77,33 @@ def _as_image(op, y: torch.Tensor, shape) -> torch.Tensor:
     return op.At(y).reshape(y.shape[0], *shape)
 
 
+def check_out_folder(out) -> str:
+    """Refuse, before any work, an output folder that cannot be one: an existing file, a path
+    below a file, an unwritable place (:class:`dmir.io.OutputError`). Creates nothing."""
+    out = os.fspath(out)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise OutputError(f"-o {out!r} is an existing file, not a folder; the demo writes "
+                          f"grid.png, metrics.md and metrics.json into a folder: give a new or "
+                          f"existing folder")
+    parent = os.path.abspath(out)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise OutputError(f"cannot create the folder {out!r}: {parent!r} is a file")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write into {parent!r} (read-only); give another -o folder")
+    return out
+
+
 def run_demo(out: str, size: int = 128, steps: int = 50, method: str = "ddnm",
              model: str | None = None, seed: int = 0, device: str = "cpu",
-             log=None) -> int:
+             log=None, progress=None) -> int:
     """Run the demo, write ``out/grid.png`` and ``out/metrics.{md,json}``; returns 0.
 
-    ``log(msg)``: where the per-image lines go (default: the ``dmir.demo`` logger, INFO)."""
+    ``log(msg)``: where the per-task lines go (default: the ``dmir.demo`` logger, INFO): a
+    ``task k/4: …`` line before each task and its PSNR after it. ``progress(label)``: called
+    before each task, returns the sampler's progress callback ``(i, n)`` for that task (an
+    object with ``close()`` is closed after the task), e.g. the CLI's NFE bar."""
     if log is None:
         log = _log.info
     from .plot import image_grid
@@ -96,6 +117,7 @@ def run_demo(out: str, size: int = 128, steps: int = 50, method: str = "ddnm",
                              f"{seed}")
     if method not in solvers.names():
         raise ParameterError(f"unknown method {method!r}; available: {', '.join(solvers.names())}")
+    check_out_folder(out)
     name = model or models.DEFAULT_MODEL
     x = demo_images(size).to(device)
     shape = tuple(x.shape[1:])
@@ -103,7 +125,10 @@ def run_demo(out: str, size: int = 128, steps: int = 50, method: str = "ddnm",
     prior = pipeline.prepare_prior(pipeline.load_prior(name), shape, device)
     rows, titles, table = [], [], []
     t_all = time.time()
-    for k, (short, label, opname, params, sigma) in enumerate(demo_tasks(size)):
+    tasks = demo_tasks(size)
+    for k, (short, label, opname, params, sigma) in enumerate(tasks):
+        log(f"task {k + 1}/{len(tasks)}: {label} ({len(DEMO_IMAGES)} photos, {method}, "
+            f"{steps} steps)")
         op = pipeline.make_operator(opname, shape, **params).to(device)
         g = torch.Generator().manual_seed(seed * 1000 + k)
         y = pipeline.measure(op, x, True, pipeline.make_noise(sigma)[0], g)
@@ -111,8 +136,14 @@ def run_demo(out: str, size: int = 128, steps: int = 50, method: str = "ddnm",
         solver = solvers.build(method, prior, op, steps=steps, **({"sigma_y": sigma} if sigma
                                                                     else {}))
         t0 = time.time()
-        with torch.no_grad():
-            xh = solver.sample(y, generator=torch.Generator().manual_seed(seed)).clamp(-1, 1)
+        bar = progress(f"task {k + 1}/{len(tasks)}") if progress is not None else None
+        try:
+            with torch.no_grad():
+                xh = solver.sample(y, generator=torch.Generator().manual_seed(seed),
+                                   progress=bar).clamp(-1, 1)
+        finally:
+            if hasattr(bar, "close"):
+                bar.close()
         dt = time.time() - t0
         u = im.to_unit
         row = {"task": label, "operator": opname, "sigma_y": sigma,
@@ -120,7 +151,7 @@ def run_demo(out: str, size: int = 128, steps: int = 50, method: str = "ddnm",
                "ssim_apy": float(im.ssim(u(apy), u(x))), "ssim": float(im.ssim(u(xh), u(x))),
                "seconds": dt}
         table.append(row)
-        log(f"{label:<44} A+y {row['psnr_apy']:6.2f} dB   {method} {row['psnr']:6.2f} dB   "
+        log(f"  {label:<44} A+y {row['psnr_apy']:6.2f} dB   {method} {row['psnr']:6.2f} dB   "
             f"({dt:.1f} s)")
         meas = _as_image(op, y, shape)
         for i, n in enumerate(DEMO_IMAGES):

@@ -16,7 +16,6 @@ This is the only module of :mod:`dmir.models` that touches files; networks and p
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pickle
@@ -26,6 +25,7 @@ import zipfile
 import torch
 from torch import nn
 
+from ..cache import file_digest  # noqa: F401 - re-exported (its home before dmir.cache)
 from ..errors import InputError, ParameterError
 
 TORCH_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
@@ -276,16 +276,6 @@ def write_safetensors(tensors: dict[str, torch.Tensor], path, metadata: dict | N
     atomic_write(path, save(out, metadata=meta))
 
 
-def file_digest(path, algorithm: str = "sha256", chunk: int = 1 << 22) -> str:
-    """Hex digest of a file, streamed."""
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
 
 
 # ---------------------------------------------------------------------------------- fitting

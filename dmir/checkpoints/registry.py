@@ -26,10 +26,9 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 
+from ..cache import file_digest
 from ..errors import DmirError, UnknownNameError
-from ..io import OutputError, atomic_write
 from ..log import get_logger
-from .reading import file_digest
 
 
 class ModelNotFoundError(DmirError, FileNotFoundError):
@@ -282,6 +281,8 @@ def remember_sha256(entry: Entry, path: str) -> str:
     db = _checksum_db()
     log.info("sha256 of %s (%s): %s (not recorded in the registry; remembered in %s)",
              entry.name, path, digest, db)
+    from ..io import OutputError, atomic_write     # (torch: listing models must not need it)
+
     try:
         os.makedirs(os.path.dirname(db), exist_ok=True)
         data = _read_db()
@@ -481,6 +482,8 @@ def _download(url, dest, part, size, sha256, md5, timeout, progress, chunk):
 def _remember_download(name: str, path: str, digest: str) -> None:
     """Record the sha256 and size of a file :func:`fetch` downloaded (``checksums.json``), so a
     later ``fetch`` or load can tell whether the copy changed."""
+    from ..io import OutputError, atomic_write
+
     try:
         db = _checksum_db()
         os.makedirs(os.path.dirname(db), exist_ok=True)

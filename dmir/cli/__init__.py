@@ -77,9 +77,32 @@ def main(argv=None) -> int:
                     "(see dmir --help)")
     dlog.configure(-1 if a.quiet else min(int(a.verbose or 0), 1))
     try:
-        return _run(a)
+        rc = _run(a)
+        sys.stdout.flush()        # a closed pipe shows here, not at exit
+        return rc
+    except BrokenPipeError:
+        # the reader went away (`dmir models | head`): stop quietly, as Unix tools do
+        _drop_stdout()
+        return EXIT_BROKEN_PIPE
     finally:
         dlog.unconfigure()
+
+
+#: 128 + SIGPIPE, the status of a tool the reader of its output stopped
+EXIT_BROKEN_PIPE = 141
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null, so that Python's final flush does not report the broken pipe
+    again (the recipe of the Python docs, "Note on SIGPIPE")."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):   # no real file descriptor (tests)
+        pass
 
 
 def _run(a) -> int:

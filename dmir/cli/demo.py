@@ -26,5 +26,8 @@ def add_parser(sub) -> None:
 def run(a) -> int:
     from ..demo import run_demo
 
+    from .common import Progress
+
     return run_demo(a.out, size=a.size, steps=a.steps, method=a.method, model=a.model,
-                    seed=a.seed, device=a.device, log=print)
+                    seed=a.seed, device=a.device, log=lambda m: print(m, flush=True),
+                    progress=lambda desc: Progress(desc, quiet=a.quiet))

@@ -21,20 +21,20 @@ def add_parser(sub) -> None:
     m.add_argument("--json", action="store_true", help="list: machine-readable output")
 
 
+def _size(n) -> str:
+    return "no weights" if not n else f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+
+
 def _listing() -> dict:
-    from .. import models
+    """{name: "description [built in, size]"} of the built-in priors, from their files only:
+    no prior is loaded and no network module imported (the listing answers at once)."""
+    from ..models.builtin import builtin_info, builtin_names
 
     out = {}
-    for n in models.builtin_names():
-        text = ""
-        try:
-            m = models.load(n)
-            text = (type(m).__doc__ or "").strip().splitlines()[0]
-        except Exception:  # noqa: BLE001
-            text = "(cannot be loaded here)"
-        out[n] = f"{text} [built in]".strip()
+    for n in builtin_names():
+        info = builtin_info(n)
+        out[n] = f"{info['description']} [built in, {_size(info['size'])}]"
     return out
-
 
 
 def run(a) -> int:

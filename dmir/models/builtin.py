@@ -17,3 +17,31 @@ def learned_prior_path() -> str:
 def builtin_names() -> list[str]:
     """Priors that ship with dmir (no download)."""
     return [LEARNED_PRIOR, "natural", "patch-gmm"]
+
+
+#: one line per built-in prior (``dmir models``; kept here so listing loads no network)
+DESCRIPTIONS = {
+    LEARNED_PRIOR: "learned DDPM UNet (4.2 M parameters) trained by dmir on natural photos; "
+                   "runs at any size; the default",
+    "natural": "stationary power-law Gaussian image prior: exact, instant, far weaker",
+    "patch-gmm": "32-component colour 6x6 patch Gaussian mixture (EPLL-style), learned by EM",
+}
+
+
+def builtin_files(name: str) -> list[str]:
+    """The files a built-in prior's parameters ship in (none for the analytic ``natural``)."""
+    data = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data")
+    if name == LEARNED_PRIOR:
+        folder = learned_prior_path()
+        return [os.path.join(folder, f) for f in ("config.json", "model.safetensors")]
+    if name == "patch-gmm":
+        return [os.path.join(data, "patch_gmm.npz")]
+    return []
+
+
+def builtin_info(name: str) -> dict:
+    """{"description", "size" (bytes of its shipped files; 0: analytic), "files"} of a built-in
+    prior, read from the file system only: nothing is loaded or built."""
+    files = builtin_files(name)
+    return {"description": DESCRIPTIONS[name], "files": files,
+            "size": sum(os.path.getsize(f) for f in files if os.path.isfile(f))}
