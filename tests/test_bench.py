@@ -33,7 +33,7 @@ def _env():
 
 def _bench(out, *extra, data=BENCH):
     return ["bench", "--data", data, "--size", "64", "--out", str(out), "--no-progress",
-            *extra]
+            *([] if "--model" in extra else ["--model", "natural"]), *extra]
 
 
 def _rows(out, name="results.jsonl"):
@@ -233,7 +233,8 @@ def test_preset_run_reports_missing_methods_datasets_and_paper_numbers(tmp_path,
     monkeypatch.setattr(command, "_presets_module", lambda: fake)
     out = tmp_path / "p"
     rc = cli.main(["bench", "--preset", "tiny", "--data", f"bench={BENCH}", "--limit", "2",
-                   "--out", str(out), "--no-progress", "--tasks", "inp", "sr4"])
+                   "--out", str(out), "--no-progress", "--tasks", "inp", "sr4",
+                   "--model", "natural"])
     assert rc == 0
     rows = _rows(out)
     assert {r["method"] for r in rows} == {"A+y", "DDNM"} and len(rows) == 2 * 2 * 2

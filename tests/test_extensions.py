@@ -70,7 +70,7 @@ def test_user_operator_and_solver_reach_the_pipeline_cli_and_bench(user_ext, tmp
     out = tmp_path / "b"
     assert cli.main(["bench", "--data", BENCH, "--size", "32", "--limit", "1", "--out", str(out),
                      "--no-progress", "--task", "keep_columns,step=2", "--method",
-                     "project-only,shift=0.5", "--metrics", "psnr"]) == 0
+                     "project-only,shift=0.5", "--metrics", "psnr", "--model", "natural"]) == 0
     rows, _ = res.read_jsonl(os.path.join(out, res.RESULTS))
     by = {r["method"]: r for r in rows}
     assert "error" not in by["project-only"]

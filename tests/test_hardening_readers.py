@@ -276,7 +276,7 @@ def test_cause11_bench_runs_on_a_non_utf8_name(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["bench", "--data", str(tmp_path / "ds"), "--size", "32", "--out", str(out),
                  "--no-progress", "--task", "sr_averagepooling,scale=2",
-                 "--method", "ddnm,steps=1"]) == 0
+                 "--method", "ddnm,steps=1", "--model", "natural"]) == 0
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert {r["image"] for r in rows} == {"a.png", "caf\\xe9.png"} and len(rows) == 4
 

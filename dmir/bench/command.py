@@ -203,6 +203,59 @@ def adhoc_preset(a) -> Preset:
                   seed=a.seed or 0)
 
 
+def check_specs(preset: Preset, steps: int | None = None, adhoc: bool = True) -> None:
+    """Refuse, before anything runs, method options a solver does not accept (``eta=5``,
+    ``steps=0``, an unknown keyword) and ad-hoc task parameters the operator does not accept
+    (``scale=0``, a bad kernel spec): each would otherwise turn every row into an error.
+
+    A method is built once with a tiny analytic prior on a probe task (denoising, else SR×2);
+    it is refused only when it fails on both with a :class:`DmirError`. Methods dmir does not
+    implement are refused in an ad-hoc run (a preset lists them as "missing")."""
+    import torch
+
+    from .. import solvers
+    from ..models import GaussianPrior
+    from ..pipeline import make_operator
+
+    prior = GaussianPrior(torch.zeros(3, 8, 8))
+    probes = [operators.build("denoising", shape=(3, 8, 8)),
+              operators.build("sr_averagepooling", shape=(3, 8, 8), scale=2)]
+    for m in preset.methods:
+        if m.method == "apy":
+            continue
+        if m.method not in solvers.names():
+            if adhoc:
+                raise ParameterError(f"--method {m.name}: unknown method {m.method!r}; "
+                                     f"available: {', '.join(solvers.names())}")
+            continue
+        err = None
+        for op in probes:
+            try:
+                solvers.build(m.method, prior, op, steps=steps or m.steps, eta=m.eta,
+                              **m.kwargs)
+                err = None
+                break
+            except DmirError as e:
+                err = err or e
+            except Exception:  # noqa: BLE001 - a user's solver may not take the probe
+                err = None
+                break
+        if err is not None:
+            with_steps = f" with --steps {steps}" if steps else ""
+            raise ParameterError(f"--method {m.name}{with_steps}: {err}") from None
+    if not adhoc:
+        return
+    sizes = sorted({d.size for d in preset.datasets})
+    for t in preset.tasks:
+        if any(isinstance(v, str) and k == "mask" for k, v in t.params.items()):
+            continue              # a mask file or folder: checked with the images it fits
+        for size in sizes:
+            try:
+                make_operator(t.operator, (3, size, size), **t.params)
+            except DmirError as e:
+                raise ParameterError(f"--task {t.name} at --size {size}: {e}") from None
+
+
 def _select(items, wanted, what, label=lambda x: x.name, alt=lambda x: None):
     if not wanted:
         return items
@@ -269,6 +322,7 @@ def main(a) -> int:
             raise ParameterError("--tasks/--methods choose among a preset's labels; without "
                                  "--preset use --task SPEC / --method SPEC")
         preset = adhoc_preset(a)
+    check_specs(preset, a.steps, adhoc=not a.preset)
     ds_names = [d.name for d in preset.datasets]
     data, lists, models, model = {}, {}, {}, None
     if a.preset:
@@ -303,7 +357,10 @@ def main(a) -> int:
         metrics=None, progress=False if a.no_progress else None, log=_log)
     if a.kid:
         opts.fid = True
-    out = runner.run(preset, opts)
+    try:
+        out = runner.run(preset, opts)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(_interrupted(a.out)) from None
     if out["summary"]:
         rows = summary.aggregate(runner.plan_json(out["plan"], opts),
                                  list(res.load(a.out)[0].values()))
@@ -325,6 +382,22 @@ def main(a) -> int:
     return 0
 
 
+def _interrupted(out) -> str:
+    """What an interrupted run kept (every finished image's line is on disk) and how to go on:
+    the message of the KeyboardInterrupt the CLI prints."""
+    from . import results as res
+
+    try:
+        n = (sum("error" not in r for r in res.load(out)[0].values())
+             if os.path.isdir(out) else 0)
+    except (OSError, DmirError, ValueError):
+        n = 0
+    if not n:
+        return f"interrupted; no results were written to {out}"
+    return (f"interrupted; the {n} results finished so far are kept in {out}: run the same "
+            f"command again to resume (finished images are skipped)")
+
+
 def fid_main(a) -> int:
     """``dmir metrics fid DIR1 DIR2 [--kid]``."""
     from .fid import fid_folders
@@ -335,7 +408,8 @@ def fid_main(a) -> int:
         if not os.path.isdir(p):
             raise InputError(f"'{p}' is not a folder")
     v = fid_folders(a.paths[0], a.paths[1], with_kid=a.kid, device=a.device)
-    print(f"FID {v['fid']:.4f} ({v['n1']} and {v['n2']} images)")
+    fid = v["fid"] if v["fid"] > 0 else 0.0     # rounding can give -0.0000 for equal sets
+    print(f"FID {fid:.4f} ({v['n1']} and {v['n2']} images)")
     if a.kid:
         print(f"KID {v['kid']:.6f} ± {v['kid_std']:.6f}")
     return 0

@@ -16,7 +16,7 @@ from .. import io as dio
 from .. import metrics
 from ..data import find_images
 from ..errors import InputError, ShapeError
-from ..metrics.fid import FEATURE_DIM, FeatureStats, frechet_distance, kid
+from ..metrics.fid import FEATURE_DIM, FeatureStats, frechet_distance, kid, warn_small_sets
 
 __all__ = ["features", "folder_stats", "fid_folders", "compare"]
 
@@ -60,8 +60,10 @@ def compare(a: FeatureStats, b: FeatureStats, with_kid: bool = False) -> dict:
     """{"fid", "kid", "kid_std" (with_kid), "n1", "n2"}; needs ≥ 2 images per set."""
     if a.n < 2 or b.n < 2:
         raise ShapeError(f"FID needs at least 2 images in each set, got {a.n} and {b.n}")
+    warn_small_sets(a.n, b.n)
     out = {"fid": frechet_distance(a.mean, a.cov, b.mean, b.cov), "n1": a.n, "n2": b.n}
     if with_kid:
+        warn_small_sets(a.n, b.n, kid=True)
         out["kid"], out["kid_std"] = kid(a.features, b.features,
                                          generator=torch.Generator().manual_seed(0))
     return out

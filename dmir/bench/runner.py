@@ -42,6 +42,7 @@ from .. import pipeline, solvers
 from ..data import ImageDataset, shard as shard_items
 from ..errors import DmirError, InputError, ParameterError
 from ..log import get_logger
+from ..models.builtin import DEFAULT_MODEL
 from . import results as res
 from .results import PLAN_FILE, grid_dir, image_file, image_path, safe_name
 from .pipeline import (LPIPS_METRICS, PIXEL_METRICS, LpipsBank, check_finite, degrade, measure,
@@ -65,7 +66,8 @@ class RunOptions:
     out: str
     data: dict = field(default_factory=dict)     # dataset name → folder (fills DatasetSpec.path)
     lists: dict = field(default_factory=dict)    # dataset name → DDNM list file
-    model: str | None = None      # every dataset's model (else DatasetSpec.model, else natural)
+    model: str | None = None      # every dataset's model (else DatasetSpec.model, else
+                                  # dmir.models.DEFAULT_MODEL, the prior dmir restore uses)
     models: dict = field(default_factory=dict)   # dataset name → model (wins over `model`)
     steps: int | None = None      # overrides every method's steps
     seed: int | None = None       # None = the preset's seed
@@ -160,7 +162,7 @@ def make_plan(preset: Preset, opts: RunOptions) -> Plan:
             spec.crop = opts.crop
         if opts.limit is not None:
             spec.limit = min(opts.limit, spec.limit) if spec.limit else opts.limit
-        model = opts.models.get(spec.name) or opts.model or spec.model or "natural"
+        model = opts.models.get(spec.name) or opts.model or spec.model or DEFAULT_MODEL
         spec.model = model
         if spec.path is None:
             datasets.append(DatasetPlan(spec, None, model, f"missing: no images given (--data "
@@ -211,18 +213,33 @@ def _param_id(v):
     return v
 
 
+def _settings(size, crop, channels, task: dict, method: dict, seed, model, steps) -> dict:
+    """Every setting that changes a (dataset, task, method) result, as plain data (``task`` /
+    ``method``: their specs as dicts; ``steps``: the run's --steps override)."""
+    t = {k: v for k, v in task.items() if k != "note"}
+    t["params"] = {k: _param_id(v) for k, v in t["params"].items()}
+    m = {k: v for k, v in method.items() if k not in ("name", "status")}
+    if steps is not None and m["method"] != "apy":
+        m["steps"] = steps
+    return json.loads(json.dumps(
+        {"v": 1, "size": size, "crop": crop, "channels": channels, "task": t, "method": m,
+         "seed": seed, "model": None if m["method"] == "apy" else model},
+        sort_keys=True, default=str))
+
+
+def _hash(settings: dict) -> str:
+    s = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha256(s.encode()).hexdigest()[:16]
+
+
+def _plan_settings(plan: Plan, dp: DatasetPlan, task: TaskSpec, method: MethodSpec) -> dict:
+    return _settings(dp.spec.size, dp.spec.crop, dp.spec.channels, asdict(task),
+                     asdict(method), plan.seed, dp.model, plan.steps)
+
+
 def _fingerprint(plan: Plan, dp: DatasetPlan, task: TaskSpec, method: MethodSpec) -> str:
     """Hash of every setting that changes a (dataset, task, method) result."""
-    t = {k: v for k, v in asdict(task).items() if k != "note"}
-    t["params"] = {k: _param_id(v) for k, v in t["params"].items()}
-    m = {k: v for k, v in asdict(method).items() if k != "name"}
-    if plan.steps is not None and method.method != "apy":
-        m["steps"] = plan.steps
-    d = {"v": 1, "size": dp.spec.size, "crop": dp.spec.crop, "channels": dp.spec.channels,
-         "task": t, "method": m, "seed": plan.seed,
-         "model": None if method.method == "apy" else dp.model}
-    s = json.dumps(d, sort_keys=True, default=str)
-    return hashlib.sha256(s.encode()).hexdigest()[:16]
+    return _hash(_plan_settings(plan, dp, task, method))
 
 
 def plan_json(plan: Plan, opts: RunOptions) -> dict:
@@ -343,16 +360,61 @@ def default_batch(device) -> int:
     return 8 if torch.device(device).type == "cuda" else 4
 
 
+def _stored_settings(stored: dict, key, rec) -> dict | None:
+    """The settings a stored result was computed with, rebuilt from the folder's plan.json;
+    None when they cannot be (no plan, labels gone, or they do not hash to the record's)."""
+    try:
+        d, t, m, _ = key
+        ds = next(x for x in stored["datasets"] if x["name"] == d)
+        task = next(x for x in stored["tasks"] if x["name"] == t)
+        meth = next(x for x in stored["methods"] if x["name"] == m)
+        old = _settings(ds["size"], ds["crop"], ds.get("channels", 3), task, meth,
+                        stored["run"]["seed"], rec.get("model"), stored["run"]["steps"])
+    except (KeyError, TypeError, StopIteration):
+        return None
+    return old if _hash(old) == rec.get("cfg") else None
+
+
+def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """``setting: stored A, now B`` for every leaf that differs."""
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, prefix + k + ".")
+        elif a != b:
+            out.append(f"{prefix}{k}: stored {a}, now {b}")
+    return out
+
+
 def _check_done(plan, done, fps, out):
-    """Stop if a finished key was computed with other settings than the plan's."""
+    """Stop if a finished key was computed with other settings than the plan's, naming the
+    settings that differ (from the folder's plan.json, before it is rewritten)."""
+    stored = None
     for key, rec in done.items():
         fp = fps.get(key[:3])
         if fp is not None and rec.get("cfg") not in (None, fp):
             d, t, m, _ = key
+            if stored is None:
+                try:
+                    with open(os.path.join(out, PLAN_FILE)) as f:
+                        stored = json.load(f)
+                except (OSError, ValueError):
+                    stored = {}
+            dp = next(x for x in plan.datasets if x.spec.name == d)
+            task = next(x for x in plan.tasks if x.name == t)
+            meth = next(x for x, _ in plan.methods if x.name == m)
+            old = _stored_settings(stored, key, rec) if isinstance(stored, dict) else None
+            if old is not None:
+                what = "; ".join(_differences(old, _plan_settings(plan, dp, task, meth)))
+            elif rec.get("solver") == "apy":
+                what = f"stored: seed {rec.get('run_seed')}"
+            else:
+                what = (f"stored: model {rec.get('model')}, steps {rec.get('steps')}, seed "
+                        f"{rec.get('run_seed')}")
             raise InputError(
                 f"'{out}' already holds results for {d}/{t}/{m} computed with other settings "
-                f"(stored: model {rec.get('model')}, steps {rec.get('steps')}, seed "
-                f"{rec.get('run_seed')}); use a new --out folder, or delete those results")
+                f"({what}); use a new --out folder, or delete those results")
 
 
 def _save_png(path, x):

@@ -33,7 +33,7 @@ def add_parser(sub) -> None:
     w.add_argument("--methods", nargs="+", metavar="LABEL", help="preset: only these methods")
     w.add_argument("--model", action="append", metavar="[DATASET=]NAME|PATH",
                    help="prior for every dataset, or for one (default: the preset's, else "
-                   "natural)")
+                   "dmir-ddpm, the default of dmir restore; natural: the fast analytic prior)")
     w.add_argument("--size", type=int, metavar="N", help="image side after crop+resize "
                    "(ad hoc default 256; overrides a preset's)")
     w.add_argument("--crop", choices=["center", "adm", "resize", "none"],

@@ -31,6 +31,7 @@ k(a, b) = (aᵀb / d + 1)³, averaged over random subsets (default 100 subsets o
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, cast
 
 import numpy as np
@@ -43,9 +44,36 @@ from ..types import FidInputScale
 from . import weights as _weights
 
 __all__ = ["InceptionV3", "FIDInception", "FeatureStats", "FID", "preprocess",
-           "frechet_distance", "kid", "INPUT_SCALES", "FEATURE_DIM"]
+           "frechet_distance", "kid", "INPUT_SCALES", "FEATURE_DIM", "FID_MIN_IMAGES",
+           "KID_MIN_IMAGES", "SmallSampleWarning", "warn_small_sets"]
 
 FEATURE_DIM = 2048
+
+#: below these set sizes FID / KID are warned about (:class:`SmallSampleWarning`): FID's
+#: covariance of N < 2048 features is singular and its estimate biased upwards (published FIDs
+#: use 10k-50k images); KID is unbiased but its spread over fewer than ~100 images is too wide
+#: to rank methods
+FID_MIN_IMAGES = FEATURE_DIM
+KID_MIN_IMAGES = 100
+
+
+class SmallSampleWarning(UserWarning):
+    """FID or KID computed from too few images to be trusted as an absolute number."""
+
+
+def warn_small_sets(n1: int, n2: int, kid: bool = False) -> None:
+    """Warn (:class:`SmallSampleWarning`) when FID (or KID with ``kid``) comes from fewer
+    images per set than :data:`FID_MIN_IMAGES` (:data:`KID_MIN_IMAGES`)."""
+    n = min(int(n1), int(n2))
+    if kid and n < KID_MIN_IMAGES:
+        warnings.warn(f"KID from {n1} and {n2} images is too noisy to compare methods: use at "
+                      f"least {KID_MIN_IMAGES} images per set", SmallSampleWarning, stacklevel=3)
+    elif not kid and n < FID_MIN_IMAGES:
+        warnings.warn(f"FID from {n1} and {n2} images is biased (upwards, more so the fewer the "
+                      f"images): it is comparable only between runs with the same number of "
+                      f"images, never with published FIDs (10k-50k images); at least "
+                      f"{FID_MIN_IMAGES} per set are needed for a non-singular covariance",
+                      SmallSampleWarning, stacklevel=3)
 INPUT_SIZE = 299
 INPUT_SCALES = ("pytorch-fid", "tf")
 
@@ -431,9 +459,11 @@ class FID:
         (self.real if real else self.fake).update(self.net(images, self.batch_size))
 
     def compute(self) -> float:
+        warn_small_sets(self.real.n, self.fake.n)
         return frechet_distance(self.real.mean, self.real.cov, self.fake.mean, self.fake.cov)
 
     def compute_kid(self, num_subsets: int = 100, subset_size: int = 1000,
                     generator: torch.Generator | None = None) -> tuple[float, float]:
+        warn_small_sets(self.real.n, self.fake.n, kid=True)
         return kid(self.real.features, self.fake.features, num_subsets, subset_size, generator)
 
