@@ -77,6 +77,7 @@ import dataclasses
 import gc
 import importlib.util
 import json
+import math
 import os
 import platform
 import shutil
@@ -936,6 +937,28 @@ class Run:
         return self.summary
 
 
+#: the longest --budget accepted (a device command runs at most 600 s; a day is surely a typo)
+MAX_BUDGET_S = 86400.0
+
+
+def failures(summary: dict) -> list[str]:
+    """The stages that failed, or that report a failure in their summary line (stage 1's
+    ``FAILED: incomplete``): the run's exit status is non-zero when there are any."""
+    out = []
+    for i, e in sorted(summary.get("stages", {}).items()):
+        if e.get("status") == "failed" or "FAILED" in str(e.get("summary", "")):
+            out.append(f"stage {i}: {e.get('summary') or e.get('status')}")
+    return out
+
+
+def exit_status(summary: dict) -> int:
+    """0 when every stage that ran passed; 1 (after one line on stderr per failure) otherwise."""
+    bad = failures(summary)
+    for line in bad:
+        print(f"gpu_run: FAILED {line}", file=sys.stderr, flush=True)
+    return 1 if bad else 0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=os.environ.get("OUT") or str(HERE / "results" / "gpu_run"),
@@ -950,6 +973,8 @@ def main(argv=None):
                     help="scratch folder for the training state (default: /tmp/dmir_gpu_run, "
                     "--small: <out>/../gpu_run_work); training resumes from a state there")
     a = ap.parse_args(argv)
+    if not (math.isfinite(a.budget) and 0 < a.budget <= MAX_BUDGET_S):
+        ap.error(f"--budget must be a number of seconds in (0, {MAX_BUDGET_S}], got {a.budget}")
     if a.device is None:
         a.device = "cpu" if a.small or not torch.cuda.is_available() else "cuda"
     if torch.device(a.device).type == "cuda" and not torch.cuda.is_available():
@@ -968,4 +993,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(exit_status(main()))

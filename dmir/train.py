@@ -349,7 +349,7 @@ def load_state(path: str) -> tuple[dict, dict]:
     what = (f"training state {path!r} is unusable ({{}}); delete it to start over, or "
             f"point state_dir (--state) elsewhere")
     try:
-        t = dict(read_safetensors(path))
+        t = dict(read_safetensors(path, remedy=None))   # dmir wrote it: nothing to download
         meta = json.loads(bytes(t.pop("__json__").numpy()).decode("utf-8"))
     except DmirError as e:
         raise TrainingError(what.format(e)) from None

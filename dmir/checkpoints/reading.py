@@ -134,7 +134,7 @@ def _no_duplicates(pairs):
     return d
 
 
-def safetensors_header(path) -> tuple[dict, dict, int]:
+def safetensors_header(path, remedy: str | None = "download it again") -> tuple[dict, dict, int]:
     """The validated header of a ``.safetensors`` file: ``(entries, metadata, data_start)``.
 
     Checked as the format specifies, before any tensor is touched: an 8-byte little-endian
@@ -145,9 +145,11 @@ def safetensors_header(path) -> tuple[dict, dict, int]:
     (two integers, begin ≤ end) whose length is dtype size × number of elements; the entries, in offset order, contiguous and
     non-overlapping, covering the data section exactly. Anything else raises
     :class:`CheckpointError` naming the file and the problem (a file shorter than its header
-    says is reported as truncated).
+    says is reported as truncated, followed by ``remedy``: what to do about it — a downloaded
+    checkpoint is fetched again, a file dmir wrote itself (a training state) is not).
     """
     path = os.fspath(path)
+    todo = f"; {remedy}" if remedy else ""
 
     def bad(msg):
         return CheckpointError(f"{path!r} is not a valid safetensors file: {msg}")
@@ -223,20 +225,21 @@ def safetensors_header(path) -> tuple[dict, dict, int]:
         pos = b1
     if pos > data_len:
         raise CheckpointError(f"{path!r} is truncated: its header describes {8 + n + pos:,} "
-                              f"bytes, the file has {size:,}; download it again")
+                              f"bytes, the file has {size:,}{todo}")
     if pos != data_len:
         raise bad(f"{data_len - pos:,} bytes after the last tensor (the header describes "
                   f"{8 + n + pos:,} bytes, the file has {size:,})")
     return header, (meta or {}), 8 + n
 
 
-def read_safetensors(path) -> dict[str, torch.Tensor]:
+def read_safetensors(path, remedy: str | None = "download it again") -> dict[str, torch.Tensor]:
     """A ``.safetensors`` file as a dict of tensors, memory-mapped (copy-on-write) by the
-    ``safetensors`` library, after :func:`safetensors_header` has validated the header."""
+    ``safetensors`` library, after :func:`safetensors_header` has validated the header
+    (``remedy``: the advice a truncated file's error ends with)."""
     from safetensors import SafetensorError, safe_open
 
     path = os.fspath(path)
-    header, _, _ = safetensors_header(path)
+    header, _, _ = safetensors_header(path, remedy)
     out = {}
     try:
         with safe_open(path, framework="pt", device="cpu") as f:
