@@ -170,8 +170,6 @@ def test_pillow_plot_has_y_tick_numbers(tmp_path, logy, ys):
 
 
 def test_pillow_plot_legend_and_grid_titles_are_not_cut(tmp_path):
-    from PIL import ImageFont  # noqa: F401
-
     long = "ddnm-equs+ with a rather long label"
     plot.line_plot({"A+y": [(1, 20.0)], long: [(10, 21.0), (20, 22.0)]}, str(tmp_path / "l.png"),
                    backend="pillow")

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import copy
 import datetime
-import hashlib
 import json
 import os
 import sys
@@ -47,6 +46,7 @@ from . import results as res
 from .results import PLAN_FILE, grid_dir, image_file, image_path, safe_name
 from .pipeline import (LPIPS_METRICS, PIXEL_METRICS, LpipsBank, check_finite, degrade, measure,
                        on_device, restore, seed_for, task_operator)
+from .settings import _param_id, differs, fingerprint, settings  # noqa: F401 - _param_id: old home
 from .spec import DatasetSpec, MethodSpec, Preset, TaskSpec
 
 _log = get_logger("dmir.bench")
@@ -195,51 +195,14 @@ def make_plan(preset: Preset, opts: RunOptions) -> Plan:
                 wanted)
 
 
-def _param_id(v):
-    """A task parameter as it enters the fingerprint: files by content (a preset's absolute
-    path to a mask shipped with dmir must not change when the installation moves)."""
-    if isinstance(v, str) and len(v) < 4096:
-        try:
-            from .pipeline import _resolve_file
-            path = _resolve_file(v)
-        except (DmirError, OSError):
-            return v
-        if os.path.isfile(path):
-            h = hashlib.sha256()
-            with open(path, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
-            return "file-sha256:" + h.hexdigest()
-    return v
-
-
-def _settings(size, crop, channels, task: dict, method: dict, seed, model, steps) -> dict:
-    """Every setting that changes a (dataset, task, method) result, as plain data (``task`` /
-    ``method``: their specs as dicts; ``steps``: the run's --steps override)."""
-    t = {k: v for k, v in task.items() if k != "note"}
-    t["params"] = {k: _param_id(v) for k, v in t["params"].items()}
-    m = {k: v for k, v in method.items() if k not in ("name", "status")}
-    if steps is not None and m["method"] != "apy":
-        m["steps"] = steps
-    return json.loads(json.dumps(
-        {"v": 1, "size": size, "crop": crop, "channels": channels, "task": t, "method": m,
-         "seed": seed, "model": None if m["method"] == "apy" else model},
-        sort_keys=True, default=str))
-
-
-def _hash(settings: dict) -> str:
-    s = json.dumps(settings, sort_keys=True, default=str)
-    return hashlib.sha256(s.encode()).hexdigest()[:16]
-
-
 def _plan_settings(plan: Plan, dp: DatasetPlan, task: TaskSpec, method: MethodSpec) -> dict:
-    return _settings(dp.spec.size, dp.spec.crop, dp.spec.channels, asdict(task),
-                     asdict(method), plan.seed, dp.model, plan.steps)
+    return settings(dp.spec.size, dp.spec.crop, dp.spec.channels, asdict(task),
+                    asdict(method), plan.seed, dp.model, plan.steps)
 
 
 def _fingerprint(plan: Plan, dp: DatasetPlan, task: TaskSpec, method: MethodSpec) -> str:
     """Hash of every setting that changes a (dataset, task, method) result."""
-    return _hash(_plan_settings(plan, dp, task, method))
+    return fingerprint(_plan_settings(plan, dp, task, method))
 
 
 def plan_json(plan: Plan, opts: RunOptions) -> dict:
@@ -360,61 +323,20 @@ def default_batch(device) -> int:
     return 8 if torch.device(device).type == "cuda" else 4
 
 
-def _stored_settings(stored: dict, key, rec) -> dict | None:
-    """The settings a stored result was computed with, rebuilt from the folder's plan.json;
-    None when they cannot be (no plan, labels gone, or they do not hash to the record's)."""
-    try:
-        d, t, m, _ = key
-        ds = next(x for x in stored["datasets"] if x["name"] == d)
-        task = next(x for x in stored["tasks"] if x["name"] == t)
-        meth = next(x for x in stored["methods"] if x["name"] == m)
-        old = _settings(ds["size"], ds["crop"], ds.get("channels", 3), task, meth,
-                        stored["run"]["seed"], rec.get("model"), stored["run"]["steps"])
-    except (KeyError, TypeError, StopIteration):
-        return None
-    return old if _hash(old) == rec.get("cfg") else None
-
-
-def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """``setting: stored A, now B`` for every leaf that differs."""
-    out = []
-    for k in sorted(set(old) | set(new)):
-        a, b = old.get(k), new.get(k)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _differences(a, b, prefix + k + ".")
-        elif a != b:
-            out.append(f"{prefix}{k}: stored {a}, now {b}")
-    return out
-
-
 def _check_done(plan, done, fps, out):
     """Stop if a finished key was computed with other settings than the plan's, naming the
     settings that differ (from the folder's plan.json, before it is rewritten)."""
-    stored = None
     for key, rec in done.items():
         fp = fps.get(key[:3])
         if fp is not None and rec.get("cfg") not in (None, fp):
             d, t, m, _ = key
-            if stored is None:
-                try:
-                    with open(os.path.join(out, PLAN_FILE)) as f:
-                        stored = json.load(f)
-                except (OSError, ValueError):
-                    stored = {}
             dp = next(x for x in plan.datasets if x.spec.name == d)
             task = next(x for x in plan.tasks if x.name == t)
             meth = next(x for x, _ in plan.methods if x.name == m)
-            old = _stored_settings(stored, key, rec) if isinstance(stored, dict) else None
-            if old is not None:
-                what = "; ".join(_differences(old, _plan_settings(plan, dp, task, meth)))
-            elif rec.get("solver") == "apy":
-                what = f"stored: seed {rec.get('run_seed')}"
-            else:
-                what = (f"stored: model {rec.get('model')}, steps {rec.get('steps')}, seed "
-                        f"{rec.get('run_seed')}")
             raise InputError(
                 f"'{out}' already holds results for {d}/{t}/{m} computed with other settings "
-                f"({what}); use a new --out folder, or delete those results")
+                f"({differs(out, key, rec, _plan_settings(plan, dp, task, meth))}); use a new "
+                f"--out folder, or delete those results")
 
 
 def _save_png(path, x):
