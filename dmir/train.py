@@ -527,7 +527,6 @@ def _train_locked(cfg, progress, log, data, val_names, val_x, state_dir, state_p
                 name = _signal.Signals(stop.signum).name if stop.signum else "signal"
                 msg = (f"{name}: stopped at step {step}; state saved in {state_dir} "
                        f"(rerun the same command to resume)")
-                log(msg)
                 raise TrainingInterrupted(msg)
     except TrainingInterrupted:
         raise
