@@ -56,6 +56,10 @@ from .errors import DmirError, InputError, ParameterError
 from .models import ddpm_unet
 from .checkpoints.reading import write_safetensors
 from .log import get_logger
+from .train_steps import (STATE_VERSION, Distributed, TrainingError,  # noqa: F401
+                          TrainingInterrupted, _StopAtStepEnd, _pack_optimizer,
+                          _unpack_optimizer, draw_samples, load_state, loss_weight,
+                          parse_weighting, save_state)
 from .prior_eval import (SCORED_TASKS, evaluate_prior, load_validation_set,  # noqa: F401
                          read_rgb_uint8, validation_tasks)
 
@@ -64,98 +68,9 @@ _log = get_logger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 PREDICTIONS = ("epsilon", "v_prediction")
 STATE_FILE = "state.safetensors"
-STATE_VERSION = 1
 #: settings a resumed run must share with the stored state (anything else may change)
 RESUME_FIXED = ("data", "crop", "batch", "lr", "warmup", "ema_rate", "grad_clip", "dropout",
                 "seed", "max_images", "prediction", "init", "weighting")
-#: loss weightings (see :func:`loss_weight`); ``name:value`` sets the parameter
-WEIGHTINGS = {"uniform": None, "min-snr": 5.0, "trunc-snr": 10.0}
-
-
-class TrainingError(DmirError):
-    """Training cannot go on (diverged, or its stored state is unusable)."""
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """SIGINT/SIGTERM stopped training at a step boundary; the state of that step was saved
-    (``str(e)`` says where), so rerunning the same command continues it bit-exactly."""
-
-
-def parse_weighting(spec: str) -> tuple[str, float | None]:
-    """``"uniform"``, ``"min-snr[:γ]"`` or ``"trunc-snr[:cap]"`` → (name, parameter)."""
-    name, _, val = str(spec).partition(":")
-    if name not in WEIGHTINGS or (name == "uniform" and val):
-        raise ParameterError(f"weighting must be uniform, min-snr[:GAMMA] or trunc-snr[:CAP], "
-                             f"got {spec!r}")
-    if not val:
-        return name, WEIGHTINGS[name]
-    try:
-        v = float(val)
-    except ValueError:
-        v = float("nan")
-    if not (math.isfinite(v) and 0 < v <= 1e6):
-        raise ParameterError(f"the parameter of weighting {name} must be a number in (0, 1e6], "
-                             f"got {val!r}")
-    return name, v
-
-
-def loss_weight(spec: str, alphas_cumprod: torch.Tensor, prediction: str) -> torch.Tensor:
-    """Per-timestep multiplier (T,) of the native loss (ε- or v-MSE).
-
-    With SNR_t = ᾱ_t / (1 − ᾱ_t), the ε-MSE is SNR·‖x₀ − x̂₀‖² and the v-MSE (SNR + 1)·‖x₀ − x̂₀‖²
-    (Salimans & Ho 2022, §4). The weightings set the weight λ_t of the x₀ error:
-
-    - ``uniform``: the native loss (λ = SNR for ε, SNR + 1 for v);
-    - ``min-snr:γ`` (Hang et al. 2023, eq. 10): λ = min(SNR, γ); for ε the low-noise steps,
-      which a restoration's range space already fixes, count less;
-    - ``trunc-snr:c`` (Salimans & Ho's "truncated SNR", λ = max(SNR, 1)), the multiplier capped
-      at ``c``: for ε the high-noise steps, whose x̂₀ = (x_t − √(1−ᾱ) ε̂)/√ᾱ amplifies every
-      ε error by 1/√SNR, count up to ``c`` times more. This is what colorization and
-      deterministic (η = 0) sampling need: their null-space content is decided at high noise.
-    """
-    name, val = parse_weighting(spec)
-    ab = alphas_cumprod.double()
-    snr = ab / (1 - ab)
-    native = snr if prediction == "epsilon" else snr + 1
-    if name == "uniform":
-        w = torch.ones_like(snr)
-    elif name == "min-snr":
-        w = snr.clamp(max=val) / native
-    else:
-        w = (snr.clamp(min=1.0) / native).clamp(max=val)
-    return w.float()
-
-
-class _StopAtStepEnd:
-    """While active, SIGINT and SIGTERM only set :attr:`signum`; the training loop checks it
-    between steps, saves and stops, so a stop never splits a step. A second signal raises
-    KeyboardInterrupt at once (the last periodic save is then what remains). Outside the main
-    thread, where Python cannot install handlers, signals keep their default behaviour."""
-
-    def __init__(self):
-        self.signum = None
-        self._old: dict = {}
-
-    def _handler(self, signum, frame):
-        if self.signum is not None:
-            raise KeyboardInterrupt
-        self.signum = signum
-
-    def __enter__(self):
-        import signal
-        import threading
-
-        if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGINT, signal.SIGTERM):
-                self._old[s] = signal.signal(s, self._handler)
-        return self
-
-    def __exit__(self, *exc):
-        import signal
-
-        for s, h in self._old.items():
-            signal.signal(s, h)
-        return False
 
 
 @dataclass
@@ -315,67 +230,22 @@ class CropSampler:
     def __len__(self):
         return len(self.images)
 
+    def sample(self, generator: torch.Generator) -> torch.Tensor:
+        """One crop (3, crop, crop) float32 in [-1, 1]: an image drawn in proportion to its
+        area, a uniform position, a horizontal flip with probability ½."""
+        i = int(torch.multinomial(self.weights, 1, generator=generator))
+        a = self.images[i]
+        H, W = a.shape[:2]
+        r = int(torch.randint(0, H - self.crop + 1, (1,), generator=generator))
+        c = int(torch.randint(0, W - self.crop + 1, (1,), generator=generator))
+        p = a[r:r + self.crop, c:c + self.crop].permute(2, 0, 1).float()
+        if torch.rand((), generator=generator) < 0.5:
+            p = p.flip(-1)
+        return p / 127.5 - 1.0
+
     def batch(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        """(n, 3, crop, crop) float32 in [-1, 1]."""
-        idx = torch.multinomial(self.weights, n, replacement=True, generator=generator)
-        out = torch.empty(n, 3, self.crop, self.crop)
-        for j, i in enumerate(idx.tolist()):
-            a = self.images[i]
-            H, W = a.shape[:2]
-            r = int(torch.randint(0, H - self.crop + 1, (1,), generator=generator))
-            c = int(torch.randint(0, W - self.crop + 1, (1,), generator=generator))
-            p = a[r:r + self.crop, c:c + self.crop].permute(2, 0, 1).float()
-            if torch.rand((), generator=generator) < 0.5:
-                p = p.flip(-1)
-            out[j] = p
-        return out / 127.5 - 1.0
-
-
-# ------------------------------------------------------------------------------------ state
-def save_state(path: str, tensors: dict, meta: dict) -> None:
-    """Tensors plus JSON-able ``meta`` as one safetensors file (atomic; no pickle)."""
-    blob = torch.frombuffer(bytearray(json.dumps(meta).encode("utf-8")), dtype=torch.uint8)
-    write_safetensors({**tensors, "__json__": blob}, path)
-
-
-def load_state(path: str) -> tuple[dict, dict]:
-    """(tensors, meta) from :func:`save_state`, read without unpickling anything.
-
-    Raises :class:`TrainingError` naming the file when it is truncated, corrupt or not a dmir
-    training state.
-    """
-    from .checkpoints.reading import read_safetensors
-
-    what = (f"training state {path!r} is unusable ({{}}); delete it to start over, or "
-            f"point state_dir (--state) elsewhere")
-    try:
-        t = dict(read_safetensors(path, remedy=None))   # dmir wrote it: nothing to download
-        meta = json.loads(bytes(t.pop("__json__").numpy()).decode("utf-8"))
-    except DmirError as e:
-        raise TrainingError(what.format(e)) from None
-    except (KeyError, UnicodeDecodeError, ValueError, TypeError, OSError) as e:
-        raise TrainingError(what.format(f"{type(e).__name__}: {e}")) from None
-    if not isinstance(meta, dict) or meta.get("version") != STATE_VERSION:
-        raise TrainingError(what.format("not a dmir training state of this version"))
-    return t, meta
-
-
-def _pack_optimizer(opt: torch.optim.Optimizer) -> tuple[dict, list]:
-    sd = opt.state_dict()
-    tensors = {}
-    for idx, st in sd["state"].items():
-        for k, v in st.items():
-            tensors[f"opt.{idx}.{k}"] = torch.as_tensor(v)
-    return tensors, sd["param_groups"]
-
-
-def _unpack_optimizer(tensors: dict, groups: list) -> dict:
-    state: dict = {}
-    for k, v in tensors.items():
-        if k.startswith("opt."):
-            _, idx, name = k.split(".", 2)
-            state.setdefault(int(idx), {})[name] = v.clone()
-    return {"state": state, "param_groups": groups}
+        """(n, 3, crop, crop) float32 in [-1, 1], n crops from one generator."""
+        return torch.stack([self.sample(generator) for _ in range(n)])
 
 
 # ---------------------------------------------------------------------------------- export
@@ -428,8 +298,19 @@ def train(cfg: TrainConfig, progress: bool = True, log=None) -> str:
     if log is None:
         log = _log.info
     cfg.validate()
-    device = torch.device(cfg.device)
     mcfg = cfg.model_config()
+    dist = Distributed(cfg.device)      # torchrun: one process per device, rank 0 writes
+    try:
+        return _train(cfg, progress, log, mcfg, dist)
+    finally:
+        dist.close()
+
+
+def _train(cfg: TrainConfig, progress: bool, log, mcfg: dict, dist: Distributed) -> str:
+    device = dist.device(cfg.device)
+    local = dist.local_indices(cfg.batch)
+    if not dist.main:
+        log = (lambda m: None)
     # read the data before anything is created on disk: an input error leaves nothing behind
     files = find_images(cfg.data, cfg.max_images)
     data = CropSampler(files, cfg.crop)
@@ -444,25 +325,31 @@ def train(cfg: TrainConfig, progress: bool = True, log=None) -> str:
     from .bench.results import FolderInUse, RunLock
 
     lock = RunLock(state_dir, STATE_FILE)
+    error: Exception | None = None
+    if dist.main:
+        try:
+            lock.acquire()
+        except FolderInUse as e:
+            error = TrainingError(f"the training state {state_dir} is in use by another dmir "
+                                  f"train (pid {e.pid or 'unknown'}); wait for it to stop, or use "
+                                  f"another output folder (or --state)")
+        except OSError as e:
+            error = TrainingError(f"cannot create the training state folder {state_dir} "
+                                  f"({e.strerror or e}); set DMIR_HOME to a writable folder or "
+                                  f"pass --state")
+    if not dist.agree(error is None):
+        raise error or TrainingError("training stopped: the main process (rank 0) could not "
+                                     "take the training state (see its message)")
     try:
-        lock.acquire()
-    except FolderInUse as e:
-        raise TrainingError(f"the training state {state_dir} is in use by another dmir train "
-                            f"(pid {e.pid or 'unknown'}); wait for it to stop, or use another "
-                            f"output folder (or --state)") from None
-    except OSError as e:
-        raise TrainingError(f"cannot create the training state folder {state_dir} "
-                            f"({e.strerror or e}); set DMIR_HOME to a writable folder or "
-                            f"pass --state") from None
-    try:
-        return _train_locked(cfg, progress, log, files, data, val_names, val_x, state_dir,
-                             state_path, mcfg, device)
+        with _StopAtStepEnd() as stop:      # from here on SIGINT/SIGTERM stop between steps
+            return _train_locked(cfg, progress, log, data, val_names, val_x, state_dir,
+                                 state_path, mcfg, device, dist, local, stop)
     finally:
         lock.release()
 
 
-def _train_locked(cfg, progress, log, files, data, val_names, val_x, state_dir, state_path,
-                  mcfg, device) -> str:
+def _train_locked(cfg, progress, log, data, val_names, val_x, state_dir, state_path,
+                  mcfg, device, dist, local, stop) -> str:
     from tqdm import tqdm
 
     from .plot import line_plot
@@ -487,7 +374,6 @@ def _train_locked(cfg, progress, log, files, data, val_names, val_x, state_dir, 
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     ab = ddpm_unet.schedule(mcfg).to(device=device, dtype=torch.float32)
     T = ab.shape[0]
-    gen = torch.Generator().manual_seed(cfg.seed)
     step, history, val_hist, best = 0, [], [], None
     acc, n_acc = 0.0, 0
     if stored is not None:
@@ -495,7 +381,6 @@ def _train_locked(cfg, progress, log, files, data, val_names, val_x, state_dir, 
         net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         ema = {k[4:]: v.to(device).clone() for k, v in tensors.items() if k.startswith("ema.")}
         opt.load_state_dict(_unpack_optimizer(tensors, meta["param_groups"]))
-        gen.set_state(tensors["generator"].clone())
         step, history, val_hist, best = meta["step"], meta["history"], meta["val"], meta["best"]
         acc, n_acc = meta["acc"], meta["n_acc"]
         log(f"resuming from step {step} ({state_path})")
@@ -503,18 +388,24 @@ def _train_locked(cfg, progress, log, files, data, val_names, val_x, state_dir, 
         if cfg.init:
             _init_weights(cfg.init, net, mcfg, log)
         ema = {k: v.detach().clone() for k, v in net.state_dict().items()}
-    try:
-        os.makedirs(cfg.out_dir, exist_ok=True)
-    except OSError as e:
-        raise TrainingError(f"cannot create the output folder {cfg.out_dir} "
-                            f"({e.strerror or e})") from None
+    error = None
+    if dist.main:
+        try:
+            os.makedirs(cfg.out_dir, exist_ok=True)
+        except OSError as e:
+            error = TrainingError(f"cannot create the output folder {cfg.out_dir} "
+                                  f"({e.strerror or e})")
+    if not dist.agree(error is None):
+        raise error or TrainingError("training stopped: the main process (rank 0) could not "
+                                     "create the output folder")
     weight = loss_weight(cfg.weighting, ab, cfg.prediction).to(device)
     if data.skipped:
         log(f"skipped {len(data.skipped)} unreadable image(s), e.g. {data.skipped[0][1]}")
     amp = cfg.amp and device.type in ("cuda", "cpu")
     log(f"training on {len(data)} images, {cfg.crop}x{cfg.crop} crops, batch {cfg.batch}, "
         f"{sum(p.numel() for p in net.parameters()):,} parameters, {cfg.prediction}, "
-        f"device {device}{', bf16 autocast' if amp else ''}; state in {state_dir}")
+        f"device {device}{', bf16 autocast' if amp else ''}"
+        f"{f', {dist.world} processes' if dist.world > 1 else ''}; state in {state_dir}")
 
     def ema_net():
         m = ddpm_unet.build(mcfg)
@@ -541,7 +432,6 @@ def _train_locked(cfg, progress, log, files, data, val_names, val_x, state_dir, 
         tensors.update({f"ema.{k}": v.detach().cpu() for k, v in ema.items()})
         ot, groups = _pack_optimizer(opt)
         tensors.update({k: v.cpu() for k, v in ot.items()})
-        tensors["generator"] = gen.get_state()
         meta = {"version": STATE_VERSION, "step": step, "history": history, "val": val_hist,
                 "best": best, "acc": acc, "n_acc": n_acc, "param_groups": groups,
                 "model_config": mcfg, "fixed": cfg.fixed_settings(),
@@ -562,34 +452,43 @@ def _train_locked(cfg, progress, log, files, data, val_names, val_x, state_dir, 
             line_plot(curves, os.path.join(cfg.out_dir, "val.png"), xlabel="step",
                       ylabel="held-out PSNR gain over A⁺y (dB)", title="dmir train: validation")
 
-    if val_x is not None and not val_hist:
+    if val_x is not None and not val_hist and dist.main:
         run_validation()            # the starting point of the curve
     net.train()
-    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, dynamic_ncols=True,
+    model = dist.wrap(net)          # DistributedDataParallel: gradients averaged over processes
+    bar = tqdm(total=cfg.steps, initial=step, disable=not progress or not dist.main,
+               dynamic_ncols=True,
                desc="train")
     running = None
     t0 = time.time()
     saved_at = step if stored is not None else None
-    stop = _StopAtStepEnd()
+    if not dist.agree(stop.signum is None):          # signalled while setting up
+        bar.close()
+        raise TrainingInterrupted(f"stopped before step {step + 1}; nothing new to save"
+                                  + (f" (the state of step {step} is in {state_dir})"
+                                     if stored is not None else ""))
     try:
-        stop.__enter__()
         while step < cfg.steps:
-            x0 = data.batch(cfg.batch, gen).to(device)
-            t = torch.randint(0, T, (cfg.batch,), generator=gen).to(device)
-            eps = torch.randn(x0.shape, generator=gen).to(device)
+            # this process's share of the global batch, each sample from its own stream
+            x0, t, eps = draw_samples(data, T, cfg.seed, step + 1, local)
+            x0, t, eps = x0.to(device), t.to(device), eps.to(device)
             a = ab[t].view(-1, 1, 1, 1)
             xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
             # the regression target: ε, or v = √ᾱ ε − √(1−ᾱ) x₀ (Salimans & Ho 2022, eq. 5 ff.)
             target = eps if cfg.prediction == "epsilon" else a.sqrt() * eps - (1 - a).sqrt() * x0
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                pred = net(xt, t.float())
+                pred = model(xt, t.float())
             per = (pred.float() - target).pow(2).mean(dim=(1, 2, 3))
             loss = (per * weight[t]).mean()
-            if not torch.isfinite(loss):
+            # one collective per step: the global mean loss and whether any process was
+            # signalled, so all processes stop (or fail) at the same step
+            li, stopping = dist.sum([loss.item(), float(stop.signum is not None)])
+            li, stopping = li / dist.world, stopping > 0
+            if not math.isfinite(li):
                 kept = (f"the state of step {saved_at} is kept in {state_dir}"
                         if saved_at is not None else "no state was saved")
                 raise TrainingError(
-                    f"training diverged at step {step + 1} (loss {loss.item()}) with lr "
+                    f"training diverged at step {step + 1} (loss {li}) with lr "
                     f"{cfg.lr}; {kept}; start again with a lower --lr (and a new output folder)")
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -606,7 +505,6 @@ def _train_locked(cfg, progress, log, files, data, val_names, val_x, state_dir, 
                         ema[k].mul_(rate).add_(v, alpha=1 - rate)
                     else:
                         ema[k].copy_(v)
-            li = loss.item()
             acc, n_acc = acc + li, n_acc + 1
             running = li if running is None else 0.98 * running + 0.02 * li
             bar.update(1)
@@ -614,21 +512,21 @@ def _train_locked(cfg, progress, log, files, data, val_names, val_x, state_dir, 
             if n_acc == cfg.log_every:
                 history.append((step, acc / n_acc))
                 acc, n_acc = 0.0, 0
-            if val_x is not None and step % cfg.val_every == 0:
+            if val_x is not None and step % cfg.val_every == 0 and dist.main:
                 run_validation()
             if step % cfg.save_every == 0 or step == cfg.steps:
-                save()
+                if dist.main:
+                    save()
                 saved_at = step
-            if stop.signum is not None:      # SIGINT/SIGTERM arrived during this step
-                if saved_at != step:
+            if stopping:                     # SIGINT/SIGTERM arrived (on some process)
+                if saved_at != step and dist.main:
                     save()
                 bar.close()
                 import signal as _signal
 
-                name = _signal.Signals(stop.signum).name
+                name = _signal.Signals(stop.signum).name if stop.signum else "signal"
                 msg = (f"{name}: stopped at step {step}; state saved in {state_dir} "
                        f"(rerun the same command to resume)")
-                log(msg)
                 raise TrainingInterrupted(msg)
     except TrainingInterrupted:
         raise
@@ -638,10 +536,8 @@ def _train_locked(cfg, progress, log, files, data, val_names, val_x, state_dir, 
                 if saved_at is not None else "no state was saved")
         raise TrainingInterrupted(f"interrupted twice: stopped at once in step {step + 1}; "
                                   f"{kept}") from None
-    finally:
-        stop.__exit__()
     bar.close()
-    if not os.path.exists(os.path.join(cfg.out_dir, "model", "model.safetensors")):
+    if dist.main and not os.path.exists(os.path.join(cfg.out_dir, "model", "model.safetensors")):
         save()
     log(f"done: {step} steps ({time.time() - t0:.0f} s this run); model in "
         f"{os.path.join(cfg.out_dir, 'model')}")

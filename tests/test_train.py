@@ -193,14 +193,14 @@ def test_cause10_divergence_is_a_training_error(folder, tmp_path, monkeypatch):
     import dmir.train as tr
 
     calls = {"n": 0}
-    real = tr.CropSampler.batch
+    real = tr.CropSampler.sample
 
-    def poisoned(self, n, generator):
+    def poisoned(self, generator):          # batch 2: samples 7, 8 are those of step 4
         calls["n"] += 1
-        x = real(self, n, generator)
-        return x * float("nan") if calls["n"] > 3 else x
+        x = real(self, generator)
+        return x * float("nan") if calls["n"] > 6 else x
 
-    monkeypatch.setattr(tr.CropSampler, "batch", poisoned)
+    monkeypatch.setattr(tr.CropSampler, "sample", poisoned)
     cfg = small(folder, tmp_path / "n", 10)
     with pytest.raises(TrainingError, match="diverged at step 4"):
         train(cfg, **QUIET)
