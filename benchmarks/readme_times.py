@@ -46,7 +46,7 @@ def commands(work: Path, photo: Path) -> dict[str, list[str]]:
 
 def measure(args: list[str]) -> dict:
     """Run ``python -m dmir ARGS`` on this checkout; wall and CPU seconds, exit status, the
-    last line it printed."""
+    last line it printed on stdout (stderr when stdout is empty)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
@@ -55,7 +55,7 @@ def measure(args: list[str]) -> dict:
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     user, system = after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
-    lines = (p.stdout + p.stderr).strip().splitlines()
+    lines = (p.stdout.strip() or p.stderr.strip()).splitlines()
     return {"command": "dmir " + " ".join(args), "rc": p.returncode, "wall_s": round(wall, 1),
             "cpu_s": round(user + system, 1), "user_s": round(user, 1),
             "system_s": round(system, 1), "last_line": lines[-1] if lines else ""}
