@@ -142,8 +142,9 @@ def run_demo(out: str, size: int = 128, steps: int = 50, method: str = "ddnm",
                 xh = solver.sample(y, generator=torch.Generator().manual_seed(seed),
                                    progress=bar).clamp(-1, 1)
         finally:
-            if hasattr(bar, "close"):
-                bar.close()
+            close = getattr(bar, "close", None)
+            if callable(close):
+                close()
         dt = time.time() - t0
         u = im.to_unit
         row = {"task": label, "operator": opname, "sigma_y": sigma,
