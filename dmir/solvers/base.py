@@ -146,6 +146,19 @@ class Sampler:
         p(x_T | y), ΠGDM's √ᾱ_T A⁺y + √(1-ᾱ_T) z) override it."""
         return z
 
+    def before_step(self, x: torch.Tensor, t: int, first: bool, y, state: dict,
+                    generator) -> torch.Tensor:
+        """Hook before the network evaluation at timestep t (``first``: the chain's first
+        step); returns the state the network sees. Default: x unchanged (RePaint replaces
+        the known part here, as its release does)."""
+        return x
+
+    def time_travel(self, x, x0, t: int, t_next: int, generator) -> torch.Tensor:
+        """A time-travel step t → t_next > t. Default (DDNM): re-noise the last x̂0,
+        √ᾱ_{t_next} x̂0 + √(1-ᾱ_{t_next}) z. RePaint overrides it with one forward step."""
+        a = self.alpha_bar(t_next)
+        return a ** 0.5 * x0 + (1 - a) ** 0.5 * self.noise_like(x0, generator)
+
     # -------------------------------------------------------------- shared mechanics
     def alpha_bar(self, t: int) -> float:
         """ᾱ_t of the model's schedule; t = -1 gives 1."""
@@ -200,6 +213,7 @@ class Sampler:
             t_next = self.plan.timestep(k_j)
             if k_j < k_i:          # denoising step
                 t = self.plan.timestep(k_i)
+                x = self.before_step(x, t, step == 0, y, state, generator)
                 x_in = x
                 g = (self.equs.transform_for_step(k_i, generator, x.shape[0]) if self.equs
                      else None)
@@ -222,7 +236,6 @@ class Sampler:
                 step += 1
                 if progress is not None:
                     progress(self.nfe, total)
-            else:                  # time travel: re-noise the last x̂0 (DDNM/RePaint)
-                a = self.alpha_bar(t_next)
-                x = a ** 0.5 * x0 + (1 - a) ** 0.5 * self.noise_like(x0, generator)
+            else:                  # time travel (DDNM: re-noise x̂0; RePaint: forward steps)
+                x = self.time_travel(x, x0, self.plan.timestep(k_i), t_next, generator)
         return x
