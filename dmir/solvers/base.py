@@ -76,6 +76,17 @@ def check_result(x: torch.Tensor, method: str, steps=None,
     return x
 
 
+def require_linear(op, method: str, accepts_nonlinear: bool = False) -> None:
+    """Refuse a nonlinear operator (``op.linear`` False: no Aᵀ, A⁺ or SVD) for a method built
+    on them, naming the operator and the methods that take it."""
+    if getattr(op, "linear", True) or accepts_nonlinear:
+        return
+    from ..operators.nonlinear import NONLINEAR_METHODS
+    raise ParameterError(f"{method}: operator '{getattr(op, 'name', type(op).__name__)}' is "
+                         f"nonlinear (no Aᵀ, A⁺ or SVD), which {method} needs; methods that "
+                         f"accept nonlinear operators: {', '.join(NONLINEAR_METHODS)}")
+
+
 class Sampler:
     """Shared loop: x_T → … → x_0 over a :class:`~dmir.solvers.schedules.Plan`.
 
@@ -106,6 +117,8 @@ class Sampler:
     method = "sampler"
     #: run predict + update with autograd enabled (see the class docstring)
     needs_grad: bool = False
+    #: the method needs only a differentiable A (DPS): nonlinear operators are accepted
+    accepts_nonlinear: bool = False
     #: images of a batch do not interact: with a BatchGenerator (one generator per image,
     #: :mod:`dmir.rng`) a batch gives each image what it gets alone
     batch_invariant: bool = True
@@ -115,6 +128,7 @@ class Sampler:
                  equs: EqusGroup | None = None,
                  equs_map_eps_back: bool = False, equs_shift=None,
                  travel_length: int = 1, travel_repeat: int = 1):
+        require_linear(op, self.method, self.accepts_nonlinear)
         self.model = model
         self.op = op
         self.eta = _as_unit("eta", eta)

@@ -95,7 +95,7 @@ import torch
 
 from ..rng import randn
 from ..errors import ParameterError, ShapeError, UnknownNameError
-from .base import FiniteWatch, Sampler, _as_unit, check_result
+from .base import FiniteWatch, Sampler, _as_unit, check_result, require_linear
 from .dps import ddpm_step
 from .equivariance import predict
 
@@ -269,6 +269,8 @@ class DCDP:
                 f"denoise(x, sigma), e.g. a cm-format checkpoint such as "
                 f"cd-lsun-bedroom256-lpips); {getattr(model, 'name', type(model).__name__)!r} "
                 f"has none — use purifier ddim or tweedie")
+        if init == "pinv":
+            require_linear(op, "dcdp (init='pinv')")
         self.optimizer, self.purifier, self.init, self.schedule = (optimizer, purifier, init,
                                                                    schedule)
         T = model.num_timesteps
