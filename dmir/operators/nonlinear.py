@@ -28,6 +28,8 @@ from ..errors import ParameterError, ShapeError
 
 #: methods that accept nonlinear operators (keep in sync with the solvers' ``accepts_nonlinear``)
 NONLINEAR_METHODS = ("dps", "dcdp")
+#: where the magnitude is taken: 'model' ([-1, 1], the DPS release) or 'unit' ((x + 1)/2)
+DOMAINS = ("model", "unit")
 
 
 class NonlinearOperator(nn.Module):
@@ -99,8 +101,13 @@ class PhaseRetrieval(NonlinearOperator):
 
     name = "phase_retrieval"
 
-    def __init__(self, shape, oversample: float = 2.0, pad: int | None = None):
+    def __init__(self, shape, oversample: float = 2.0, pad: int | None = None,
+                 domain: str = "model"):
         C, H, W = (int(s) for s in shape)
+        if domain not in DOMAINS:
+            raise ParameterError(f"phase_retrieval: domain must be one of {', '.join(DOMAINS)}, "
+                                 f"got {domain!r}")
+        self.domain = domain
         if pad is None:
             try:
                 oversample = float(oversample)
@@ -118,6 +125,8 @@ class PhaseRetrieval(NonlinearOperator):
 
     def _A(self, x):
         p = self.pad
+        if self.domain == "unit":
+            x = 0.5 * x + 0.5
         return fft2c(nn.functional.pad(x, (p, p, p, p))).abs()
 
     def random_phase_baseline(self, y: torch.Tensor, generator=None) -> torch.Tensor:
@@ -129,7 +138,8 @@ class PhaseRetrieval(NonlinearOperator):
         img = ifft2c(torch.polar(y, phase)).real
         p = self.pad
         H, W = self.x_shape[1:]
-        return img[..., p:p + H, p:p + W].clamp(-1, 1)
+        img = img[..., p:p + H, p:p + W]
+        return (2 * img - 1 if self.domain == "unit" else img).clamp(-1, 1)
 
 
 def align_ambiguities(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
