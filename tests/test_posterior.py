@@ -295,7 +295,7 @@ def test_failures_are_recorded_not_raised():
 
 # ----------------------------------------------------------------------------- slow grid
 SLOW_N = 500
-SLOW_STEPS = {"dps": 200}
+SLOW_STEPS = {"dps": 200, "repaint": 50}
 SLOW_PROBLEMS = [n for n in pe.all_problem_names() if pe.parse_problem(n)[1] == 8]
 # SW ≤ SLOW_BOUNDS[base] × floor on every 8×8 problem (EquS variants: symmetric ones only).
 # Measured (seed 0, these settings) worst case over the grid, in floors, and where:
