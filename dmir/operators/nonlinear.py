@@ -151,3 +151,46 @@ def align_ambiguities(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     best = err.argmin(0)                                                  # (B, C)
     idx = best[None, :, :, None, None].expand(1, *x.shape)
     return cands.gather(0, idx)[0]
+
+
+class NonlinearBlur(NonlinearOperator):
+    """The nonlinear deblurring task of DPS (release ``NonlinearBlurOperator``) and DCDP:
+    y = clip(2 G((x + 1)/2, k) - 1, -1, 1), G the blur network's ``adapt_kernel`` (the
+    bkse ``KernelWizard`` with the ``GOPRO_wVAE.pth`` weights:
+    :func:`dmir.models.nets.kernel_wizard.load_kernel_wizard`) and k a kernel code of N(0, 1.2²)
+    entries, shape (kernel_dim, H/128, W/128).
+
+    Deviation: the release draws a new code at every call of its forward (so y and each
+    gradient step see different blurs); here the code is drawn once, from ``seed``, or given
+    as ``code`` — one fixed blur, which the task's y = A(x) presupposes.
+
+    Args:
+        net: the blur network (an object with ``adapt_kernel(x, k)`` and ``kernel_dim``).
+        shape: (C, H, W), H and W multiples of 128.
+        code: the kernel code (1, kernel_dim, H/128, W/128); default: drawn from ``seed``.
+        seed: seed of the drawn code.
+    """
+
+    name = "nonlinear_blur"
+
+    def __init__(self, net, shape, code: torch.Tensor | None = None, seed: int = 0):
+        C, H, W = (int(s) for s in shape)
+        if H % 128 or W % 128:
+            raise ShapeError(f"nonlinear_blur: the blur network needs H and W multiples of "
+                             f"128, got {H}x{W}")
+        super().__init__((C, H, W), (C, H, W))
+        self.net = net
+        for p in net.parameters():
+            p.requires_grad_(False)
+        want = (1, int(net.kernel_dim), H // 128, W // 128)
+        if code is None:
+            g = torch.Generator().manual_seed(int(seed))
+            code = 1.2 * torch.randn(want, generator=g)
+        if tuple(code.shape) != want:
+            raise ShapeError(f"nonlinear_blur: code must have shape {want}, got "
+                             f"{tuple(code.shape)}")
+        self.register_buffer("code", code.float())
+
+    def _A(self, x):
+        k = self.code.to(x.dtype).expand(x.shape[0], *self.code.shape[1:])
+        return (2 * self.net.adapt_kernel((x + 1) / 2, k) - 1).clamp(-1, 1)
