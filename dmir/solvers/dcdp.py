@@ -107,7 +107,7 @@ from .equivariance import predict
 #: released per-task settings (purification_configurations/*.yaml): K, tau, lr, T0
 #: M_ref: the number of measurement entries the released lr was tuned for (256×256 RGB; the
 #: DPS inpainting y is the full masked image)
-DCDP_PRESETS = {
+DCDP_PRESETS: dict[str, dict[str, float]] = {
     "deblur_gauss": {"K": 10, "tau": 100, "lr": 1e5, "T0": 400, "M_ref": 3 * 256 * 256},
     "deblur_motion": {"K": 10, "tau": 100, "lr": 1e5, "T0": 400, "M_ref": 3 * 256 * 256},
     "sr4": {"K": 10, "tau": 100, "lr": 1e3, "T0": 400, "M_ref": 3 * 64 * 64},

@@ -190,5 +190,5 @@ def load_kernel_wizard(path, config: dict | None = None, device=None) -> KernelW
         sd = sd["state_dict"]
     sd = {(k[7:] if k.startswith("module.") else k): v for k, v in sd.items()}
     net = KernelWizard(config)
-    return fit_state_dict(net, sd, what=f"kernel-wizard checkpoint {path}",
-                          device=device).eval()
+    fit_state_dict(net, sd, what=f"kernel-wizard checkpoint {path}", device=device)
+    return net.eval()
