@@ -320,8 +320,8 @@ def sample_mean(solver, y: torch.Tensor, samples: int = 1, generator=None, progr
 
         kw = dict(init_opt)
         loss = kw.pop("loss")
-        tgt = (target.to(ys.device, ys.dtype) if target is not None and loss in ("mse", "lpips")
-               else None)
+        wants = loss in ("mse", "lpips") or kw.get("smart_init") == "target"
+        tgt = target.to(ys.device, ys.dtype) if target is not None and wants else None
         x, _, hist = optimize_init(solver, ys, None, loss=loss, target=tgt,
                                    generator=generator, progress=progress, **kw)
         return x.mean(0, keepdim=True), hist

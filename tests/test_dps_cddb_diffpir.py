@@ -141,7 +141,7 @@ def test_dps_scale_presets_and_errors():
     assert solvers.build("dps", prior, ops["sr_averagepooling"], task="inpainting").scale == 0.5
     assert solvers.build("dps", prior, ops["inpainting"], scale=2).scale == 2.0
     with pytest.raises(UnknownNameError, match="inpainting"):
-        solvers.build("dps", prior, ops["inpainting"], task="phase_retrieval")
+        solvers.build("dps", prior, ops["inpainting"], task="nonlinear_deblur")   # not in dmir
     for bad in (-0.1, float("nan"), float("inf"), "big"):
         with pytest.raises(ParameterError, match="scale"):
             solvers.build("dps", prior, ops["inpainting"], scale=bad)

@@ -25,7 +25,8 @@ from dmir import solvers
 N = 300
 SYM, ASYM = "sym4-sr2-0.05", "asym4-inpainting-0"
 FAST = (SYM, ASYM)
-STEPS = {"dps": 50}          # 1000-step DPS takes ~5 s per run here; 50 steps ~0.1 s
+STEPS = {"dps": 50,          # 1000-step DPS takes ~5 s per run here; 50 steps ~0.1 s
+         "repaint": 50}      # RePaint's 250 steps + jumps (2 500 NFE) ~3.5 s; 50 (410 NFE) 0.5 s
 
 # ----------------------------------------------------------------------------- bounds
 # SW ≤ BOUNDS[base][problem] × floor, for the base method and its -equs / -equs+ variants
@@ -41,6 +42,9 @@ STEPS = {"dps": 50}          # 1000-step DPS takes ~5 s per run here; 50 steps ~
 #   ddnm    2.08 / 2.65 / 2.56, 2.69      ddrm    2.57 / 2.99 / 2.64, 5.08
 #   pigdm   2.25 / 2.71 / 2.80, 1.66      dps     1.85 / 1.85 / 2.06, 2.79   (50 steps)
 #   cddb    2.18 / 2.78 / 2.90, 2.69      diffpir 1.40 / 1.40 / 1.41, 4.38
+#   ilvr    2.13 / 2.07 / 1.82, 4.02      repaint 2.33 / 2.32 / 2.09, 3.51   (50 steps)
+# (RePaint at its 250 steps with jumps: 2.15 on SYM, 1.55 on ASYM — its resampling brings the
+# inpainting posterior close to exact.)
 # (DiffPIR on the inpainting problem re-measured with the reference's 20 inpainting steps,
 # which are its default since issue 15: 4.31 / 4.32 / 4.20 / 4.38 / 4.27 for seeds 0–4.)
 # (floors: 0.0337 on SYM, 0.0211 on ASYM). None of the methods is an exact posterior sampler:
@@ -53,6 +57,8 @@ BOUNDS = {
     "dps": {SYM: 2.6, ASYM: 3.5},
     "cddb": {SYM: 3.7, ASYM: 3.4},
     "diffpir": {SYM: 1.8, ASYM: 5.5},
+    "ilvr": {SYM: 2.7, ASYM: 5.1},
+    "repaint": {SYM: 3.0, ASYM: 4.4},
 }
 # A method registered after these measurements gets the default: SW ≤ DEFAULT_PRIOR_FRACTION ×
 # SW(prior samples), i.e. it must close at least half the distance between ignoring y and the
@@ -230,6 +236,9 @@ def test_equs_is_an_identity_on_a_flip_symmetric_prior(base):
     assert (draw(base) - draw(name, equs_map_eps_back=True)).abs().max() < 1e-5
 
 
+EQUS_ASYM_FACTOR = {"ilvr": 1.6, "repaint": 1.6, "diffpir": 1.6}   # see test_equs_on_asymmetric_prior
+
+
 def test_equs_on_asymmetric_prior():
     """EquS assumes the network is flip-equivariant. On the non-symmetric prior flipping the
     input changes the exact ε by 107 % (t = 200) to 44 % (t = 400) of its norm, and every
@@ -241,7 +250,12 @@ def test_equs_on_asymmetric_prior():
     help: the bias is in x̂0 (ddnm-equs with ε mapped back: 10.5 floors).
     Asserted: SW at least doubles and the mean error exceeds 10 MC standard errors (smallest
     measured: ×3.1 for DDRM, 32 s.e.). A method added later whose EquS degrades less than ×2
-    here is worth a look before this threshold is adapted to it."""
+    here is worth a look before this threshold is adapted to it: ILVR and RePaint replace the
+    measured part of the state by the noised y at every step, which limits what the flipped x̂0
+    can do there — measured ×1.90 / ×1.91 (ILVR, 15 s.e.) and ×2.01 / ×1.87 (RePaint at 50
+    steps, 13–14 s.e.); they are held to ×1.6 (EQUS_ASYM_FACTOR). So is DiffPIR since its
+    inpainting default became the reference's 20 steps (issue 15): 4.1 → 7.4 / 7.4 floors,
+    ×1.80, 14 s.e. (the ×2 threshold had been set at 100 steps; this test failed since)."""
     p, ref = problem(ASYM)
     checked = 0
     for base in sorted({pe.base_method(m) for m in solvers.names()}):
@@ -251,7 +265,8 @@ def test_equs_on_asymmetric_prior():
                 continue
             r = run(ASYM, base + v)
             assert r["status"] == "ok", r["status"]
-            assert r["sw"] > 2 * plain["sw"], (base + v, r["sw"], plain["sw"])
+            factor = EQUS_ASYM_FACTOR.get(base, 2.0)
+            assert r["sw"] > factor * plain["sw"], (base + v, r["sw"], plain["sw"])
             assert r["mean_err"] > 10 * ref["mean_se"], (base + v, r["mean_err"])
             checked += 1
     back = run(ASYM, ("ddnm-equs(eps-back)", "ddnm-equs", {"equs_map_eps_back": True}))
@@ -280,7 +295,7 @@ def test_failures_are_recorded_not_raised():
 
 # ----------------------------------------------------------------------------- slow grid
 SLOW_N = 500
-SLOW_STEPS = {"dps": 200}
+SLOW_STEPS = {"dps": 200, "repaint": 50}
 SLOW_PROBLEMS = [n for n in pe.all_problem_names() if pe.parse_problem(n)[1] == 8]
 # SW ≤ SLOW_BOUNDS[base] × floor on every 8×8 problem (EquS variants: symmetric ones only).
 # Measured (seed 0, these settings) worst case over the grid, in floors, and where:

@@ -15,7 +15,8 @@ from dmir.checkpoints.registry import ENTRIES
 from dmir.operators.dps_protocol import DPS_SIGMA_Y
 from dmir.operators.noise import sigma_from_model
 
-EXPECTED = ["equs-table1", "deqir-table1", "deqir-table2", "deqir-table3", "dcdp"]
+EXPECTED = ["equs-table1", "deqir-table1", "deqir-table2", "deqir-table3", "dcdp", "equs-nfe",
+            "equs-transforms"]
 
 
 #: masks a preset leaves to the user (DeqIR Table 2's text/stripe masks): a stand-in
@@ -90,9 +91,9 @@ def test_methods_exist_or_are_declared_missing(name):
 def test_missing_list_is_accurate():
     assert set(P.MISSING) == set(P.names())
     assert P.missing("dcdp") == [] and P.missing("equs-table1") == []
-    assert [m.name for m in P.missing("deqir-table1")] == ["DGP", "ILVR"]
-    assert [m.name for m in P.missing("deqir-table2")] == ["Palette", "RePaint"]
-    assert sum(len(v) for v in P.MISSING.values()) == 5
+    assert [m.name for m in P.missing("deqir-table1")] == ["DGP"]          # ILVR runs now
+    assert [m.name for m in P.missing("deqir-table2")] == ["Palette"]      # RePaint runs now
+    assert sum(len(v) for v in P.MISSING.values()) == 3      # DGP ×2, Palette
     p = P.get("equs-table1")
     p.methods.append(MethodSpec("MCG", "mcg"))
     assert [m.name for m in P.missing(p)] == ["MCG"]
@@ -116,13 +117,13 @@ def test_declared_options_build_every_available_solver(ops256):
                 if m.steps is not None and hasattr(s, "steps"):
                     assert s.steps == m.steps
                 n += 1
-    assert n == 5 * 9 + 4 * 5 + 2 * 3 + 1 * 3 + 5 * 2
+    assert n == 5 * 9 + 4 * 6 + 2 * 4 + 1 * 3 + 6 * 2 + 14 + 6     # ... equs-nfe, -transforms
 
 
 def test_dcdp_solver_picks_the_released_setting_of_each_task(ops256):
     prior = models.GaussianPrior(mean=torch.zeros(3, 256, 256), var=0.25)
     expected = {"deblur_g": "deblur_gauss", "deblur_m": "deblur_motion", "sr4": "sr4",
-                "inpaint_box": "inpainting", "inpaint_random": "inpainting"}
+                "inpaint_box": "inpainting", "inpaint_random": "inpainting", "denoise": "sr4"}
     got = {t.name: solvers.build("dcdp", prior, ops256["dcdp", "ffhq", t.name]).task
            for t in P.get("dcdp").tasks}
     assert got == expected
@@ -131,7 +132,7 @@ def test_dcdp_solver_picks_the_released_setting_of_each_task(ops256):
 def test_dps_uses_the_dps_config_step_size_on_dcdp_tasks(ops256):
     prior = models.GaussianPrior(mean=torch.zeros(3, 256, 256), var=0.25)
     expected = {"deblur_g": 0.3, "deblur_m": 0.3, "sr4": 0.3, "inpaint_box": 0.5,
-                "inpaint_random": 0.5}
+                "inpaint_random": 0.5, "denoise": 0.3}
     got = {t.name: solvers.build("dps", prior, ops256["dcdp", "ffhq", t.name]).scale
            for t in P.get("dcdp").tasks}
     assert got == expected
@@ -185,7 +186,7 @@ def test_noise_levels_and_units():
         assert all(t.sigma_y == 0.0 for t in P.get(name).tasks)
     dcdp = P.get("dcdp")
     assert DPS_SIGMA_Y == sigma_from_model(0.05) == 0.025
-    assert [t.sigma_y for t in dcdp.tasks] == [0.025] * 5
+    assert [t.sigma_y for t in dcdp.tasks] == [0.025] * 6
     assert all("σ = 0.05 in [-1, 1]" in t.note and "0.025" in t.note for t in dcdp.tasks)
 
 
@@ -202,3 +203,21 @@ def test_equs_table1_protocol_choices():
     mask = operators.build("inpainting", (3, 256, 256), mask=P.DDNM_MASK)
     kept = mask.A(torch.ones(1, 3, 256, 256)).numel() / (3 * 256 * 256)
     assert abs(kept - 0.7391) < 1e-3                    # the DDNM mask keeps 73.9 % of pixels
+
+
+def test_equs_ablation_presets():
+    """equs-nfe carries the figure's 7 × 2 (PSNR, LPIPS) cells on its own labels, NFE = steps;
+    equs-transforms runs every EquS group dmir implements and enters no numbers."""
+    from dmir.solvers.equivariance import GROUPS
+
+    p = P.get("equs-nfe")
+    assert [t.operator for t in p.tasks] == ["cs_blockbased"] and p.tasks[0].params == {
+        "ratio": 0.25}
+    assert len(p.paper) == 14 and p.paper["imagenet", "cs25", "DDNM+EquS+@100"] == {
+        "psnr": 30.0, "lpips_vgg_01": 0.173}
+    assert p.paper["imagenet", "cs25", "DDNM@1000"]["psnr"] == 31.56
+    steps = {m.name: m.steps for m in p.methods}
+    assert steps["DDNM@50"] == 50 and steps["DDNM+EquS+@1000"] == 1000
+    t = P.get("equs-transforms")
+    assert t.paper == {} and "Paper numbers: none entered" in t.protocol
+    assert {m.kwargs.get("equs") for m in t.methods if m.method == "ddnm-equs+"} == set(GROUPS)

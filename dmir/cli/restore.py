@@ -126,6 +126,13 @@ def add_parser(sub) -> None:
                    "step, tau 0.1, as published) or 'implicit' (adjoint fixed point, exact). "
                    "Default: phantom for mse, implicit for consistency (the one-step phantom "
                    "gradient of ||A x - y||^2 is zero: DDNM+ resets the range of every step)")
+    d.add_argument("--smart-init", choices=["target", "pinv"],
+                   help="--init-opt: start from the DDIM inversion of the clean INPUT ('target', "
+                   "the DeqIR release's --smart_init, an oracle: needs --degrade) or of A+y "
+                   "('pinv')")
+    d.add_argument("--init-inner", choices=["converged", "release"],
+                   help="--init-opt: fixed-point solve per Adam step: dmir's converged solve "
+                   "(default) or the release's unconverged Anderson (m 3, beta 0.9, tol 1e-2)")
 
 
 
@@ -166,13 +173,17 @@ def _check_numbers(a) -> None:
 def _check_init_opt(a) -> None:
     """--init-opt and its options: DeqIR only; 'mse' needs the clean image (--degrade)."""
     if a.init_opt is None:
-        if a.init_iters is not None or a.init_lr is not None or a.init_grad is not None:
-            raise UsageError("--init-iters, --init-lr and --init-grad need --init-opt "
-                             "consistency|mse|lpips")
+        if a.init_iters is not None or a.init_lr is not None or a.init_grad is not None \
+                or a.smart_init is not None or a.init_inner is not None:
+            raise UsageError("--init-iters, --init-lr, --init-grad, --smart-init and "
+                             "--init-inner need --init-opt consistency|mse|lpips")
         return
     if a.method.split("-")[0] != "deqir":
         raise UsageError(f"--init-opt works only with --method deqir (it optimises DeqIR's "
                          f"initial noise through its fixed point), got --method {a.method}")
+    if a.smart_init == "target" and not a.degrade:
+        raise UsageError("--smart-init target inverts the clean image: it needs --degrade "
+                         "(use --smart-init pinv for an unknown image)")
     if a.init_opt in ("mse", "lpips") and not a.degrade:
         raise UsageError(f"--init-opt {a.init_opt} needs --degrade: the target is the clean "
                          "INPUT (an oracle experiment); use --init-opt consistency for a "
@@ -297,6 +308,10 @@ def run(a) -> int:
             init_opt["iters"] = a.init_iters
         if a.init_lr is not None:
             init_opt["lr"] = a.init_lr
+        if a.smart_init is not None:
+            init_opt["smart_init"] = a.smart_init
+        if a.init_inner is not None:
+            init_opt["inner"] = a.init_inner
 
     bar = Progress(a.method + (" init-opt" if a.init_opt else ""), quiet=a.quiet)
     try:

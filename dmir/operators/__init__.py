@@ -29,6 +29,7 @@ if TYPE_CHECKING:     # the lazy names below, for type checkers
     from .cs import BlockCS, WalshHadamardCS, random_orthogonal
     from .fft import CircularBlur
     from .functional import FunctionOperator
+    from .nonlinear import NonlinearBlur, NonlinearOperator, PhaseRetrieval
     from .noise import GaussianNoise, PoissonNoise, sigma_from_model, sigma_to_model
     from .pointwise import AveragePooling, Colorization, Identity, Inpainting
     from .separable import ProtocolDeblur, SeparableSVD
@@ -38,6 +39,7 @@ __all__ = [
     "FunctionOperator", "ComposedOperator", "GaussianNoise", "PoissonNoise", "sigma_to_model",
     "sigma_from_model", "SeparableSVD", "ProtocolDeblur", "AveragePooling", "Inpainting",
     "Colorization", "Identity", "WalshHadamardCS", "BlockCS", "CircularBlur",
+    "NonlinearOperator", "PhaseRetrieval", "NonlinearBlur",
 ]
 
 #: public name → the module defining it (imported on first access)
@@ -48,9 +50,11 @@ _LAZY = {
     "PoissonNoise": ".noise", "sigma_from_model": ".noise", "sigma_to_model": ".noise",
     "AveragePooling": ".pointwise", "Colorization": ".pointwise", "Identity": ".pointwise",
     "Inpainting": ".pointwise", "ProtocolDeblur": ".separable", "SeparableSVD": ".separable",
+    "NonlinearOperator": ".nonlinear", "PhaseRetrieval": ".nonlinear",
+    "NonlinearBlur": ".nonlinear",
 }
 _MODULES = ("dps_protocol", "dct", "kernels", "base", "cs", "fft", "noise", "pointwise",
-            "separable", "functional")
+            "separable", "functional", "nonlinear")
 
 
 __getattr__, __dir__ = exports(__name__, _LAZY, {m: "." + m for m in _MODULES})

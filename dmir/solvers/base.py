@@ -76,6 +76,17 @@ def check_result(x: torch.Tensor, method: str, steps=None,
     return x
 
 
+def require_linear(op, method: str, accepts_nonlinear: bool = False) -> None:
+    """Refuse a nonlinear operator (``op.linear`` False: no Aᵀ, A⁺ or SVD) for a method built
+    on them, naming the operator and the methods that take it."""
+    if getattr(op, "linear", True) or accepts_nonlinear:
+        return
+    from ..operators.nonlinear import NONLINEAR_METHODS
+    raise ParameterError(f"{method}: operator '{getattr(op, 'name', type(op).__name__)}' is "
+                         f"nonlinear (no Aᵀ, A⁺ or SVD), which {method} needs; methods that "
+                         f"accept nonlinear operators: {', '.join(NONLINEAR_METHODS)}")
+
+
 class Sampler:
     """Shared loop: x_T → … → x_0 over a :class:`~dmir.solvers.schedules.Plan`.
 
@@ -106,6 +117,8 @@ class Sampler:
     method = "sampler"
     #: run predict + update with autograd enabled (see the class docstring)
     needs_grad: bool = False
+    #: the method needs only a differentiable A (DPS): nonlinear operators are accepted
+    accepts_nonlinear: bool = False
     #: images of a batch do not interact: with a BatchGenerator (one generator per image,
     #: :mod:`dmir.rng`) a batch gives each image what it gets alone
     batch_invariant: bool = True
@@ -115,6 +128,7 @@ class Sampler:
                  equs: EqusGroup | None = None,
                  equs_map_eps_back: bool = False, equs_shift=None,
                  travel_length: int = 1, travel_repeat: int = 1):
+        require_linear(op, self.method, self.accepts_nonlinear)
         self.model = model
         self.op = op
         self.eta = _as_unit("eta", eta)
@@ -145,6 +159,19 @@ class Sampler:
         :meth:`sample`); the default is z itself. Methods with a y-dependent start (DDRM's
         p(x_T | y), ΠGDM's √ᾱ_T A⁺y + √(1-ᾱ_T) z) override it."""
         return z
+
+    def before_step(self, x: torch.Tensor, t: int, first: bool, y, state: dict,
+                    generator) -> torch.Tensor:
+        """Hook before the network evaluation at timestep t (``first``: the chain's first
+        step); returns the state the network sees. Default: x unchanged (RePaint replaces
+        the known part here, as its release does)."""
+        return x
+
+    def time_travel(self, x, x0, t: int, t_next: int, generator) -> torch.Tensor:
+        """A time-travel step t → t_next > t. Default (DDNM): re-noise the last x̂0,
+        √ᾱ_{t_next} x̂0 + √(1-ᾱ_{t_next}) z. RePaint overrides it with one forward step."""
+        a = self.alpha_bar(t_next)
+        return a ** 0.5 * x0 + (1 - a) ** 0.5 * self.noise_like(x0, generator)
 
     # -------------------------------------------------------------- shared mechanics
     def alpha_bar(self, t: int) -> float:
@@ -200,6 +227,7 @@ class Sampler:
             t_next = self.plan.timestep(k_j)
             if k_j < k_i:          # denoising step
                 t = self.plan.timestep(k_i)
+                x = self.before_step(x, t, step == 0, y, state, generator)
                 x_in = x
                 g = (self.equs.transform_for_step(k_i, generator, x.shape[0]) if self.equs
                      else None)
@@ -222,7 +250,6 @@ class Sampler:
                 step += 1
                 if progress is not None:
                     progress(self.nfe, total)
-            else:                  # time travel: re-noise the last x̂0 (DDNM/RePaint)
-                a = self.alpha_bar(t_next)
-                x = a ** 0.5 * x0 + (1 - a) ** 0.5 * self.noise_like(x0, generator)
+            else:                  # time travel (DDNM: re-noise x̂0; RePaint: forward steps)
+                x = self.time_travel(x, x0, self.plan.timestep(k_i), t_next, generator)
         return x

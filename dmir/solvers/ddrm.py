@@ -51,7 +51,7 @@ import torch
 from ..errors import ParameterError
 from ..operators.base import safe_inverse
 from ..types import SVDOperator
-from .base import Sampler, _as_unit
+from .base import Sampler, _as_unit, require_linear
 
 
 def ddrm_step(x0, eps, op, state, a_next: float, eta: float, eta_b: float, sigma_y: float, z):
@@ -102,6 +102,7 @@ class DDRM(Sampler):
     op: SVDOperator          # DDRM works in the operator's SVD basis
 
     def __init__(self, model, op, steps=20, eta=0.85, sigma_y=0.0, eta_b: float = 1.0, **kw):
+        require_linear(op, self.method)
         if not getattr(op, "has_svd", False):
             raise ParameterError(
                 f"ddrm needs an operator with an exact SVD (the spectral protocol); operator "

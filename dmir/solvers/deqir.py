@@ -113,7 +113,7 @@ from ..types import EqusGroup, Schedule
 from ..operators.base import safe_inverse
 from ..operators.noise import sigma_to_model
 from .anderson import anderson, check_options
-from .base import FiniteWatch, Sampler, _as_unit, check_result, check_start
+from .base import FiniteWatch, Sampler, _as_unit, check_result, check_start, require_linear
 from .ddnm import ddnm_plus_simple_step, ddnm_plus_svd_step
 from .equivariance import Equivariance
 from .parallel import default_devices, eps_on_devices, resolve_devices
@@ -210,6 +210,7 @@ class DeqIR:
                  window: int | str | None = "auto", schedule: Schedule = "uniform",
                  equs: EqusGroup | None = None, equs_map_eps_back: bool = False, equs_shift=None,
                  svd: bool = True, form: str | None = None, strategy: str = "auto"):
+        require_linear(op, self.method)
         self.model = model
         self.op = op
         self.sigma_y = _as_unit("sigma_y", sigma_y)

@@ -71,6 +71,27 @@ stochastic noises of the chain are drawn once and kept fixed, so the loss is a d
 function of x_T — up to the solver's tolerance: when a solve stops at ``max_iter`` unconverged,
 part of the change between iterations is the warm start converging further, not x_T.
 
+Two options of the release (caojiezhang/DeqIR ``runners/diffusion_inversion.py``,
+``functions/latent_space_opt_anderson.py``):
+
+* ``smart_init`` (the release's ``--smart_init``, "further improves results a lot"): start from
+  the x_T that deterministic DDIM *inversion* (the release's ``forward_steps``) maps a reference
+  image to, over the solver's own timesteps t_0 < … < t_{T-1} (the network is evaluated at
+  t_0 … t_{T-2}):
+
+      x_{t'} = √ᾱ_{t'} x̂0 + √(1-ᾱ_{t'}) ε(x_t, t),   x̂0 = (x_t - √(1-ᾱ_t) ε)/√ᾱ_t
+
+  (:func:`ddim_invert`). The release inverts the ground-truth image (an oracle start);
+  ``smart_init="target"`` does that with ``target``, ``smart_init="pinv"`` inverts A⁺y instead
+  (no ground truth needed).
+* ``inner="release"``: each outer iteration's fixed point is found as the release's
+  ``find_source_noise_deq_sr`` does — Anderson with m 3, λ 1e-3, β 0.9, tol 1e-2, at most 15
+  evaluations, per-state mixing, started from x_T repeated in every state (no warm start) and
+  returning the last mixed iterate, i.e. usually *unconverged* — instead of dmir's default
+  (``inner="converged"``: the solver's own solve, warm-started from the previous z*). The
+  release starts from its optimised stack, whose rows other than x_T keep the initial noise;
+  dmir repeats the current x_T.
+
 The solver protocol used here (``dmir.solvers.deqir.DeqIR``): ``draw_noises(shape, generator)``,
 ``prepare(y, x_T, noises) -> ctx``, ``F(z, x_T, ctx)`` (differentiable in z and x_T),
 ``solve(x_T, ctx[, z0=]) -> (z*, info)``, ``output(z, ctx) -> x̂0`` and the operator ``op``.
@@ -90,7 +111,8 @@ from ..rng import randn
 from ..errors import ParameterError, ShapeError, UnknownNameError
 
 __all__ = ["optimize_init", "init_gradient", "LOSSES", "LossSpec", "loss_names", "LR", "ITERS",
-           "TAU", "PG_STEPS", "PATIENCE", "REL_TOL", "STOP_BELOW"]
+           "TAU", "PG_STEPS", "PATIENCE", "REL_TOL", "STOP_BELOW", "ddim_invert", "INNER",
+           "SMART_INITS", "RELEASE_INNER"]
 
 #: defaults: the reference code's Adam lr, n_epochs, phantom damping τ and unrolled steps
 #: (caojiezhang/DeqIR configs/imagenet.yml, main.py); patience and rel_tol are ours
@@ -99,6 +121,47 @@ PATIENCE, REL_TOL = 20, 1e-4
 #: a loss at round-off level is not optimised further (Adam would amplify round-off gradients
 #: into full-size steps): e.g. noise-free DDNM satisfies A x̂0 = y exactly
 STOP_BELOW = 1e-10
+#: inner fixed-point solves: dmir's converged one, or the release's unconverged Anderson
+INNER = ("converged", "release")
+#: the release's inner Anderson (find_source_noise_deq_sr)
+RELEASE_INNER = {"m": 3, "lam": 1e-3, "beta": 0.9, "tol": 1e-2, "max_iter": 15}
+#: what ``smart_init`` inverts: the target image (release) or A⁺y
+SMART_INITS = ("target", "pinv")
+
+
+def ddim_invert(solver, x0: torch.Tensor) -> torch.Tensor:
+    """Deterministic DDIM inversion of ``x0`` (model units, (B, C, H, W)) over the solver's
+    timesteps, ascending: the release's ``forward_steps``; returns x_T."""
+    from .equivariance import predict
+
+    ts = sorted(solver.t)
+    abar = solver.model.alphas_cumprod
+    x = x0
+    with torch.no_grad():
+        for t, t_next in zip(ts[:-1], ts[1:]):
+            a, a_next = float(abar[t]), float(abar[t_next])
+            x0_hat, eps = predict(solver.model, x, t, a, None)
+            x = a_next ** 0.5 * x0_hat + (1 - a_next) ** 0.5 * eps
+    return x
+
+
+def _release_solve(solver, x_T, ctx):
+    """The release's inner solve (module docstring): unconverged Anderson, last iterate."""
+    from .anderson import anderson
+
+    solver.nfe = 0
+    z0 = solver.initial_states(x_T)
+    shape = z0.shape
+    flat = (shape[0] * shape[1], *shape[2:])
+
+    def f(zf):
+        return solver.F(zf.reshape(shape), x_T, ctx).reshape(flat)
+
+    _, info = anderson(f, z0.reshape(flat), groups="slot", **RELEASE_INNER)
+    z = info.pop("iterate").reshape(shape)
+    info["inner"] = "release"
+    info["converged"] = None        # not a convergence claim: the release stops by design
+    return z, info
 
 
 # ----------------------------------------------------------------------------- losses
@@ -300,7 +363,8 @@ def optimize_init(solver, y: torch.Tensor, x_T: torch.Tensor | None = None,
                   stop_below: float | None = STOP_BELOW, generator: torch.Generator | None = None,
                   noises=None, progress: Callable[[int, int], None] | None = None,
                   pg_steps: int = PG_STEPS, adjoint_tol: float = 0.0,
-                  adjoint_max_iter: int | None = None, adjoint_solver: str = "iteration"):
+                  adjoint_max_iter: int | None = None, adjoint_solver: str = "iteration",
+                  smart_init: str | None = None, inner: str = "converged"):
     """Optimise DeqIR's initial noise x_T with Adam on a loss of the restored image.
 
     Args:
@@ -324,6 +388,10 @@ def optimize_init(solver, y: torch.Tensor, x_T: torch.Tensor | None = None,
         progress: ``progress(i, n)`` after each loss evaluation, i = 1..n (n = iters + 1).
         adjoint_*: the adjoint solve of ``grad="implicit"`` (relative tolerance, iterations,
             "iteration" or "anderson"; see :func:`init_gradient`).
+        smart_init: None, "target" (the release's --smart_init: x_T = DDIM inversion of
+            ``target``) or "pinv" (of A⁺y); not together with ``x_T``.
+        inner: "converged" (dmir: the solver's solve, warm-started) or "release" (Anderson
+            m 3, β 0.9, tol 1e-2, ≤ 15 evaluations, the last iterate; module docstring).
 
     Returns:
         (x0, x_T_opt, history): the restoration (B, C, H, W) and x_T of the lowest loss per
@@ -343,6 +411,22 @@ def optimize_init(solver, y: torch.Tensor, x_T: torch.Tensor | None = None,
         raise ShapeError(f"y must be a tensor (B, *y_shape), got {type(y).__name__}")
     B = y.shape[0]
     shape = (B, *op.x_shape)
+    if inner not in INNER:
+        raise ParameterError(f"inner must be one of {', '.join(INNER)}, got {inner!r}")
+    if smart_init is not None:
+        if smart_init not in SMART_INITS:
+            raise ParameterError(f"smart_init must be None or one of {', '.join(SMART_INITS)}, "
+                                 f"got {smart_init!r}")
+        if x_T is not None:
+            raise ParameterError("give x_T or smart_init, not both")
+        if smart_init == "target" and target is None:
+            raise ParameterError("smart_init='target' inverts the target image: give target=")
+        ref = op.pinv(y) if smart_init == "pinv" else torch.as_tensor(target).to(
+            device=y.device, dtype=y.dtype).expand(shape)
+        if tuple(ref.shape) != shape:
+            raise ShapeError(f"target must have shape ({B} or 1, "
+                             f"{', '.join(map(str, op.x_shape))}), got {tuple(ref.shape)}")
+        x_T = ddim_invert(solver, ref.contiguous())
     if x_T is None:
         x_T = randn(shape, generator, y.dtype, y.device)
     elif tuple(x_T.shape) != shape:
@@ -361,12 +445,12 @@ def optimize_init(solver, y: torch.Tensor, x_T: torch.Tensor | None = None,
         dn = inspect.signature(solver.draw_noises).parameters
         kw = {k: v for k, v in (("dtype", y.dtype), ("device", y.device)) if k in dn}
         noises = solver.draw_noises(tuple(x_T.shape), generator, **kw)
-    warm = "z0" in inspect.signature(solver.solve).parameters
+    warm = inner == "converged" and "z0" in inspect.signature(solver.solve).parameters
     xT = x_T.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([xT], lr=lr, betas=(0.9, 0.999), eps=1e-8)
     hist: dict[str, Any] = {"loss": [], "loss_per_image": [], "grad_norm": [], "steps": 0, "stopped": "iters",
             "warm_start": warm, "solver_info": None, "lr": lr, "loss_name": L.name,
-            "grad": grad, "unconverged_solves": 0}
+            "grad": grad, "unconverged_solves": 0, "inner": inner, "smart_init": smart_init}
     if grad == "implicit":
         hist["adjoint_residual"] = []
     best = torch.full((B,), math.inf, dtype=torch.float64)
@@ -384,7 +468,8 @@ def optimize_init(solver, y: torch.Tensor, x_T: torch.Tensor | None = None,
         with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")     # one summary at the end, not one per solve
             ctx = solver.prepare(y, x_cur, noises)
-            z, info = _solve(solver, x_cur, ctx, z if warm else None)
+            z, info = (_release_solve(solver, x_cur, ctx) if inner == "release" else
+                       _solve(solver, x_cur, ctx, z if warm else None))
             x0 = _output(solver, z, ctx, x_cur)
             per = L.per_image(x0).detach().to("cpu", torch.float64)
         for w in caught:

@@ -28,6 +28,8 @@ Step sizes of the DPS release (``configs/*_config.yaml``, ``conditioning.params.
                                 box mask is the same file, same scale)
     Gaussian blur        0.3    deblur, deblur_gauss, deblur_aniso, deblur_uni
     motion blur          0.3    (deblur with a motion kernel)
+    phase retrieval      1.0    PhaseRetrieval (nonlinear; oversample 2.0)
+    nonlinear blur       0.3    NonlinearBlur (the bkse GOPRO_wVAE network)
     ===================  =====  ===========================================
 
 Tasks outside the DPS release (colorization, compressed sensing, denoising) get 0.3, the value
@@ -79,6 +81,8 @@ DPS_SCALES = {
     "inpainting": 0.5, "inpainting_box": 0.5, "inpainting_random": 0.5,
     "deblur_dps_gauss": 0.3, "deblur_dps_motion": 0.3, "sr_matlab_bicubic": 0.3,
     "deblur": 0.3, "deblur_gauss": 0.3, "deblur_aniso": 0.3, "deblur_uni": 0.3,
+    "phase_retrieval": 1.0,     # configs/phase_retrieval_config.yaml (dmir.operators.nonlinear)
+    "nonlinear_blur": 0.3,      # configs/nonlinear_deblur_config.yaml
 }
 #: scale for tasks the DPS release did not cover (the value of most of its configs)
 DPS_DEFAULT_SCALE = 0.3
@@ -124,6 +128,7 @@ class DPS(Sampler):
 
     method = "dps"
     needs_grad = True
+    accepts_nonlinear = True
 
     def __init__(self, model, op, steps=1000, eta=1.0, sigma_y=0.0, scale=None,
                  task: str | None = None, clip: bool = True, **kw):

@@ -30,6 +30,11 @@ _BASE = {
                                     "schedule)"),
     "deqir": (".deqir:DeqIR", "DeqIR (the DDNM chain as one fixed point over all steps, Anderson "
                      "acceleration, batched network calls; 25 steps, nw 0, etw 0.1)"),
+    "ilvr": (".ilvr:ILVR", "ILVR (DDPM + the low frequencies A+A replaced by the measurement "
+                           "noised to the step's level; 100 steps, range_t 0)"),
+    "repaint": (".repaint:RePaint", "RePaint (DDPM + known part replaced by the noised "
+                                    "measurement before each step, resampling jumps; 250 "
+                                    "steps, jump_length 10, jump_n_sample 10)"),
 }
 #: methods with no EquS variants (their structure is not one network call per step)
 _STANDALONE = {
