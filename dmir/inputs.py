@@ -446,7 +446,8 @@ class ProgressBar:
     """A tqdm bar of network evaluations on stderr, for library calls on a terminal."""
 
     def __init__(self, desc: str):
-        self.desc, self.bar = desc, None
+        self.desc = desc
+        self.bar: Any = None
 
     @staticmethod
     def wanted() -> bool:

@@ -235,7 +235,8 @@ def load_prior(name_or_path: str = models.DEFAULT_MODEL, dtype=None, class_label
         prior = models.load(name_or_path, dtype=dtype, **kw)
     info = getattr(prior, "info", {}) or {}
     if info.get("notes"):
-        note(f"model {prior.name} ({info.get('format', '?')}): {'; '.join(info['notes'])}")
+        note(f"model {getattr(prior, 'name', name_or_path)} ({info.get('format', '?')}): "
+             f"{'; '.join(info['notes'])}")
     return prior
 
 
@@ -439,7 +440,8 @@ def restore(image, task: str, *, method: str = "ddnm-equs+", model=models.DEFAUL
     x_in, kind, alpha = inputs.to_model(image, input_range)
 
     # ---- real photos: operators that match how photos are made
-    params = entry.real_photo_params(task, params, degrade, alpha, invert_mask, _note)
+    later: list[str] = []          # told once the run is known to be possible
+    params = entry.real_photo_params(task, params, degrade, alpha, invert_mask, later.append)
     C_in = x_in.shape[1]
     want = inputs.prior_channels(model)
     prior = None
@@ -448,13 +450,15 @@ def restore(image, task: str, *, method: str = "ddnm-equs+", model=models.DEFAUL
         want = inputs.prior_channels(prior)
     gray = C_in == 1 and want not in (None, 1) and task != "colorization"
     if gray:
-        _note(f"gray image: restored with the channel replicated for the {want}-channel prior "
-              f"and returned gray")
+        later.append(f"gray image: restored with the channel replicated for the {want}-channel "
+                     f"prior and returned gray")
         x_in = x_in.expand(-1, want, -1, -1).contiguous()
     B = x_in.shape[0]
     shape = signal_shape(task, x_in.shape[1:], params, degrade)
     check_memory(shape, samples * B, dev)      # before anything of that size is allocated
     op = entry.checked_operator(make_operator(task, shape, generator=gen, **params), task, shape)
+    for msg in later:
+        _note(msg)
     noise, sigma_solver = make_noise(sigma_y, poisson)
     if not degrade and task == "colorization" and tuple(op.y_shape) != tuple(x_in.shape[1:]):
         _note(f"INPUT is RGB; converted to gray with weights "
