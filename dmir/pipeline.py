@@ -358,8 +358,9 @@ def sample_mean(solver, y: torch.Tensor, samples: int = 1, generator=None, progr
 
 @dataclass
 class Restoration:
-    """What :func:`restore` returns. Tensors are in the model domain [-1, 1], on the CPU;
-    ``image`` is the result in the form the input came in (or ``output_type``)."""
+    """What :func:`restore` returns. Tensors are in the model domain [-1, 1] (``x`` as the
+    sampler returned it, unclamped), on the CPU; ``image`` is the result, clamped to the
+    range, in the form the input came in (or ``output_type``)."""
 
     x: torch.Tensor                      # (B, C, H, W) float32: the result (mean of K samples)
     y: torch.Tensor                      # the measurement, on the sampling device
