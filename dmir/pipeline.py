@@ -7,18 +7,20 @@ users.
     method + options  ──► solver                                           :func:`dmir.solvers.build`
     y, seed, K        ──► K posterior samples in one batch, their mean    :func:`sample_mean`
 
-:func:`restore` runs all of it for one image::
+:func:`restore` runs all of it for an image (a PIL image, a numpy array, a tensor or a batch;
+:mod:`dmir.inputs`) and gives the result back in the same form::
 
+    from PIL import Image
     import dmir
-    y = dmir.io.read_image("photo_lr.png")
-    x = dmir.pipeline.restore(y, "sr_bicubic", scale=4, model="natural").x
+    r = dmir.pipeline.restore(Image.open("photo_lr.png"), "sr_bicubic_aa", scale=4)
+    r.image.save("restored.png")
 
 Every step is a plain function, so a caller can replace one (the bench builds its operators
 from task specs and batches images). :func:`prepare_prior` makes the memory decisions for
 every caller: a run that cannot fit is refused, and a network prior is tiled only when memory
 requires it. Nothing here reads options or prints: notes go to a ``note`` callable.
 
-Randomness: one CPU ``torch.Generator`` seeded with ``seed`` draws, in this order, the
+Randomness: one CPU ``torch.Generator`` (``generator=``, or seeded with ``seed``) draws, in this order, the
 operator's own randomness (compressed-sensing bases), the measurement noise (with
 ``degrade=True``) and the sampler's noise (on the CPU whatever the device, then moved:
 :func:`dmir.rng.randn`), so a seed gives the same image on every device.
