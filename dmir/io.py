@@ -123,7 +123,8 @@ def _read_pil(path: str) -> tuple[np.ndarray, list[str]]:
 
     notes: list[str] = []
     try:
-        with Image.open(path) as im:
+        with Image.open(path) as opened:
+            im: Image.Image = opened
             im.load()
             try:
                 im = ImageOps.exif_transpose(im)
