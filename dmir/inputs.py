@@ -19,7 +19,6 @@ Nothing here reads options or prints; warnings are ``warnings``.
 """
 from __future__ import annotations
 
-import math
 import os
 import sys
 import warnings
@@ -189,6 +188,8 @@ def _one(image, input_range, what) -> tuple[torch.Tensor, ImageKind, torch.Tenso
         return (x * 2 - 1 if rng == "unit" else x), kind, alpha
     if isinstance(image, torch.Tensor):
         t = image.detach()
+        if t.device.type == "meta":
+            raise InputError(f"{what} is a tensor on the 'meta' device: it holds no pixel values")
         if t.dim() == 2:
             layout, t = "hw", t[None, None]
         elif t.dim() == 3:
@@ -469,13 +470,3 @@ class ProgressBar:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-
-
-def finite_number(v, what: str) -> float:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        raise ParameterError(f"{what} must be a number, got {v!r}") from None
-    if not math.isfinite(f):
-        raise ParameterError(f"{what} must be finite, got {v!r}")
-    return f
