@@ -54,6 +54,11 @@ def test_cause08_device_is_checked_first(device):
         pipeline.restore(_img(), "denoising", device=device, **FAST)
 
 
+def test_cause08_an_image_on_the_meta_device():
+    with pytest.raises(InputError, match="meta"):
+        pipeline.restore(torch.zeros(1, 3, 8, 8, device="meta"), "denoising", **FAST)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cause08_cuda_without_cuda_is_a_parameter_error():
     with pytest.raises(ParameterError, match="no CUDA device"):
