@@ -329,15 +329,17 @@ def _checked(x, method: str, shape: tuple) -> torch.Tensor:
 
 
 def sample_mean(solver, y: torch.Tensor, samples: int = 1, generator=None, progress=None,
-                init_opt: dict | None = None, target: torch.Tensor | None = None):
+                init_opt: dict | None = None, target: torch.Tensor | None = None,
+                x_shape: tuple | None = None):
     """Draw ``samples`` posterior samples of each measurement of ``y`` (B, *y_shape) in one
     batch and return ``(mean (B, C, H, W), history)``; the result is checked (a finite tensor
-    of the operator's image shape). ``init_opt`` (DeqIR only): keywords of
+    of the image shape ``x_shape`` (C, H, W), by default the solver's operator's). ``init_opt`` (DeqIR only): keywords of
     :func:`dmir.solvers.deqir_init.optimize_init` (``loss`` plus its options); ``history`` is
     its record (None otherwise)."""
     B = y.shape[0]
     ys = y.repeat_interleave(samples, 0) if samples > 1 else y
-    x_shape = (B * samples, *solver.op.x_shape) if hasattr(solver, "op") else None
+    if x_shape is None and hasattr(getattr(solver, "op", None), "x_shape"):
+        x_shape = tuple(solver.op.x_shape)
     name = getattr(solver, "name", type(solver).__name__)
     hist = None
     if init_opt:
@@ -354,7 +356,7 @@ def sample_mean(solver, y: torch.Tensor, samples: int = 1, generator=None, progr
     else:
         x = solver.sample(ys, generator=generator, progress=progress)
     if x_shape is not None:
-        x = _checked(x, name, x_shape)
+        x = _checked(x, name, (B * samples, *x_shape))
     return x.reshape(B, samples, *x.shape[1:]).mean(1), hist
 
 
@@ -497,7 +499,7 @@ def restore(image, task: str, *, method: str = "ddnm-equs+", model=models.DEFAUL
     t0 = time.perf_counter()
     try:
         x, hist = sample_mean(solver, y, samples, gen, progress, init_opt,
-                              target=x_in if degrade else None)
+                              target=x_in if degrade else None, x_shape=shape)
     finally:
         if bar is not None:
             bar.close()

@@ -197,13 +197,17 @@ def test_cause14_function_operator_pinv_still_inverts():
 # ----------------------------------------------------------------------------- cause 15
 class _Junk:
     def __init__(self, model, op, sigma_y=0.0, steps=None, eta=None, result="nan"):
-        self.op, self.result, self.steps, self.eta = op, result, steps or 1, eta or 0.0
+        self.result, self.steps, self.eta = result, steps or 1, eta or 0.0
+        if result == "small, no .op":             # a solver that does not expose its operator
+            self._op = op
+        else:
+            self.op = op
 
     def sample(self, y, x_T=None, generator=None, progress=None, callback=None):
         B = y.shape[0]
         if self.result == "nan":
             return torch.full((B, *self.op.x_shape), float("nan"))
-        if self.result == "small":
+        if self.result.startswith("small"):
             return torch.zeros(B, 3, 5, 5)
         return None
 
@@ -217,6 +221,7 @@ def junk_solver():
 
 @pytest.mark.parametrize("result,err,msg", [("nan", NumericalError, "NaN/Inf"),
                                             ("small", ShapeError, r"\(1, 3, 5, 5\).*16, 16"),
+                                            ("small, no .op", ShapeError, r"\(1, 3, 5, 5\)"),
                                             ("none", ShapeError, "NoneType")])
 def test_cause15_solver_results_are_checked(junk_solver, result, err, msg):
     with pytest.raises(err, match=msg):
