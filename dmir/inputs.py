@@ -115,7 +115,7 @@ def _float_range(x: torch.Tensor, rng: str, declared: bool, what: str) -> None:
         warnings.warn(f"{what} lies in [0, 1] ({lo:.3g}..{hi:.3g}) but float tensors are read "
                       "in dmir's model range [-1, 1]: pass input_range='unit' for a [0, 1] "
                       "image (torchvision, deepinv, torchmetrics), or input_range='model' to "
-                      "keep this reading without the warning", RangeWarning, stacklevel=4)
+                      "keep this reading without the warning", RangeWarning, stacklevel=5)
 
 
 def _from_int(a, what: str) -> tuple[np.ndarray, str]:
