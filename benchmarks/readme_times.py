@@ -4,7 +4,7 @@ Runs, each as a fresh ``python -m dmir`` process on this checkout (so import tim
 loading and writing the outputs count):
 
 * ``dmir demo -o DIR``  (the shipped prior, 4 tasks x 4 photos, 128 px, 50 steps);
-* ``dmir restore PHOTO -o restored.png --task sr_averagepooling --scale 4 --degrade``
+* ``dmir restore PHOTO -o check.png --task sr_bicubic_aa --scale 4 --degrade``
   (the README's own-photo example; PHOTO defaults to the shipped 256x256 demo photo
   ``dmir/data/demo/astronaut.png``, ``--photo`` takes any other).
 
@@ -40,7 +40,7 @@ def commands(work: Path, photo: Path) -> dict[str, list[str]]:
     return {
         "demo": ["demo", "-o", str(work / "demo")],
         "restore": ["restore", str(photo), "-o", str(work / "restored.png"), "--task",
-                    "sr_averagepooling", "--scale", "4", "--degrade"],
+                    "sr_bicubic_aa", "--scale", "4", "--degrade"],
     }
 
 

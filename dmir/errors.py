@@ -36,3 +36,7 @@ class NumericalError(DmirError, FloatingPointError):
 
 class ResourceError(DmirError, MemoryError):
     """A run needs more memory than the device has (estimated before any work)."""
+
+
+class UnknownKeywordError(DmirError, TypeError):
+    """A function was given a keyword it does not take (named, with what it takes)."""

@@ -10,7 +10,8 @@ Conventions (docs/architecture.md): files hold 8-bit or 16-bit images in [0, 1];
 * :func:`write_image` — PNG only, 8- or 16-bit, gray or RGB, written atomically (a temporary file
   in the target folder, then ``os.replace``): a failure never leaves a partial file behind.
 * :func:`load_mask` — an inpainting mask (H, W) of 0/1 from ``.npy`` (values must be 0/1) or an
-  image file (white = kept: a pixel is kept where its gray value is > 0.5).
+  image file (white = kept: a pixel is kept where its gray value is > 0.5; a file with
+  transparency: its alpha channel, transparent = to fill).
 
 Pillow reads 16-bit *colour* PNGs only at 8-bit precision, so 16-bit colour PNGs are decoded and
 encoded by the small PNG codec at the end of this module (zlib + the five PNG row filters),
@@ -122,7 +123,8 @@ def _read_pil(path: str) -> tuple[np.ndarray, list[str]]:
 
     notes: list[str] = []
     try:
-        with Image.open(path) as im:
+        with Image.open(path) as opened:
+            im: Image.Image = opened
             im.load()
             try:
                 im = ImageOps.exif_transpose(im)
@@ -219,7 +221,9 @@ def load_mask(path) -> torch.Tensor:
     ``.npy``: any numeric or bool dtype, 2-D (or with one singleton axis), or C×H×W with C = 3
     (one mask per colour channel, as the ``inpainting`` operator takes); values must be 0 or 1.
     Image files (PNG, …): gray value > 0.5 (of the full range) = kept, i.e. white = kept; colour
-    masks are averaged over channels, an alpha channel is ignored.
+    masks are averaged over channels. A file with transparency (an alpha channel that is not
+    fully opaque) is read from its alpha channel instead: transparent = to fill, opaque = kept
+    (how an image editor's eraser marks the area to fill).
     """
     p = _check_input_file(path)
     if p.lower().endswith(".npy"):
@@ -244,9 +248,12 @@ def load_mask(path) -> torch.Tensor:
                              f"{bad:g}")
     else:
         a, _ = _read_array(p)
-        if a.shape[2] in (2, 4):
-            a = a[:, :, :-1]
-        m = (a.mean(axis=2) > 0.5).astype(np.float64)
+        if a.shape[2] in (2, 4) and (a[:, :, -1] < 1.0).any():
+            m = (a[:, :, -1] > 0.5).astype(np.float64)          # transparent = to fill
+        else:
+            if a.shape[2] in (2, 4):
+                a = a[:, :, :-1]
+            m = (a.mean(axis=2) > 0.5).astype(np.float64)
     return torch.from_numpy(np.ascontiguousarray(m)).to(torch.float32)
 
 

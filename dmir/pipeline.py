@@ -7,36 +7,41 @@ users.
     method + options  ──► solver                                           :func:`dmir.solvers.build`
     y, seed, K        ──► K posterior samples in one batch, their mean    :func:`sample_mean`
 
-:func:`restore` runs all of it for one image::
+:func:`restore` runs all of it for an image (a PIL image, a numpy array, a tensor or a batch;
+:mod:`dmir.inputs`) and gives the result back in the same form::
 
+    from PIL import Image
     import dmir
-    y = dmir.io.read_image("photo_lr.png")
-    x = dmir.pipeline.restore(y, "sr_bicubic", scale=4, model="natural").x
+    r = dmir.pipeline.restore(Image.open("photo_lr.png"), "sr_bicubic_aa", scale=4)
+    r.image.save("restored.png")
 
 Every step is a plain function, so a caller can replace one (the bench builds its operators
 from task specs and batches images). :func:`prepare_prior` makes the memory decisions for
 every caller: a run that cannot fit is refused, and a network prior is tiled only when memory
 requires it. Nothing here reads options or prints: notes go to a ``note`` callable.
 
-Randomness: one CPU ``torch.Generator`` seeded with ``seed`` draws, in this order, the
+Randomness: one CPU ``torch.Generator`` (``generator=``, or seeded with ``seed``) draws, in this order, the
 operator's own randomness (compressed-sensing bases), the measurement noise (with
 ``degrade=True``) and the sampler's noise (on the CPU whatever the device, then moved:
 :func:`dmir.rng.randn`), so a seed gives the same image on every device.
 """
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import time
 import warnings
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
 
 from . import models, operators, solvers
-from .errors import DmirError, InputError, ParameterError, ShapeError
+from .errors import (DmirError, InputError, NumericalError, ParameterError, ShapeError,
+                     UnknownNameError)
 
 __all__ = ["parse_kernel", "motion_kernel", "task_params", "signal_shape", "make_operator",
            "make_noise", "measure", "check_memory", "load_prior", "prepare_prior",
@@ -232,7 +237,8 @@ def load_prior(name_or_path: str = models.DEFAULT_MODEL, dtype=None, class_label
         prior = models.load(name_or_path, dtype=dtype, **kw)
     info = getattr(prior, "info", {}) or {}
     if info.get("notes"):
-        note(f"model {prior.name} ({info.get('format', '?')}): {'; '.join(info['notes'])}")
+        note(f"model {getattr(prior, 'name', name_or_path)} ({info.get('format', '?')}): "
+             f"{'; '.join(info['notes'])}")
     return prior
 
 
@@ -241,9 +247,10 @@ def check_memory(shape, samples: int = 1, device="cpu") -> int:
     (C, H, W) that cannot fit in the device's memory, before anything of that size is
     allocated (``scale=1000``, ``samples=100000``); returns the estimate in bytes
     (:func:`dmir.models.memory.check_fits`)."""
+    from .inputs import check_samples
     from .models import memory
 
-    return memory.check_fits(tuple(int(s) for s in shape), int(samples), device)
+    return memory.check_fits(tuple(int(s) for s in shape), check_samples(samples), device)
 
 
 def _tileable(prior) -> bool:
@@ -308,31 +315,58 @@ def prepare_prior(prior, shape, device="cpu", *, tile: int | None = None,
 
 
 # ----------------------------------------------------------------------------- sampling
+def _checked(x, method: str, shape: tuple) -> torch.Tensor:
+    """A solver's result, refused when it is not a finite tensor of ``shape``."""
+    if not isinstance(x, torch.Tensor):
+        raise ShapeError(f"method {method!r} returned {type(x).__name__}, not a tensor of "
+                         f"shape {shape}")
+    if tuple(x.shape) != tuple(shape):
+        raise ShapeError(f"method {method!r} returned shape {tuple(x.shape)}, expected "
+                         f"{tuple(shape)}")
+    if not torch.isfinite(x).all():
+        raise NumericalError(f"method {method!r} produced NaN/Inf values")
+    return x
+
+
 def sample_mean(solver, y: torch.Tensor, samples: int = 1, generator=None, progress=None,
-                init_opt: dict | None = None, target: torch.Tensor | None = None):
-    """Draw ``samples`` posterior samples of the one measurement ``y`` (1, *y_shape) in one
-    batch and return ``(mean (1, C, H, W), history)``. ``init_opt`` (DeqIR only): keywords of
+                init_opt: dict | None = None, target: torch.Tensor | None = None,
+                x_shape: tuple | None = None):
+    """Draw ``samples`` posterior samples of each measurement of ``y`` (B, *y_shape) in one
+    batch and return ``(mean (B, C, H, W), history)``; the result is checked (a finite tensor
+    of the image shape ``x_shape`` (C, H, W), by default the solver's operator's). ``init_opt`` (DeqIR only): keywords of
     :func:`dmir.solvers.deqir_init.optimize_init` (``loss`` plus its options); ``history`` is
     its record (None otherwise)."""
-    ys = y.expand(samples, *y.shape[1:]).contiguous() if samples > 1 else y
+    B = y.shape[0]
+    ys = y.repeat_interleave(samples, 0) if samples > 1 else y
+    if x_shape is None and hasattr(getattr(solver, "op", None), "x_shape"):
+        x_shape = tuple(solver.op.x_shape)
+    name = getattr(solver, "name", type(solver).__name__)
+    hist = None
     if init_opt:
         from .solvers.deqir_init import optimize_init
 
         kw = dict(init_opt)
         loss = kw.pop("loss")
-        wants = loss in ("mse", "lpips") or kw.get("smart_init") == "target"
-        tgt = target.to(ys.device, ys.dtype) if target is not None and wants else None
+        tgt = None
+        if target is not None and (loss in ("mse", "lpips") or kw.get("smart_init") == "target"):
+            tgt = target.to(ys.device, ys.dtype)
+            tgt = tgt.repeat_interleave(samples, 0) if samples > 1 else tgt
         x, _, hist = optimize_init(solver, ys, None, loss=loss, target=tgt,
                                    generator=generator, progress=progress, **kw)
-        return x.mean(0, keepdim=True), hist
-    return solver.sample(ys, generator=generator, progress=progress).mean(0, keepdim=True), None
+    else:
+        x = solver.sample(ys, generator=generator, progress=progress)
+    if x_shape is not None:
+        x = _checked(x, name, (B * samples, *x_shape))
+    return x.reshape(B, samples, *x.shape[1:]).mean(1), hist
 
 
 @dataclass
 class Restoration:
-    """What :func:`restore` returns. Tensors are in the model domain [-1, 1], on the CPU."""
+    """What :func:`restore` returns. Tensors are in the model domain [-1, 1] (``x`` as the
+    sampler returned it, unclamped), on the CPU; ``image`` is the result, clamped to the
+    range, in the form the input came in (or ``output_type``)."""
 
-    x: torch.Tensor                      # (1, C, H, W) float32: the result (mean of K samples)
+    x: torch.Tensor                      # (B, C, H, W) float32: the result (mean of K samples)
     y: torch.Tensor                      # the measurement, on the sampling device
     op: Any                              # the operator (on the sampling device)
     solver: Any
@@ -343,70 +377,149 @@ class Restoration:
     history: dict | None = None          # init-opt record
     x_start: torch.Tensor | None = None  # init-opt: the result before the optimisation
     notes: list = field(default_factory=list)
+    image: Any = None                    # the result as a PIL image / numpy array / tensor
 
 
-def restore(image: torch.Tensor, task: str, *, method: str = "ddnm-equs+",
-            model=models.DEFAULT_MODEL, degrade: bool = False, sigma_y: float = 0.0,
-            poisson: float | None = None, steps: int | None = None, eta: float | None = None,
-            samples: int = 1, seed: int = 0, device="cpu", tile: int | None = None,
-            fast: dict | bool | None = True, dtype=None, class_label=None,
-            solver_options: dict | None = None, init_opt: dict | None = None, progress=None,
-            note=None, **task_params) -> Restoration:
-    """Restore ``image`` (1, C, H, W) in [-1, 1] degraded by ``task`` (its parameters as
-    keywords: ``scale=4``, ``kernel="gauss:2"``, ``mask=array_or_path``, …).
+def restore(image, task: str, *, method: str = "ddnm-equs+", model=models.DEFAULT_MODEL,
+            degrade: bool = False, sigma_y: float = 0.0, poisson: float | None = None,
+            steps: int | None = None, eta: float | None = None, samples: int = 1,
+            seed: int = 0, generator: torch.Generator | None = None, device="cpu",
+            tile: int | None = None, fast: dict | bool | None = True, dtype=None,
+            class_label=None, solver_options: dict | None = None, init_opt: dict | None = None,
+            progress="auto", note=None, input_range: str | None = None,
+            output_type: str | None = None, invert_mask: bool = False,
+            task_params: Mapping[str, Any] | None = None, **kwargs) -> Restoration:
+    """Restore ``image`` degraded by ``task``; its parameters in ``task_params``
+    (``{"scale": 4}``, ``{"kernel": "gauss:2"}``, ``{"mask": array_or_path}``, …) or, for
+    short, as keywords (``scale=4``); any other keyword is an error naming it.
+
+    ``image``: a PIL image, a numpy array (H×W[×C], uint8/uint16/float), a tensor (H×W, C×H×W
+    or B×C×H×W, float or uint8) or a list of same-sized images (a batch, restored together);
+    ``input_range`` ``"unit"`` ([0, 1]) or ``"model"`` ([-1, 1]) for float input (default:
+    numpy "unit", tensors "model", with a warning when one looks like [0, 1];
+    :mod:`dmir.inputs`). The result comes back as ``.image`` in the same form (or
+    ``output_type`` "pil" | "np" | "pt"), and as ``.x`` (B, C, H, W) in [-1, 1]. A gray image
+    and an RGB-only prior: restored with the channel replicated and returned gray (RGB for
+    colorization), decided before the prior loads.
 
     ``degrade=True``: ``image`` is clean; it is degraded first (seeded), and the result can be
-    compared with it. ``model``: a name/path or an already loaded prior. ``samples``: K samples
-    in one batch, their mean is the result. ``tile``: None (default) tiles only when memory
-    requires it, N forces N×N tiles (:func:`prepare_prior`); a run that cannot fit in memory
-    is refused first (:class:`~dmir.errors.ResourceError`). ``note(str)`` receives what the
-    caller may want to tell the user (settings inferred, tiling, conversions, too few steps)."""
-    notes = []
+    compared with it; the papers' operators are used as registered. Otherwise the input is a
+    real photo and the defaults follow how photos are made: ``deblur`` with reflected borders,
+    colorization with Pillow's luma weights, a note for ``sr_averagepooling``; inpainting
+    masks keep white/1 (``invert_mask=True`` for masks that mark the area to fill in white; an
+    RGBA image's transparency is its mask when none is given). ``model``: a name/path or a
+    loaded prior. ``samples``: K samples per image in one batch, their mean is the result.
+    ``seed`` or ``generator`` (a CPU ``torch.Generator``) draws everything. ``tile``: None
+    (default) tiles only when memory requires it, N forces N×N tiles (:func:`prepare_prior`);
+    a run that cannot fit in memory is refused first (:class:`~dmir.errors.ResourceError`).
+    ``progress``: "auto" (a bar on stderr when it is a terminal), None/False, or a callable
+    ``(i, n)``. ``note(str)`` receives what the caller may want to tell the user (settings
+    inferred, tiling, conversions, too few steps)."""
+    from . import entry, inputs
+
+    notes: list[str] = []
 
     def _note(msg):
         notes.append(msg)
         if note is not None:
             note(msg)
 
-    device = torch.device(device)
-    if image.dim() != 4 or image.shape[0] != 1:
-        raise ShapeError(f"image must have shape (1, C, H, W), got {tuple(image.shape)}")
-    gen = torch.Generator().manual_seed(int(seed))
-    shape = signal_shape(task, image.shape[1:], task_params, degrade)
-    check_memory(shape, samples, device)      # before anything of that size is allocated
-    op = make_operator(task, shape, generator=gen, **task_params)
+    # ---- arguments, all checked before any work
+    if not isinstance(task, str):
+        raise ParameterError(f"task must be a name (see dmir.operators.names()), got "
+                             f"{type(task).__name__}")
+    allowed, _ = operators.params(task)                 # UnknownNameError for a bad task
+    params = entry.task_keywords(task, allowed, task_params, kwargs, _OWN)
+    if not isinstance(method, str) or method not in solvers.names():
+        raise UnknownNameError(f"unknown method {method!r}; available: "
+                               f"{', '.join(solvers.names())}")
+    inputs.check_model(model)
+    gen = inputs.check_generator(generator, seed)
+    samples = inputs.check_samples(samples)
+    dev = inputs.check_device(device)
+    options = dict(solver_options or {})
+    for k in ("steps", "eta", "sigma_y"):
+        if k in options:
+            raise ParameterError(f"solver_options repeats {k!r}, which is an argument of "
+                                 f"restore: pass {k}= once")
+    x_in, kind, alpha = inputs.to_model(image, input_range)
+
+    # ---- real photos: operators that match how photos are made
+    later: list[str] = []          # told once the run is known to be possible
+    params = entry.real_photo_params(task, params, degrade, alpha, invert_mask, later.append)
+    C_in = x_in.shape[1]
+    want = inputs.prior_channels(model)
+    prior = None
+    if want == -1:                                       # a checkpoint: read it to know
+        prior = load_prior(os.fspath(model), dtype, class_label, _note)
+        want = inputs.prior_channels(prior)
+    gray = C_in == 1 and want not in (None, 1) and task != "colorization"
+    if gray:
+        later.append(f"gray image: restored with the channel replicated for the {want}-channel "
+                     f"prior and returned gray")
+        x_in = x_in.expand(-1, want, -1, -1).contiguous()
+    B = x_in.shape[0]
+    shape = signal_shape(task, x_in.shape[1:], params, degrade)
+    check_memory(shape, samples * B, dev)      # before anything of that size is allocated
+    op = entry.checked_operator(make_operator(task, shape, generator=gen, **params), task, shape)
+    for msg in later:
+        _note(msg)
     noise, sigma_solver = make_noise(sigma_y, poisson)
-    if not degrade and task == "colorization" and tuple(op.y_shape) != tuple(image.shape[1:]):
+    if not degrade and task == "colorization" and tuple(op.y_shape) != tuple(x_in.shape[1:]):
         _note(f"INPUT is RGB; converted to gray with weights "
               f"{', '.join(f'{float(w):g}' for w in op.w.flatten())}")
-    y = measure(op, image, degrade, noise, gen)
-    prior = (load_prior(os.fspath(model), dtype, class_label, _note)
-             if isinstance(model, (str, os.PathLike)) else model)
-    prior = prepare_prior(prior, shape, device, tile=tile, fast=fast, batch=samples,
+    y = measure(op, x_in, degrade, noise, gen)
+    if prior is None:
+        prior = (load_prior(os.fspath(model), dtype, class_label, _note)
+                 if isinstance(model, (str, os.PathLike)) else model)
+    prior = prepare_prior(prior, shape, dev, tile=tile, fast=fast, batch=samples * B,
                           note=_note)
     with warnings.catch_warnings(record=True) as caught:   # e.g. too few steps for EquS+
         warnings.simplefilter("always", solvers.FewStepsWarning)
         solver = solvers.build(method, prior, op, steps=steps, eta=eta, sigma_y=sigma_solver,
-                               **(solver_options or {}))
+                               **options)
     for w in caught:
         if issubclass(w.category, solvers.FewStepsWarning):
             _note(str(w.message))
         if note is None or not issubclass(w.category, solvers.FewStepsWarning):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    if device.type != "cpu":
-        op.to(device)
-        y = y.to(device)
+    if dev.type != "cpu":
+        op.to(dev)
+        y = y.to(dev)
+    bar = None
+    if progress == "auto":
+        progress = bar = inputs.ProgressBar(method) if inputs.ProgressBar.wanted() else None
+    elif progress is False:
+        progress = None
+    elif progress is not None and not callable(progress):
+        raise ParameterError(f"progress must be 'auto', None, False or a callable (i, n), got "
+                             f"{progress!r}")
     # one CPU stream on every device: solvers draw on the generator's device and move the noise
     # (dmir.rng.randn), so a seed gives the same image on CPU and GPU
-    sgen = gen
     t0 = time.perf_counter()
-    x, hist = sample_mean(solver, y, samples, sgen, progress, init_opt,
-                          target=image if degrade else None)
+    try:
+        x, hist = sample_mean(solver, y, samples, gen, progress, init_opt,
+                              target=x_in if degrade else None, x_shape=shape)
+    finally:
+        if bar is not None:
+            bar.close()
     seconds = time.perf_counter() - t0
     x_start = None
     if hist is not None:
-        x_start = hist["x0_start"].mean(0, keepdim=True).detach().to("cpu", torch.float32)
+        x_start = hist["x0_start"].reshape(B, samples, *shape).mean(1).detach().to(
+            "cpu", torch.float32)
     nfe = hist["nfe"] if hist else getattr(solver, "nfe", None)
-    return Restoration(x=x.detach().to("cpu", torch.float32), y=y, op=op, solver=solver,
-                       prior=prior, seconds=seconds, nfe=nfe, clean=image if degrade else None,
-                       history=hist, x_start=x_start, notes=notes)
+    x = x.detach().to("cpu", torch.float32)
+    clean = x_in if degrade else None
+    if gray:
+        x = x.mean(1, keepdim=True)
+        clean = clean[:, :1] if clean is not None else None
+        x_start = x_start.mean(1, keepdim=True) if x_start is not None else None
+    return Restoration(x=x, y=y, op=op, solver=solver, prior=prior, seconds=seconds, nfe=nfe,
+                       clean=clean, history=hist, x_start=x_start, notes=notes,
+                       image=inputs.from_model(x, kind, output_type))
+
+
+#: restore's own keywords (named when an unknown one is given)
+_OWN = [p for p in inspect.signature(restore).parameters
+        if p not in ("image", "task", "kwargs")]

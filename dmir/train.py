@@ -273,7 +273,7 @@ def _init_weights(init: str, net: torch.nn.Module, mcfg: dict, log) -> None:
     icfg = (getattr(m, "info", {}) or {}).get("config") or {}
     arch = ("ch", "ch_mult", "num_res_blocks", "attn_resolutions", "in_channels", "out_ch",
             "resamp_with_conv", "type")
-    if src is None or (m.info or {}).get("format") != "ddpm" or \
+    if src is None or (getattr(m, "info", {}) or {}).get("format") != "ddpm" or \
             any(icfg.get(k) != mcfg[k] for k in arch):
         raise ParameterError(f"init model {init!r} is not a DDPM UNet with this architecture "
                              f"({', '.join(f'{k}={mcfg[k]}' for k in arch[:4])})")

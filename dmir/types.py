@@ -7,11 +7,11 @@ signatures); a type checker checks them statically.
 """
 from __future__ import annotations
 
-from typing import Literal, Protocol, runtime_checkable
+from typing import Callable, Dict, Literal, Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["Prior", "Operator", "SVDOperator", "Schedule", "EqusGroup", "LpipsNet",
+__all__ = ["Prior", "Operator", "SVDOperator", "Solver", "StepCallback", "Schedule", "EqusGroup", "LpipsNet",
            "LpipsInputRange", "FidInputScale", "CropMode", "Reduction"]
 
 
@@ -60,6 +60,26 @@ class SVDOperator(Operator, Protocol):
     def Ut(self, y: torch.Tensor) -> torch.Tensor: ...
 
     def U(self, z: torch.Tensor) -> torch.Tensor: ...
+
+
+#: ``callback(i, t, tensors)`` after each denoising step (``x_t``, ``x0``, ``x_next``)
+StepCallback = Callable[[int, int, Dict[str, torch.Tensor]], object]
+
+
+@runtime_checkable
+class Solver(Protocol):
+    """What :func:`dmir.solvers.build` returns: a sampler of x given y = A x + n."""
+
+    #: the number of denoising steps and the stochasticity η
+    steps: int
+    eta: float
+
+    def sample(self, y: torch.Tensor, x_T: torch.Tensor | None = None,
+               generator: torch.Generator | None = None,
+               progress: Callable[[int, int], None] | None = None,
+               callback: StepCallback | None = None) -> torch.Tensor:
+        """x (B, C, H, W) in the model domain for the measurements y (B, *y_shape)."""
+        ...
 
 
 #: timestep schedules of :func:`dmir.solvers.make_plan`

@@ -108,6 +108,13 @@ def _gauss2d(sigma, radius):
     return np.outer(k, k)
 
 
+def _disc(radius):
+    """A defocus disc: symmetric along each axis, not separable."""
+    r = np.arange(-radius, radius + 1)
+    k = (np.add.outer(r ** 2, r ** 2) <= radius ** 2).astype(float)
+    return k / k.sum()
+
+
 # an asymmetric, non-separable, "motion-like" kernel (3×5): a short diagonal streak
 MOTION = np.array([[0.00, 0.00, 0.05, 0.10, 0.15],
                    [0.00, 0.10, 0.20, 0.10, 0.00],
@@ -179,6 +186,13 @@ CASES = [
     ("deblur-fft-odd", "deblur", (2, 9, 15), lambda: dict(kernel=MOTION, threshold=0.1)),
     ("deblur-sep-circular", "deblur", (2, 8, 10),
      lambda: dict(kernel=_gauss2d(1.0, 2), boundary="circular")),
+    # reflected borders (real photos): separable → SVD, axis-symmetric → DCT-II, else CG
+    ("deblur-reflect-sep", "deblur", (3, 12, 20),
+     lambda: dict(kernel=_gauss2d(1.0, 2), boundary="reflect")),
+    ("deblur-reflect-disc", "deblur", (2, 9, 15),
+     lambda: dict(kernel=_disc(2), boundary="reflect", threshold=0.1)),
+    ("deblur-reflect-motion", "deblur", (2, 12, 20),
+     lambda: dict(kernel=MOTION, boundary="reflect")),
     ("sr_bicubic_aa-x2", "sr_bicubic_aa", (3, 6, 10), lambda: dict(scale=2)),
     ("sr_bicubic_aa-x3", "sr_bicubic_aa", (2, 9, 15), lambda: dict(scale=3)),
     ("sr_matlab_bicubic-x2", "sr_matlab_bicubic", (3, 6, 10), lambda: dict(scale=2)),
@@ -663,7 +677,7 @@ def test_deblur_parameter_errors():
     with pytest.raises(ParameterError):
         operators.build("deblur", shape=(3, 8, 8), kernel=MOTION, boundary="zero")
     with pytest.raises(ParameterError):
-        operators.build("deblur", shape=(3, 8, 8), kernel=MOTION, boundary="reflect")
+        operators.build("deblur", shape=(3, 8, 8), kernel=MOTION, boundary="mirror")
     with pytest.raises(ParameterError):
         operators.build("deblur", shape=(3, 8, 8), kernel=np.full((3, 3), np.nan))
 

@@ -22,12 +22,25 @@ def epilog() -> str:
               (angle in degrees; non-separable)  or a .npy/.png file (normalised to sum 1)
 
             INPUT is the degraded photo (sr_*: the low-resolution image; inpainting: the damaged
-            full-size photo with --mask, white = kept; colorization: a gray image, or RGB
-            converted with --weights; deblur*/denoising: the blurred/noisy photo). Compressed
-            sensing needs --degrade. With --degrade INPUT is a clean image: the task's operator
-            and noise are applied (seeded), the result is restored and PSNR/SSIM (on [0, 1],
-            per-channel SSIM, Wang et al. 2004) of A+y and of the result are printed.
-            Noise levels are in [0, 1] pixel units."""),
+            full-size photo with --mask; colorization: a gray image, or RGB converted with
+            --weights; deblur*/denoising: the blurred/noisy photo). Compressed sensing needs
+            --degrade. With --degrade INPUT is a clean image: the task's operator and noise are
+            applied (seeded), the result is restored and PSNR/SSIM (on [0, 1], per-channel
+            SSIM, Wang et al. 2004) of A+y and of the result are printed. Noise levels are in
+            [0, 1] pixel units. A gray INPUT with an RGB prior is restored with its channel
+            replicated and written gray (RGB for colorization).
+
+            Masks (--mask): WHITE (1) = KEPT, BLACK (0) = TO FILL. Most tools (diffusers,
+            OpenCV inpaint, LaMa, image editors) draw the area to fill in white: add
+            --mask-invert for those. A PNG with transparency is read from its alpha channel
+            (transparent = to fill); an INPUT with transparency and no --mask is its own mask.
+            A note says when a mask drops more than half of the image.
+
+            Real photos (no --degrade) get the operators that match how photos are made:
+            deblur with --boundary reflect, colorization with Pillow's luma weights
+            (--weights pillow); use sr_bicubic_aa for a photo downscaled by a camera or PIL
+            (sr_averagepooling and sr_bicubic are the papers' protocols). With --degrade and in
+            presets the papers' operators are used exactly."""),
     ])
 
 
@@ -48,11 +61,21 @@ def add_parser(sub) -> None:
     g.add_argument("--block", type=int, metavar="B",
                    help="cs_blockbased: block size (default 32; H and W must be multiples)")
     g.add_argument("--mask", metavar="PATH",
-                   help="inpainting: mask .npy (0/1; H×W or 3×H×W) or image (white = "
-                        "kept), the size of the image")
+                   help="inpainting: mask .npy (0/1; H×W or 3×H×W) or image, the size of the "
+                        "image: white/1 = kept, black/0 = to fill (transparent = to fill in a "
+                        "PNG with alpha)")
+    g.add_argument("--mask-invert", action="store_true",
+                   help="inpainting: the mask marks the area to fill in white (diffusers, "
+                        "OpenCV, LaMa, image editors)")
     g.add_argument("--kernel", metavar="SPEC", help="deblur: blur kernel (see below)")
-    g.add_argument("--weights", metavar="W1,W2,W3",
-                   help="colorization: channel weights of the gray image")
+    g.add_argument("--boundary", choices=["reflect", "zero", "circular", "auto"],
+                   help="deblur: how the blur treats the image borders (default: reflect, as "
+                        "a camera or gaussian_filter; with --degrade: auto = zero for "
+                        "separable kernels, circular otherwise)")
+    g.add_argument("--weights", metavar="W",
+                   help="colorization: channel weights of the gray image, W1,W2,W3 or a name: "
+                        "pillow (0.299,0.587,0.114; the default for a real photo), rec709 "
+                        "(scikit-image), protocol (1/3 each; the default with --degrade)")
     g.add_argument("--sigma-y", type=float, default=0.0, metavar="S",
                    help="Gaussian measurement noise σ_y in [0, 1] pixel units (default 0)")
     g.add_argument("--poisson", type=float, metavar="PEAK",
@@ -195,15 +218,19 @@ def _check_init_opt(a) -> None:
 
 
 _FLAG_PARAM = {"scale": "scale", "ratio": "ratio", "block": "block", "mask": "mask",
-               "kernel": "kernel", "weights": "weights"}
+               "kernel": "kernel", "weights": "weights", "boundary": "boundary"}
 
 
 def _parse_weights(text: str) -> list[float]:
+    from ..inputs import COLOR_WEIGHTS
+
+    if text.lower() in COLOR_WEIGHTS:
+        return list(COLOR_WEIGHTS[text.lower()])
     try:
         w = [float(v) for v in text.split(",")]
     except ValueError:
-        raise UsageError(f"--weights must be comma-separated numbers like 0.299,0.587,0.114, "
-                         f"got {text!r}") from None
+        raise UsageError(f"--weights must be comma-separated numbers like 0.299,0.587,0.114 "
+                         f"or one of {', '.join(COLOR_WEIGHTS)}, got {text!r}") from None
     if not all(math.isfinite(v) for v in w) or not any(w):
         raise UsageError(f"--weights must be finite and not all zero, got {text!r}")
     return w
@@ -232,16 +259,40 @@ def _operator_params(a, task: str, C: int, hw=None) -> dict:
         params[name] = v
     if "scale" in allowed and "scale" not in params:
         raise UsageError(f"task {task!r} needs --scale S (an integer ≥ 2)")
-    if task == "inpainting" and "mask" not in params:
-        raise UsageError("task 'inpainting' needs --mask PATH (.npy of 0/1 or an image, white = "
-                         "kept)")
+    if task == "inpainting" and "mask" not in params and not _has_transparency(a.input):
+        raise UsageError("task 'inpainting' needs --mask PATH (.npy of 0/1 or an image: white "
+                         "= kept, black = to fill; --mask-invert for the opposite) or an INPUT "
+                         "with transparency (transparent = to fill)")
+    if a.mask_invert and task != "inpainting":
+        raise UsageError(f"--mask-invert applies to inpainting masks, not to task {task!r}")
     if task == "deblur" and "kernel" not in params:
         raise UsageError("task 'deblur' needs --kernel SPEC (gauss:SIGMA[:SIZE], box:SIZE, "
                          "motion:LENGTH:ANGLE or a .npy/.png file)")
     return params
 
 
-def _read_input(path):
+def _has_transparency(path) -> bool:
+    """Whether the image file has an alpha channel that is not fully opaque."""
+    from .. import io as dio
+
+    if str(path).lower().endswith(".npy"):
+        return False
+    a, _ = dio._read_array(path)
+    return a.shape[2] in (2, 4) and bool((a[:, :, -1] < 1.0).any())
+
+
+def _read_input(path, keep_alpha: bool = False):
+    """INPUT as (1, C, H, W) in [-1, 1]; with ``keep_alpha`` an alpha channel that is not
+    fully opaque is passed on as an RGBA/LA array (the pipeline takes it as the mask)."""
+    if keep_alpha and _has_transparency(path):
+        from .. import io as dio
+
+        a, _ = dio._read_array(path)
+        return a.astype("float32")          # H×W×C in [0, 1], alpha last
+    return _read_plain(path)
+
+
+def _read_plain(path):
     from .. import io as dio
 
     with warnings.catch_warnings(record=True) as caught:
@@ -292,8 +343,14 @@ def run(a) -> int:
     out_path = dio.check_output_path(a.output)
     dio.check_not_input(out_path, a.input, a.mask, a.kernel)     # never overwrite an input
 
-    inp = _read_input(a.input)                                  # (1, C, H, W) in [-1, 1]
-    _, C, H, W = inp.shape
+    # (1, C, H, W) in [-1, 1]; or H×W×C in [0, 1] with the alpha that masks an inpainting
+    inp = _read_input(a.input, keep_alpha=task == "inpainting" and a.mask is None)
+    if isinstance(inp, torch.Tensor):
+        _, C, H, W = inp.shape
+        in_range = "model"
+    else:
+        H, W, C = inp.shape[0], inp.shape[1], inp.shape[2] - 1
+        in_range = "unit"
     params = _operator_params(a, task, C, (H, W))
     fast_kw = _fast_options(a)
     options = {} if a.purifier is None else {"purifier": a.purifier}
@@ -320,7 +377,8 @@ def run(a) -> int:
                              samples=a.samples, seed=a.seed, device=a.device, tile=a.tile,
                              fast=fast_kw, dtype=a.dtype, class_label=a.class_label,
                              solver_options=options, init_opt=init_opt, progress=bar,
-                             note=note, **params)
+                             note=note, input_range=in_range, invert_mask=a.mask_invert,
+                             task_params=params)
     finally:
         bar.close()
     x, solver, hist = r.x, r.solver, r.history
@@ -336,6 +394,8 @@ def run(a) -> int:
     if r.clean is not None:
         clean = r.clean
         base = r.op.pinv(r.y).detach().to("cpu", torch.float32)
+        if base.shape[1] != clean.shape[1]:         # a gray image restored as RGB
+            base = base.mean(1, keepdim=True)
         rows = [("A+y (pinv)", base), (a.method, x)]
         if r.x_start is not None:
             rows = [rows[0], (a.method, r.x_start), ("+ init-opt", x)]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from typing import Any
 
 import torch
 
@@ -35,6 +36,7 @@ from ..checkpoints.reading import (SAFETENSORS_SUFFIXES, TORCH_SUFFIXES, Checkpo
                          read_checkpoint)
 from .builtin import LEARNED_PRIOR, builtin_names, learned_prior_path
 from .network import NetworkPrior, parse_dtype
+from ..types import Prior
 
 FORMATS = ("adm", "ddpm", "diffusers", "cm", "ldm")
 _ALIASES = {"guided-diffusion": "adm", "openai": "adm", "adm": "adm", "ddpm": "ddpm",
@@ -155,8 +157,9 @@ def _entry_for_file(path) -> registry.Entry | None:
 
 
 # --------------------------------------------------------------------------- public entry
-def load(name_or_path, format: str | None = None, config=None, dtype=None, device=None,
-         **kwargs):
+def load(name_or_path: str | os.PathLike[str], format: str | None = None,
+         config: str | dict[str, Any] | None = None, dtype: Any = None, device: Any = None,
+         **kwargs: Any) -> Prior:
     """Load a prior. See the module docstring for how ``name_or_path`` is resolved.
 
     Args:
@@ -170,6 +173,10 @@ def load(name_or_path, format: str | None = None, config=None, dtype=None, devic
         kwargs: for built-in priors, their constructor options; for checkpoints,
             ``class_labels=`` (class-conditional models), ``image_size=`` (helps inference).
     """
+    if not isinstance(name_or_path, (str, os.PathLike)) or not os.fspath(name_or_path):
+        raise ParameterError(f"models.load takes a name (built-in: {', '.join(builtin_names())}; "
+                             f"or see `dmir models`), a hub id or a checkpoint path, got "
+                             f"{name_or_path!r}")
     if isinstance(name_or_path, str) and name_or_path in builtin_names():
         if format is not None or config is not None:
             raise ParameterError(f"{name_or_path!r} is a built-in prior; format/config do "
@@ -203,14 +210,15 @@ def load(name_or_path, format: str | None = None, config=None, dtype=None, devic
             raise ParameterError(f"{entry.name} is a first-stage autoencoder, not a diffusion "
                                  f"prior: load it with dmir.models.nets.autoencoder.load("
                                  f"{entry.name!r})")
-        path = registry.local_path(entry)
-        if path is None:
+        local = registry.local_path(entry)
+        if local is None:
             raise ModelNotFoundError(registry.not_downloaded(entry))
-    elif not os.path.exists(path) and _hub_id(name_or_path):
+        path = local
+    elif not os.path.exists(path) and _hub_id(path):
         from .. import hub
 
         try:
-            path = hub.resolve(name_or_path)
+            path = hub.resolve(path)
         except hub.HubError as e:
             raise ModelNotFoundError(str(e)) from None
     elif not os.path.exists(path):

@@ -9,8 +9,10 @@ Two families:
   reference outputs in the conformance fixtures. Note: the three ``deblur_*`` operators carry
   the reference code's channel/singular-value mis-ordering (see :class:`ProtocolDeblur`):
   they are what the published deblurring tables measured, but they are not blurs.
-* **For real photos** (no quirks): ``deblur`` (any 2-D kernel; separable kernels through an
-  exact SVD with zero boundary, others by FFT with circular boundary), ``sr_bicubic_aa``
+* **For real photos** (no quirks): ``deblur`` (any 2-D kernel; ``boundary="reflect"``, what
+  a camera or ``gaussian_filter`` does at the borders: separable kernels through an exact SVD
+  of reflected convolution matrices, axis-symmetric ones through the DCT-II, others by CG;
+  ``"zero"``: separable kernels, exact SVD; ``"circular"``: FFT), ``sr_bicubic_aa``
   (antialiased bicubic, torch/PIL style), plus the protocol operators that are already exact
   (``sr_averagepooling``, ``inpainting``, ``colorization`` with any weights, ``cs_*``).
 """
@@ -206,9 +208,10 @@ def _separable_factors(k: np.ndarray, tol=1e-6):
     return a, b
 
 
-@_register("deblur", ["kernel", "boundary", "threshold"], "blur with any 2-D kernel: "
-           "separable kernels exactly through the SVD (zero boundary), others by FFT "
-           "(circular boundary)")
+@_register("deblur", ["kernel", "boundary", "threshold"], "blur with any 2-D kernel; "
+           "boundary reflect (photos: separable kernels through an exact SVD, symmetric ones "
+           "the DCT, others CG), zero (separable, exact SVD) or circular (FFT); auto = zero for "
+           "separable kernels, else circular")
 def _deblur(shape, kernel=None, boundary="auto", threshold=3e-2):
     import numpy as np
     import torch
@@ -229,13 +232,22 @@ def _deblur(shape, kernel=None, boundary="auto", threshold=3e-2):
     if k.shape[0] > H or k.shape[1] > W:
         raise ShapeError(f"deblur: kernel {k.shape[0]}x{k.shape[1]} is larger than the "
                          f"image {H}x{W}")
-    if boundary not in ("auto", "zero", "circular"):
-        raise ParameterError(f"deblur: boundary must be 'auto', 'zero' or 'circular', got "
-                             f"{boundary!r}")
+    if boundary not in ("auto", "zero", "circular", "reflect"):
+        raise ParameterError(f"deblur: boundary must be 'auto', 'zero', 'circular' or "
+                             f"'reflect', got {boundary!r}")
     factors = _separable_factors(k)
     if boundary == "zero" and factors is None:
         raise ParameterError("deblur: boundary='zero' needs a separable (rank-1) kernel; "
-                             "use boundary='circular' for general kernels")
+                             "use boundary='reflect' or 'circular' for general kernels")
+    if boundary == "reflect":
+        if factors is None:
+            from .reflect import ReflectConv
+
+            return ReflectConv(shape, k, threshold=threshold, name="deblur")
+        a, b = factors
+        return SeparableSVD(kernels.conv_matrix(H, a, "reflect"),
+                            kernels.conv_matrix(W, b, "reflect"), C, threshold=threshold,
+                            name="deblur")
     if factors is not None and boundary != "circular":
         a, b = factors
         return SeparableSVD(kernels.conv_matrix(H, a), kernels.conv_matrix(W, b), C,

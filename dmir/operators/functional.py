@@ -41,6 +41,24 @@ class FunctionOperator(LinearOperator):
                  cg_tol: float = 1e-8, check: bool = True):
         if not (callable(A) and callable(At)):
             raise ParameterError(f"{name}: A and At must be callables")
+        for what, shp in (("x_shape", x_shape), ("y_shape", y_shape)):
+            try:
+                dims = tuple(shp)
+                ok = len(dims) >= 1 and all(not isinstance(d, bool) and int(d) == d and d >= 1
+                                            for d in dims)
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise ShapeError(f"{name}: {what} must be a tuple of positive whole numbers, "
+                                 f"got {shp!r}")
+        if isinstance(cg_iters, bool) or not isinstance(cg_iters, int) or cg_iters < 1:
+            raise ParameterError(f"{name}: cg_iters must be an integer ≥ 1, got {cg_iters!r}")
+        try:
+            tol = float(cg_tol)
+        except (TypeError, ValueError):
+            tol = float("nan")
+        if not (0.0 < tol < 1.0):
+            raise ParameterError(f"{name}: cg_tol must be a number in (0, 1), got {cg_tol!r}")
         super().__init__(x_shape, y_shape)
         self.name = name
         self._fA, self._fAt = A, At

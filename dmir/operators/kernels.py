@@ -67,11 +67,21 @@ def protocol_blur_matrix(n: int, kernel: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- correct operators
+def reflect_index(j: np.ndarray, n: int) -> np.ndarray:
+    """Indices j (any integers) folded into 0..n-1 by half-sample symmetric reflection
+    (… 1 0 | 0 1 … n-1 | n-1 n-2 …), period 2n."""
+    j = np.mod(j, 2 * n)
+    return np.where(j >= n, 2 * n - 1 - j, j)
+
+
 def conv_matrix(n: int, kernel: np.ndarray, boundary: str = "zero") -> np.ndarray:
     """1-D convolution y = k * x as an (n × n) matrix, all taps used.
 
     y[i] = Σ_t k[t] · x[i + c - t] with centre c = len(k)//2 (scipy.ndimage.convolve's
-    convention). ``boundary``: 'zero' (x = 0 outside) or 'circular' (periodic).
+    convention). ``boundary``: 'zero' (x = 0 outside), 'circular' (periodic) or 'reflect'
+    (half-sample symmetric, the edge sample repeated: scipy.ndimage's 'reflect', numpy's
+    'symmetric', repeated for kernels wider than the image — how a camera or
+    ``gaussian_filter`` blurs at the borders).
     """
     kernel = np.asarray(kernel, dtype=np.float64)
     c = len(kernel) // 2
@@ -84,8 +94,11 @@ def conv_matrix(n: int, kernel: np.ndarray, boundary: str = "zero") -> np.ndarra
         elif boundary == "zero":
             ok = (j >= 0) & (j < n)
             M[i[ok], j[ok]] += w
+        elif boundary == "reflect":
+            np.add.at(M, (i, reflect_index(j, n)), w)
         else:
-            raise ParameterError(f"boundary must be 'zero' or 'circular', got {boundary!r}")
+            raise ParameterError(f"boundary must be 'zero', 'circular' or 'reflect', got "
+                                 f"{boundary!r}")
     return M
 
 

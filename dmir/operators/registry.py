@@ -9,8 +9,12 @@ every registered operator gets (tests/test_operators.py).
 from __future__ import annotations
 
 import inspect
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ParameterError, ShapeError, UnknownNameError
+
+if TYPE_CHECKING:     # types only: listing the tasks must not import torch
+    from ..types import Operator
 
 __all__ = ["register", "names", "params", "describe", "build", "check_shape"]
 
@@ -80,7 +84,7 @@ def check_shape(shape):
     return C, H, W
 
 
-def build(name: str, shape, **params):
+def build(name: str, shape: Any, **params: Any) -> Operator:
     """Build operator ``name`` for images of shape (C, H, W). See :func:`describe`."""
     fn, allowed, _ = _entry(name)
     extra = set(params) - set(allowed) - {"generator"}

@@ -9,9 +9,12 @@ and is then reachable from ``dmir.pipeline``, ``dmir restore --method`` and the 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ParameterError, UnknownNameError
+
+if TYPE_CHECKING:     # types only: listing the methods must not import torch
+    from ..types import Operator, Prior, Solver
 
 __all__ = ["build", "names", "describe", "register", "unregister"]
 
@@ -96,8 +99,8 @@ def describe() -> dict[str, str]:
     return d
 
 
-def build(method: str, model, op, steps: int | None = None, eta: float | None = None,
-          sigma_y: float = 0.0, **options):
+def build(method: str, model: Prior, op: Operator, steps: int | None = None,
+          eta: float | None = None, sigma_y: float = 0.0, **options: Any) -> Solver:
     """Build sampler ``method`` for ``model`` and operator ``op`` (see :func:`names`).
 
     ``steps`` and ``eta`` default to the method's own published defaults (DDNM 100 / 0.85)
