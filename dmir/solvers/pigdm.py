@@ -92,6 +92,8 @@ class PiGDM(Sampler):
     method = "pigdm"
     needs_grad = True
 
+    needs_exact_pinv = True
+
     def __init__(self, model, op, steps=100, eta=1.0, sigma_y=0.0, guidance: float = 1.0,
                  cg_iters: int = 100, **kw):
         super().__init__(model, op, steps=steps, eta=eta, sigma_y=sigma_y, **kw)
