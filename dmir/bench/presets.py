@@ -36,7 +36,8 @@ from ..errors import ParameterError
 from ..operators.dps_protocol import DPS_SIGMA_MODEL, DPS_SIGMA_Y
 from .spec import DatasetSpec, MethodSpec, Preset, TaskSpec, validate
 
-__all__ = ["PRESETS", "MISSING", "DDNM_MASK", "get", "names", "missing", "check"]
+__all__ = ["PRESETS", "MISSING", "DDNM_MASK", "CDDB_TABLE", "CDDB_RELEASE", "PIGDM_PAPER",
+           "PIGDM_REDDIFF", "get", "names", "missing", "check"]
 
 #: the DDNM/EquS inpainting mask (DDNM ``exp/inp_masks/mask.npy``, 256×256, 1 = kept), shipped
 #: with dmir; an absolute path so the spec stays plain data
@@ -202,8 +203,22 @@ APY_RELEASE = {"form": "release"}
 #: DeqIR's published protocol (m 5, 15 evaluations, the release's returned iterate)
 DEQIR_PUBLISHED = {"strategy": "published"}
 #: CDDB's own step rule (HJ-harry/CDDB dds_sampling: x̂0 − step·∇‖A x̂0 − y‖², --step-size 1.0,
-#: i.e. 2·Aᵀ(A x̂0 − y)): dmir's step_size multiplies Aᵀ(A x̂0 − y), so 2.0
+#: i.e. 2·Aᵀ(A x̂0 − y)): dmir's step_size multiplies Aᵀ(A x̂0 − y), so 2.0. Kept in equs-table1
+#: as the variant row "CDDB (release step 2)": it does NOT reproduce EquS Table 1.
 CDDB_RELEASE = {"step_size": 2.0}
+#: the step that reproduces EquS Table 1 (equs-table1's CDDB rows): one step on Aᵀ(A x̂0 − y)
+#: (½∇‖A x̂0 − y‖²). Measured at 32², 50 steps (benchmarks/cddb_step.py, docs/presets.md): it
+#: equals DDNM on inpainting and block CS, as the table's CDDB rows do (CelebA-HQ CS identical),
+#: and leaves SR ×4 3.7–7.2 dB below DDNM (table: 4.0, 4.4); step 2 loses 2.8–3.8 dB on
+#: inpainting and gains on CS, which the table does not show.
+CDDB_TABLE = {"step_size": 1.0}
+#: ΠGDM as in equs-table1: 100 steps, η 1.0 — dmir's choice, taken as the ΠGDM paper's ImageNet
+#: setting (Song et al., ICLR 2023, appendix; EquS does not say what it ran). Not verified
+#: against the paper's text here.
+PIGDM_PAPER = {"steps": 100, "eta": 1.0}
+#: ΠGDM in the authors' public code (NVlabs/RED-diff, algos/pgdm.py and its configs): 50 steps,
+#: η 0 — the variant row "ΠGDM (RED-diff 50, η 0)" of equs-table1
+PIGDM_REDDIFF = {"steps": 50, "eta": 0.0}
 
 
 def _ddnm_protocol_operators() -> str:
@@ -250,14 +265,18 @@ def _equs_table1() -> Preset:
     ]
     methods = _apy_rows("A†y (release Apy)") + [
         MethodSpec("DPS", "dps", 1000, 1.0),
-        MethodSpec("ΠGDM", "pigdm", 100, 1.0),
+        MethodSpec("ΠGDM", "pigdm", PIGDM_PAPER["steps"], PIGDM_PAPER["eta"]),
         MethodSpec("DeqIR", "deqir", 25, kwargs=dict(DEQIR_PUBLISHED)),
-        MethodSpec("CDDB", "cddb", 100, 0.85, kwargs=dict(CDDB_RELEASE)),
-        MethodSpec("CDDB+EquS+", "cddb-equs+", 100, 0.85, kwargs=dict(CDDB_RELEASE)),
+        MethodSpec("CDDB", "cddb", 100, 0.85, kwargs=dict(CDDB_TABLE)),
+        MethodSpec("CDDB+EquS+", "cddb-equs+", 100, 0.85, kwargs=dict(CDDB_TABLE)),
         MethodSpec("DDRM", "ddrm", 20, 0.85),
         MethodSpec("DDRM+EquS+", "ddrm-equs+", 20, 0.85),
         MethodSpec("DDNM", "ddnm", 100, 0.85),
         MethodSpec("DDNM+EquS+", "ddnm-equs+", 100, 0.85),
+        # named variants (no published row): the CDDB release's step, RED-diff's ΠGDM settings
+        MethodSpec("CDDB (release step 2)", "cddb", 100, 0.85, kwargs=dict(CDDB_RELEASE)),
+        MethodSpec("ΠGDM (RED-diff 50, η 0)", "pigdm", PIGDM_REDDIFF["steps"],
+                   PIGDM_REDDIFF["eta"]),
     ]
     datasets = [
         DatasetSpec("imagenet", size=256, limit=1000, model="adm-imagenet256-uncond"),
@@ -284,13 +303,17 @@ def _equs_table1() -> Preset:
         "Methods and steps: DDNM 100 steps η 0.85 (evaluation.sh --eta 0.85, DDNM config "
         "T_sampling 100); '+EquS+' = the same sampler with EquS (hflip on alternate steps) and "
         "the quadratic Timestep-Aware Schedule, same NFE; DDRM 20 steps η 0.85; CDDB 100 steps "
-        "with CDDB's own step rule (HJ-harry/CDDB dds_sampling: one step of size 1 on the "
-        "gradient of ‖A x̂0 − y‖², i.e. step_size=2 in dmir, whose step multiplies "
-        "Aᵀ(A x̂0 − y); dmir's default 'auto' 1/‖A‖² would make CDDB equal to DDNM on "
-        "colorization and average pooling); DPS 1000 steps (release step size per task); ΠGDM "
-        "100 steps η 1; DeqIR 25 steps in its published protocol (strategy 'published': nw 0, "
-        "etw 0.1, Anderson m 5, 15 evaluations, the release's returned iterate). The step "
-        "counts of the non-DDNM baselines are not stated in the paper.",
+        "with one step on Aᵀ(A x̂0 − y) (step_size=1: what reproduces Table 1 — CDDB equal to "
+        "DDNM on inpainting and CS, far below it on SR ×4, deblurring and colorization; "
+        "measured in docs/presets.md); the CDDB release's own rule (HJ-harry/CDDB "
+        "dds_sampling: one step of size 1 on ∇‖A x̂0 − y‖², step_size=2 in dmir) is the "
+        "variant row 'CDDB (release step 2)' and does not reproduce the table; DPS 1000 steps "
+        "(release step size per task); ΠGDM 100 steps η 1 (dmir's choice, taken as the ΠGDM "
+        "paper's ImageNet setting; the authors' public code, NVlabs/RED-diff, uses 50 steps "
+        "η 0: the variant row 'ΠGDM (RED-diff 50, η 0)'); DeqIR 25 steps in its published "
+        "protocol (strategy 'published': nw 0, etw 0.1, Anderson m 5, 15 evaluations, the "
+        "release's returned iterate). The step counts of the non-DDNM baselines are not "
+        "stated in the paper.",
         _APY_TEXT.format(label="A†y (release Apy)"),
         "Metrics (as the EquS code computes them): PSNR on float [0, 1] images per image, then "
         "averaged (psnr); SSIM = scikit-image structural_similarity defaults, 7×7 uniform "
@@ -351,7 +374,8 @@ def _deqir_protocol(table: str, what: str, cons: bool = False, missing: str = ""
         "map, returning the last mixed iterate as the release does — the README command "
         "--timesteps 25 --use_svd --etw 0.1 and main.py defaults); the paper's NFE column "
         "counts those 15 batched evaluations (dmir's nfe counts single-image network "
-        "evaluations: 25 × 15 = 375). Baselines: DDRM 20 steps η 0.85, DDNM 100 steps η 0.85, "
+        "evaluations: 25 × 15 = 375; the summary flags that NFE cell as a difference of "
+        "units, not of protocol). Baselines: DDRM 20 steps η 0.85, DDNM 100 steps η 0.85, "
         "DPS 1000 steps, DiffPIR 100 steps (20 for inpainting); methods dmir does not "
         "implement are listed and reported as missing" + (f" ({missing})." if missing else "."),
         _APY_TEXT.format(label="Baseline (release Apy)"),
