@@ -231,3 +231,15 @@ def test_svd_is_built_on_first_use(name, params):
     assert torch.equal(late.A(x.double()), early.A(x.double()))
     assert late.built and early.built
     assert torch.equal(op.A(x), operators.build(name, (3, 256, 256), **params).A(x))
+
+
+def test_restore_tells_the_user_about_an_inexact_pseudo_inverse():
+    from dmir import pipeline
+
+    notes = []
+    img = torch.rand(1, 1, 16, 16, generator=_g(0)) * 2 - 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InexactPinvWarning)        # a note, not a warning
+        pipeline.restore(img, "deblur_dps_gauss", method="ddnm", model="natural", degrade=True,
+                         steps=2, note=notes.append, kernel_size=9, std=2.0)
+    assert any("inexact pseudo-inverse" in n for n in notes)
