@@ -265,7 +265,7 @@ def _equs_table1() -> Preset:
     ]
     methods = _apy_rows("A†y (release Apy)") + [
         MethodSpec("DPS", "dps", 1000, 1.0),
-        MethodSpec("ΠGDM", "pigdm", PIGDM_PAPER["steps"], PIGDM_PAPER["eta"]),
+        MethodSpec("ΠGDM", "pigdm", int(PIGDM_PAPER["steps"]), PIGDM_PAPER["eta"]),
         MethodSpec("DeqIR", "deqir", 25, kwargs=dict(DEQIR_PUBLISHED)),
         MethodSpec("CDDB", "cddb", 100, 0.85, kwargs=dict(CDDB_TABLE)),
         MethodSpec("CDDB+EquS+", "cddb-equs+", 100, 0.85, kwargs=dict(CDDB_TABLE)),
@@ -275,7 +275,7 @@ def _equs_table1() -> Preset:
         MethodSpec("DDNM+EquS+", "ddnm-equs+", 100, 0.85),
         # named variants (no published row): the CDDB release's step, RED-diff's ΠGDM settings
         MethodSpec("CDDB (release step 2)", "cddb", 100, 0.85, kwargs=dict(CDDB_RELEASE)),
-        MethodSpec("ΠGDM (RED-diff 50, η 0)", "pigdm", PIGDM_REDDIFF["steps"],
+        MethodSpec("ΠGDM (RED-diff 50, η 0)", "pigdm", int(PIGDM_REDDIFF["steps"]),
                    PIGDM_REDDIFF["eta"]),
     ]
     datasets = [
