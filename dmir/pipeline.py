@@ -476,12 +476,14 @@ def restore(image, task: str, *, method: str = "ddnm-equs+", model=models.DEFAUL
                           note=_note)
     with warnings.catch_warnings(record=True) as caught:   # e.g. too few steps for EquS+
         warnings.simplefilter("always", solvers.FewStepsWarning)
+        warnings.simplefilter("always", operators.InexactPinvWarning)
         solver = solvers.build(method, prior, op, steps=steps, eta=eta, sigma_y=sigma_solver,
                                **options)
+    told = (solvers.FewStepsWarning, operators.InexactPinvWarning)   # the user is told these
     for w in caught:
-        if issubclass(w.category, solvers.FewStepsWarning):
+        if issubclass(w.category, told):
             _note(str(w.message))
-        if note is None or not issubclass(w.category, solvers.FewStepsWarning):
+        if note is None or not issubclass(w.category, told):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if dev.type != "cpu":
         op.to(dev)

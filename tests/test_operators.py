@@ -307,8 +307,10 @@ def test_adjoint_equals_autograd_vjp(cid):
 
 
 def _exact_pinv(cid):
-    """Operators whose pinv is iterative (CG) satisfy the Penrose identities only to the CG
-    tolerance; their pinv is checked in tests/test_dps_operators.py."""
+    """Operators whose pinv is a regularised inverse (``exact_pinv`` False: the DPS blurs'
+    truncated DCT or early-stopped CG) do not satisfy the Penrose identities; their pinv is
+    checked in tests/test_dps_operators.py and tests/test_operator_checks.py. CG operators
+    converged to their tolerance (FunctionOperator, B @ A) are exact and tested here."""
     return getattr(_op(cid), "exact_pinv", True)
 
 
@@ -327,7 +329,7 @@ def test_dense_adjoint_and_penrose_conditions(cid):
 
 @pytest.mark.parametrize("cid", ["user_subsample", "user_composed"])
 def test_cg_pinv_is_the_pseudo_inverse(cid):
-    """Operators whose A⁺ is conjugate gradients (exact_pinv False) converge to the dense
+    """Operators whose A⁺ is conjugate gradients (FunctionOperator, B @ A) converge to the dense
     Moore–Penrose pseudo-inverse on these small problems."""
     A, _, P = _mats(cid)
     _close(P, torch.linalg.pinv(A), 1e-5, "CG A⁺ vs dense pinv")

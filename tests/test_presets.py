@@ -47,7 +47,7 @@ def test_names_and_get_returns_an_independent_copy():
     p.datasets[0].path = "/somewhere"
     p.methods.clear()
     assert P.PRESETS["equs-table1"].datasets[0].path is None
-    assert len(P.get("equs-table1").methods) == 11
+    assert len(P.get("equs-table1").methods) == 13     # 11 published rows + 2 named variants
 
 
 def test_unknown_preset_lists_the_names():
@@ -117,7 +117,7 @@ def test_declared_options_build_every_available_solver(ops256):
                 if m.steps is not None and hasattr(s, "steps"):
                     assert s.steps == m.steps
                 n += 1
-    assert n == 5 * 9 + 4 * 6 + 2 * 4 + 1 * 3 + 6 * 2 + 14 + 6     # ... equs-nfe, -transforms
+    assert n == 5 * 11 + 4 * 6 + 2 * 4 + 1 * 3 + 6 * 2 + 14 + 6   # equs-table1: 9 rows + 2 variants; ... equs-nfe, -transforms
 
 
 def test_dcdp_solver_picks_the_released_setting_of_each_task(ops256):

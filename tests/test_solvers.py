@@ -19,14 +19,15 @@ TRAJ_METHODS = {"ddnm": "ddnm", "equs": "ddnm-equs", "equs_plus": "ddnm-equs+"}
 @pytest.mark.parametrize("key", list(TRAJ_METHODS))
 @pytest.mark.parametrize("T", [20, 100])
 def test_reference_trajectories(traj, opref, opname, key, T):
-    """The reference DDNM/EquS/EquS+ runs (eta = 0) are reproduced within 1e-3."""
+    """The reference DDNM/EquS/EquS+ runs (eta = 0) are reproduced within 2e-5 (achieved
+    ≤ 3.7e-6 in float32; the fixture's README allows 1e-3)."""
     prior = models.GaussianPrior(torch.from_numpy(traj["prior_mu"]), float(traj["prior_var"]))
     op = trajectory_operator(opname, opref)
     y = op.A(torch.from_numpy(traj["x_true"]))
     s = solvers.build(TRAJ_METHODS[key], prior, op, steps=T, eta=0.0)
     out = s.sample(y, x_T=torch.from_numpy(traj["x_T"]).clone())
     ref = torch.from_numpy(traj[f"{opname}/{key}/T{T}"])
-    assert (out - ref).abs().max() < 1e-3
+    assert (out - ref).abs().max() < 2e-5
     assert s.nfe == T
 
 

@@ -33,10 +33,10 @@ import copy
 from pathlib import Path
 
 from ..errors import ParameterError
-from ..operators.dps_protocol import DPS_SIGMA_MODEL, DPS_SIGMA_Y
 from .spec import DatasetSpec, MethodSpec, Preset, TaskSpec, validate
 
-__all__ = ["PRESETS", "MISSING", "DDNM_MASK", "get", "names", "missing", "check"]
+__all__ = ["PRESETS", "MISSING", "DDNM_MASK", "CDDB_TABLE", "CDDB_RELEASE", "PIGDM_PAPER",
+           "PIGDM_REDDIFF", "get", "names", "missing", "check"]
 
 #: the DDNM/EquS inpainting mask (DDNM ``exp/inp_masks/mask.npy``, 256×256, 1 = kept), shipped
 #: with dmir; an absolute path so the spec stays plain data
@@ -202,8 +202,22 @@ APY_RELEASE = {"form": "release"}
 #: DeqIR's published protocol (m 5, 15 evaluations, the release's returned iterate)
 DEQIR_PUBLISHED = {"strategy": "published"}
 #: CDDB's own step rule (HJ-harry/CDDB dds_sampling: x̂0 − step·∇‖A x̂0 − y‖², --step-size 1.0,
-#: i.e. 2·Aᵀ(A x̂0 − y)): dmir's step_size multiplies Aᵀ(A x̂0 − y), so 2.0
+#: i.e. 2·Aᵀ(A x̂0 − y)): dmir's step_size multiplies Aᵀ(A x̂0 − y), so 2.0. Kept in equs-table1
+#: as the variant row "CDDB (release step 2)": it does NOT reproduce EquS Table 1.
 CDDB_RELEASE = {"step_size": 2.0}
+#: the step that reproduces EquS Table 1 (equs-table1's CDDB rows): one step on Aᵀ(A x̂0 − y)
+#: (½∇‖A x̂0 − y‖²). Measured at 32², 50 steps (benchmarks/cddb_step.py, docs/presets.md): it
+#: equals DDNM on inpainting and block CS, as the table's CDDB rows do (CelebA-HQ CS identical),
+#: and leaves SR ×4 3.7–7.2 dB below DDNM (table: 4.0, 4.4); step 2 loses 2.8–3.8 dB on
+#: inpainting and gains on CS, which the table does not show.
+CDDB_TABLE = {"step_size": 1.0}
+#: ΠGDM as in equs-table1: 100 steps, η 1.0 — dmir's choice, taken as the ΠGDM paper's ImageNet
+#: setting (Song et al., ICLR 2023, appendix; EquS does not say what it ran). Not verified
+#: against the paper's text here.
+PIGDM_PAPER = {"steps": 100, "eta": 1.0}
+#: ΠGDM in the authors' public code (NVlabs/RED-diff, algos/pgdm.py and its configs): 50 steps,
+#: η 0 — the variant row "ΠGDM (RED-diff 50, η 0)" of equs-table1
+PIGDM_REDDIFF = {"steps": 50, "eta": 0.0}
 
 
 def _ddnm_protocol_operators() -> str:
@@ -250,14 +264,18 @@ def _equs_table1() -> Preset:
     ]
     methods = _apy_rows("A†y (release Apy)") + [
         MethodSpec("DPS", "dps", 1000, 1.0),
-        MethodSpec("ΠGDM", "pigdm", 100, 1.0),
+        MethodSpec("ΠGDM", "pigdm", int(PIGDM_PAPER["steps"]), PIGDM_PAPER["eta"]),
         MethodSpec("DeqIR", "deqir", 25, kwargs=dict(DEQIR_PUBLISHED)),
-        MethodSpec("CDDB", "cddb", 100, 0.85, kwargs=dict(CDDB_RELEASE)),
-        MethodSpec("CDDB+EquS+", "cddb-equs+", 100, 0.85, kwargs=dict(CDDB_RELEASE)),
+        MethodSpec("CDDB", "cddb", 100, 0.85, kwargs=dict(CDDB_TABLE)),
+        MethodSpec("CDDB+EquS+", "cddb-equs+", 100, 0.85, kwargs=dict(CDDB_TABLE)),
         MethodSpec("DDRM", "ddrm", 20, 0.85),
         MethodSpec("DDRM+EquS+", "ddrm-equs+", 20, 0.85),
         MethodSpec("DDNM", "ddnm", 100, 0.85),
         MethodSpec("DDNM+EquS+", "ddnm-equs+", 100, 0.85),
+        # named variants (no published row): the CDDB release's step, RED-diff's ΠGDM settings
+        MethodSpec("CDDB (release step 2)", "cddb", 100, 0.85, kwargs=dict(CDDB_RELEASE)),
+        MethodSpec("ΠGDM (RED-diff 50, η 0)", "pigdm", int(PIGDM_REDDIFF["steps"]),
+                   PIGDM_REDDIFF["eta"]),
     ]
     datasets = [
         DatasetSpec("imagenet", size=256, limit=1000, model="adm-imagenet256-uncond"),
@@ -284,13 +302,17 @@ def _equs_table1() -> Preset:
         "Methods and steps: DDNM 100 steps η 0.85 (evaluation.sh --eta 0.85, DDNM config "
         "T_sampling 100); '+EquS+' = the same sampler with EquS (hflip on alternate steps) and "
         "the quadratic Timestep-Aware Schedule, same NFE; DDRM 20 steps η 0.85; CDDB 100 steps "
-        "with CDDB's own step rule (HJ-harry/CDDB dds_sampling: one step of size 1 on the "
-        "gradient of ‖A x̂0 − y‖², i.e. step_size=2 in dmir, whose step multiplies "
-        "Aᵀ(A x̂0 − y); dmir's default 'auto' 1/‖A‖² would make CDDB equal to DDNM on "
-        "colorization and average pooling); DPS 1000 steps (release step size per task); ΠGDM "
-        "100 steps η 1; DeqIR 25 steps in its published protocol (strategy 'published': nw 0, "
-        "etw 0.1, Anderson m 5, 15 evaluations, the release's returned iterate). The step "
-        "counts of the non-DDNM baselines are not stated in the paper.",
+        "with one step on Aᵀ(A x̂0 − y) (step_size=1: what reproduces Table 1 — CDDB equal to "
+        "DDNM on inpainting and CS, far below it on SR ×4, deblurring and colorization; "
+        "measured in docs/presets.md); the CDDB release's own rule (HJ-harry/CDDB "
+        "dds_sampling: one step of size 1 on ∇‖A x̂0 − y‖², step_size=2 in dmir) is the "
+        "variant row 'CDDB (release step 2)' and does not reproduce the table; DPS 1000 steps "
+        "(release step size per task); ΠGDM 100 steps η 1 (dmir's choice, taken as the ΠGDM "
+        "paper's ImageNet setting; the authors' public code, NVlabs/RED-diff, uses 50 steps "
+        "η 0: the variant row 'ΠGDM (RED-diff 50, η 0)'); DeqIR 25 steps in its published "
+        "protocol (strategy 'published': nw 0, etw 0.1, Anderson m 5, 15 evaluations, the "
+        "release's returned iterate). The step counts of the non-DDNM baselines are not "
+        "stated in the paper.",
         _APY_TEXT.format(label="A†y (release Apy)"),
         "Metrics (as the EquS code computes them): PSNR on float [0, 1] images per image, then "
         "averaged (psnr); SSIM = scikit-image structural_similarity defaults, 7×7 uniform "
@@ -354,7 +376,8 @@ def _deqir_protocol(table: str, what: str, cons: bool = False, missing: str = ""
         "map, returning the last mixed iterate as the release does — the README command "
         "--timesteps 25 --use_svd --etw 0.1 and main.py defaults); the paper's NFE column "
         "counts those 15 batched evaluations (dmir's nfe counts single-image network "
-        "evaluations: 25 × 15 = 375). Baselines: DDRM 20 steps η 0.85, DDNM 100 steps η 0.85, "
+        "evaluations: 25 × 15 = 375; the summary flags that NFE cell as a difference of "
+        "units, not of protocol). Baselines: DDRM 20 steps η 0.85, DDNM 100 steps η 0.85, "
         "DPS 1000 steps, DiffPIR 100 steps (20 for inpainting), ILVR 100 DDPM steps (the "
         "table's NFE), RePaint 250 steps with jumps 10 × 10 (its release's setting); methods "
         "dmir does not "
@@ -454,85 +477,9 @@ def _deqir_table3() -> Preset:
 
 # --------------------------------------------------------------------------------- DCDP
 def _dcdp() -> Preset:
-    s = DPS_SIGMA_Y
-    paper_noise = f"paper/DPS σ = {DPS_SIGMA_MODEL} in [-1, 1] → σ_y = {s} in [0, 1] pixel units"
-    tasks = [
-        TaskSpec("deblur_g", "deblur_dps_gauss", {}, s,
-                 f"61×61 Gaussian, std 3, reflected borders; {paper_noise}"),
-        TaskSpec("deblur_m", "deblur_dps_motion", {}, s,
-                 f"61×61 motionblur kernel, intensity 0.5, kernel seed 0; {paper_noise}"),
-        TaskSpec("sr4", "sr_matlab_bicubic", {"scale": 4}, s,
-                 f"MATLAB imresize bicubic ×4 with antialiasing (DPS Resizer); {paper_noise}"),
-        TaskSpec("inpaint_box", "inpainting_box", {}, s,
-                 f"128×128 hole at a seeded random position ≥ 16 px from the borders; "
-                 f"{paper_noise}"),
-        TaskSpec("inpaint_random", "inpainting_random", {"missing": 0.7}, s,
-                 f"70 % of the pixels dropped (same for all channels), seeded; {paper_noise}"),
-        TaskSpec("denoise", "denoising", {}, s,
-                 f"the paper's denoising task (no released config: DCDP runs its default, the "
-                 f"×4 SR setting); {paper_noise}"),
-    ]
-    methods = [
-        MethodSpec("DCDP", "dcdp"),
-        MethodSpec("DPS", "dps", 1000, 1.0),
-    ]
-    datasets = [DatasetSpec("ffhq", size=256, limit=100, model="adm-ffhq256")]
-    protocol = " ".join([
-        "DCDP (Li, Kwon, Alkhouri, Ravishankar & Qu, arXiv 2403.06054): FFHQ 256×256, the DPS "
-        "measurement protocol (dmir.operators.dps_protocol): Gaussian deblurring "
-        "(deblur_dps_gauss: 61×61, std 3, reflected borders), motion deblurring "
-        "(deblur_dps_motion: 61×61 motionblur kernel, intensity 0.5), ×4 super-resolution "
-        "(sr_matlab_bicubic: MATLAB-style antialiased bicubic), box inpainting (inpainting_box: "
-        "128×128 hole, margin 16) and random inpainting (inpainting_random: 70 % missing).",
-        "Mask and kernel seeds: the operators' `seed` parameter (default 0) gives ONE box, "
-        "random mask and motion kernel for all images. The motion kernel is drawn once per run "
-        "in the references too, and dmir makes the same draw: the DPS/DCDP "
-        "MotionBlurOperator builds the motionblur Kernel twice after np.random.seed(0) and uses "
-        "the second (dps_protocol.motion_kernel draw=2). DPS draws a new box/random mask per "
-        "image from its global RNG, so per-image inpainting numbers differ from the reference "
-        "while the distribution is the same. The DCDP release itself (dcdp.py) overrides the inpainting "
-        "mask with a fixed box [100:200, 100:200] — a quirk of the release, not used here.",
-        _UNITS,
-        f"Measurement noise: DPS/DCDP add Gaussian noise σ = {DPS_SIGMA_MODEL} to measurements "
-        f"in the [-1, 1] domain; in dmir's [0, 1] pixel units that is σ_y = {s} "
-        "(dps_protocol.DPS_SIGMA_Y = sigma_from_model(0.05), the one conversion). Note: the "
-        "DCDP release's task_configurations (commit 15414d9) set sigma: 0; the 0.05 level is "
-        "the DPS configs' (DPS2022/diffusion-posterior-sampling configs/*.yaml).",
-        "DCDP: the released per-task settings (purification_configurations/*.yaml: SGD, "
-        "momentum 0.9, K/τ/lr/T0 per task, linear purification schedule to 0, DDIM ≤ 20 "
-        "steps; dmir.solvers.dcdp.DCDP_PRESETS deblur_gauss, deblur_motion, sr4, inpainting "
-        "for the five tasks in order, both inpaintings using 'inpainting'). DPS: 1000 DDPM "
-        "steps, step size from the DPS configs (0.3 for blur and SR, 0.5 for inpainting). "
-        "DCDP-LDM (latent-space DCDP, the release's DCDP-LDM/ folder) and DCDP-CM (consistency-"
-        "model purification) are implemented in dmir — method 'dcdp' runs in latent space "
-        "when the model is a latent-diffusion prior (dmir.solvers.dcdp_latent) and purifies "
-        "with one consistency-model step when the model is a consistency model "
-        "(purifier='consistency') — but they need another checkpoint than this preset's "
-        "pixel-space ADM, and a preset has one model per dataset: run them as separate runs "
-        "(--model ffhq=CHECKPOINT, another --out). The paper's other baselines could not be "
-        "read.",
-        "Model: adm-ffhq256 (DPS ffhq_10m.pt). Dataset: FFHQ 256 images supplied by the user; "
-        "100 images (the release README reports averages over 100 FFHQ images; the release "
-        "script stops after 10 — its test-set size for these tables could not be confirmed).",
-        "Metrics (as the DCDP code computes them): PSNR with scikit-image "
-        "peak_signal_noise_ratio on [0, 1] floats (psnr); SSIM with gaussian_weights=True, "
-        "sigma 1.5, use_sample_covariance=False (ssim: Gaussian, Wang et al.); LPIPS = "
-        "torchmetrics VGG fed images clamped to [-1, 1] (lpips_vgg, the standard input range).",
-        "Seed: 0 (dcdp.py: torch.manual_seed(0)); dmir seeds every image by its index.",
-        "Denoising (the paper's sixth task) has no released purification config: dmir's DCDP "
-        "uses its default (the ×4 SR setting, K 10, τ 100, T0 400; with A = I the "
-        "reconstruction phase converges to y, so DCDP is diffusion purification of y). The "
-        "release's README adds two nonlinear results on 100 FFHQ images: phase retrieval "
-        "28.45 dB and nonlinear deblurring 29.19 dB PSNR (dmir.operators.PhaseRetrieval with "
-        "DCDP preset 'phase_retrieval'; no bench task, as nonlinear operators are not in the "
-        "task registry).",
-        _NO_NUMBERS.format(where="take DCDP's and the baselines' PSNR/SSIM/LPIPS from the DCDP "
-                           "paper's FFHQ table (arXiv 2403.06054); it is not among the "
-                           "transcribed tables"),
-    ])
-    return Preset("dcdp", "DCDP (FFHQ 256, DPS protocol, σ = 0.05 in [-1, 1])", protocol,
-                  datasets, tasks, methods, ["psnr", "ssim", "lpips_vgg"], seed=0, paper={},
-                  source="Li et al., arXiv 2403.06054 (FFHQ table)")
+    from .presets_dcdp import dcdp_preset
+
+    return dcdp_preset(_UNITS, _NO_NUMBERS)
 
 
 PRESETS: dict[str, Preset] = {p.name: p for p in [

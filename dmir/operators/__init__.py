@@ -13,6 +13,8 @@
 Your own operator: subclass :class:`LinearOperator`, or give two functions —
 ``FunctionOperator(A, At, x_shape, y_shape)`` (A⁺ by conjugate gradients) — and compose
 operators with ``B @ A``; :func:`register` makes it a task of the CLI and the bench.
+:func:`check` runs deepinv-style numerical checks on any operator (adjoint, the Penrose
+conditions of A⁺, the norm; :mod:`.checks`).
 
 Names are imported on first use, so ``import dmir.operators`` does not load torch.
 """
@@ -25,7 +27,8 @@ from . import builtin  # noqa: F401  (registers the built-in operators)
 from .registry import build, describe, names, params, register, unregister
 
 if TYPE_CHECKING:     # the lazy names below, for type checkers
-    from .base import ComposedOperator, LinearOperator, cg_pinv
+    from .base import ComposedOperator, InexactPinvWarning, LinearOperator, cg_pinv
+    from .checks import CheckReport, OperatorCheckError, check
     from .cs import BlockCS, WalshHadamardCS, random_orthogonal
     from .fft import CircularBlur
     from .functional import FunctionOperator
@@ -38,14 +41,16 @@ __all__ = [
     "build", "names", "params", "describe", "register", "unregister", "LinearOperator",
     "FunctionOperator", "ComposedOperator", "GaussianNoise", "PoissonNoise", "sigma_to_model",
     "sigma_from_model", "SeparableSVD", "ProtocolDeblur", "AveragePooling", "Inpainting",
-    "Colorization", "Identity", "WalshHadamardCS", "BlockCS", "CircularBlur",
+    "Colorization", "Identity", "WalshHadamardCS", "BlockCS", "CircularBlur", "check",
+    "CheckReport", "OperatorCheckError", "InexactPinvWarning",
     "NonlinearOperator", "PhaseRetrieval", "NonlinearBlur",
 ]
 
 #: public name → the module defining it (imported on first access)
 _LAZY = {
     "LinearOperator": ".base", "FunctionOperator": ".functional",
-    "ComposedOperator": ".base", "cg_pinv": ".base", "BlockCS": ".cs", "WalshHadamardCS": ".cs",
+    "ComposedOperator": ".base", "cg_pinv": ".base", "InexactPinvWarning": ".base",
+    "check": ".checks", "CheckReport": ".checks", "OperatorCheckError": ".checks", "BlockCS": ".cs", "WalshHadamardCS": ".cs",
     "random_orthogonal": ".cs", "CircularBlur": ".fft", "GaussianNoise": ".noise",
     "PoissonNoise": ".noise", "sigma_from_model": ".noise", "sigma_to_model": ".noise",
     "AveragePooling": ".pointwise", "Colorization": ".pointwise", "Identity": ".pointwise",
@@ -54,7 +59,7 @@ _LAZY = {
     "NonlinearBlur": ".nonlinear",
 }
 _MODULES = ("dps_protocol", "dct", "kernels", "base", "cs", "fft", "noise", "pointwise",
-            "separable", "functional", "nonlinear")
+            "separable", "functional", "checks", "nonlinear")
 
 
 __getattr__, __dir__ = exports(__name__, _LAZY, {m: "." + m for m in _MODULES})

@@ -263,8 +263,6 @@ class ReflectBlur(LinearOperator):
     one call per element. ``pinv_kind`` says which of the two ran.
     """
 
-    #: pinv is truncated (dct) or iterative (cg): A A⁺ A = A only where nothing is cut
-    exact_pinv = False
 
     def __init__(self, shape, kernel, cg_iters: int = 100, cg_tol: float = 1e-6,
                  name: str = "deblur_reflect", pinv_method: str = "auto",
@@ -297,6 +295,7 @@ class ReflectBlur(LinearOperator):
         self.cg_iters = int(cg_iters)
         self.cg_tol = float(cg_tol)
         self.rcond = float(rcond)
+        self._dct_cut = 0
         self.ph, self.pw = kh // 2, kw // 2
         self.register_buffer("kernel", k.to(torch.float32))
         self.register_buffer("weight", k.to(torch.float32).expand(C, 1, kh, kw).contiguous())
@@ -307,9 +306,25 @@ class ReflectBlur(LinearOperator):
             lam = np.fft.fft2(_folded(k32, 2 * H - 2, 2 * W - 2)).real[:H, :W]
             cut = np.abs(lam) <= self.rcond * np.abs(lam).max()
             inv = np.where(cut, 0.0, 1.0 / np.where(cut, 1.0, lam))
+            self._dct_cut = int(cut.sum())
             self.register_buffer("dct_eig", torch.from_numpy(lam).to(torch.float32))
             self.register_buffer("dct_inv", torch.from_numpy(inv).to(torch.float32))
         self._spectra: dict[tuple, torch.Tensor] = {}
+
+    @property
+    def exact_pinv(self) -> bool:
+        """Only the DCT inverse with no eigenvalue cut is the Moore–Penrose pseudo-inverse: a
+        truncated spectrum (the DPS Gaussian: A A⁺ A = A only to ~1e-2) and early-stopped CG
+        (the DPS motion blur: A⁺ A A⁺ off by tens of percent) are regularised inverses."""
+        return self.pinv_kind == "dct" and self._dct_cut == 0
+
+    @property
+    def pinv_note(self) -> str:
+        if self.pinv_kind == "dct":
+            return (f"DCT-I spectral inverse, {self._dct_cut} eigenvalue(s) below rcond "
+                    f"{self.rcond:g}·max cut" if self._dct_cut else "DCT-I spectral inverse")
+        return (f"conjugate gradients stopped after at most {self.cg_iters} iterations "
+                f"(relative residual {self.cg_tol:g}): a regularised inverse")
 
     # Large kernels go through the FFT (same linear maps, no wrap-around: the transform size
     # (H + kh − 1) × (W + kw − 1) holds the full linear convolution), small ones through conv2d.

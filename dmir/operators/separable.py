@@ -8,6 +8,11 @@ A A⁺ A = A holds exactly.
 
 Spectral layout: Vt(x) = V_hᵀ X V_w, an (H × W) grid per channel whose top-left (h × w) block
 pairs with the measurement's U coefficients.
+
+The SVDs (and everything built from them) are computed on first use, not at construction
+(:meth:`LinearOperator._build_lazy`), always in float32 on the CPU as the reference does, then
+converted to the operator's dtype and device — so ``op.double()`` before or after the first use
+gives the same operator.
 """
 from __future__ import annotations
 
@@ -49,6 +54,10 @@ class SeparableSVD(LinearOperator):
     Sw: torch.Tensor
     _sing: torch.Tensor
 
+    _lazy_buffers = frozenset({"Uh", "Vh", "Uw", "Vw", "Sh", "Sw", "Mh", "Mw", "Mh_inv",
+                               "Mw_inv", "_sing", "_reduced_project", "Vh_r", "Vw_r", "Gh_r",
+                               "Gw_r"})
+
     def __init__(self, Mh, Mw, channels: int, threshold: float = 3e-2,
                  svd_dtype: torch.dtype = torch.float64, name: str = "separable"):
         Mh = np.asarray(Mh, dtype=np.float64)
@@ -58,31 +67,32 @@ class SeparableSVD(LinearOperator):
             raise ShapeError(f"{name}: measurement larger than image ({h}x{w} > {H}x{W})")
         super().__init__((channels, H, W), (channels, h, w))
         self.name = name
+        # the SVD and everything derived from it are computed on first use (_build_lazy)
+        self._def = (Mh, Mw, int(channels), float(threshold), svd_dtype)
+        self._defer()
+
+    def _build_lazy(self) -> dict:
+        Mh, Mw, channels, threshold, svd_dtype = self._def
+        H, W = Mh.shape[1], Mw.shape[1]
         Uh, Sh, Vh = _svd(Mh, svd_dtype, threshold)
         if Mw.shape == Mh.shape and np.array_equal(Mw, Mh):
             Uw, Sw, Vw = Uh, Sh, Vh
         else:
             Uw, Sw, Vw = _svd(Mw, svd_dtype, threshold)
         f32 = torch.float32
-        self.register_buffer("Uh", Uh.to(f32))
-        self.register_buffer("Vh", Vh.to(f32))
-        self.register_buffer("Uw", Uw.to(f32))
-        self.register_buffer("Vw", Vw.to(f32))
-        self.register_buffer("Sh", Sh.to(f32))
-        self.register_buffer("Sw", Sw.to(f32))
+        out = {"Uh": Uh.to(f32), "Vh": Vh.to(f32), "Uw": Uw.to(f32), "Vw": Vw.to(f32),
+               "Sh": Sh.to(f32), "Sw": Sw.to(f32)}
         kh, kw = len(Sh), len(Sw)
         # effective (thresholded) matrices and their pseudo-inverses, for the fast paths
         Mh_eff = (Uh[:, :kh] * Sh) @ Vh[:, :kh].T
         Mw_eff = (Uw[:, :kw] * Sw) @ Vw[:, :kw].T
         Mh_inv = (Vh[:, :kh] * safe_inverse(Sh)) @ Uh[:, :kh].T
         Mw_inv = (Vw[:, :kw] * safe_inverse(Sw)) @ Uw[:, :kw].T
-        self.register_buffer("Mh", Mh_eff.to(f32))
-        self.register_buffer("Mw", Mw_eff.to(f32))
-        self.register_buffer("Mh_inv", Mh_inv.to(f32))
-        self.register_buffer("Mw_inv", Mw_inv.to(f32))
+        out.update(Mh=Mh_eff.to(f32), Mw=Mw_eff.to(f32), Mh_inv=Mh_inv.to(f32),
+                   Mw_inv=Mw_inv.to(f32))
         sing = torch.zeros(channels, H, W, dtype=svd_dtype)
         sing[:, :kh, :kw] = Sh[:, None] * Sw[None, :]
-        self.register_buffer("_sing", sing.to(f32))
+        out["_sing"] = sing.to(f32)
         # reduced SVD factors (nonzero 1-D singular values only) for the projection
         #   x − A⁺(Ax − y) = x − V_h,r (V_h,rᵀ X V_w,r − S_h,r⁻¹ U_h,rᵀ Y U_w,r S_w,r⁻¹) V_w,rᵀ,
         # used when the truncation makes it cheaper than the four dense products of A and A⁺
@@ -90,13 +100,14 @@ class SeparableSVD(LinearOperator):
         h, w = kh, kw
         full = h * H * W + h * W * w + H * h * w + H * w * W
         reduced = 2 * rh * H * W + 2 * rh * rw * H + rw * h * w + rh * h * rw
-        self._reduced_project = 0 < rh and 0 < rw and reduced < 0.8 * full
-        if self._reduced_project:
+        out["_reduced_project"] = 0 < rh and 0 < rw and reduced < 0.8 * full
+        if out["_reduced_project"]:
             nz_h, nz_w = Sh > 0, Sw > 0
-            self.register_buffer("Vh_r", Vh[:, :kh][:, nz_h].to(f32).contiguous())
-            self.register_buffer("Vw_r", Vw[:, :kw][:, nz_w].to(f32).contiguous())
-            self.register_buffer("Gh_r", (Uh[:, nz_h] / Sh[nz_h]).to(f32).contiguous())
-            self.register_buffer("Gw_r", (Uw[:, nz_w] / Sw[nz_w]).to(f32).contiguous())
+            out["Vh_r"] = Vh[:, :kh][:, nz_h].to(f32).contiguous()
+            out["Vw_r"] = Vw[:, :kw][:, nz_w].to(f32).contiguous()
+            out["Gh_r"] = (Uh[:, nz_h] / Sh[nz_h]).to(f32).contiguous()
+            out["Gw_r"] = (Uw[:, nz_w] / Sw[nz_w]).to(f32).contiguous()
+        return out
 
     # fast paths: two small matrix products each
     def _A(self, x):
@@ -147,19 +158,25 @@ class ProtocolDeblur(SeparableSVD):
     with it. For real blurred photos use the ``deblur`` operator instead.
     """
 
+    _lazy_buffers = SeparableSVD._lazy_buffers | {"_sing_inv", "_sing_proj"}
+
     def __init__(self, Mh, Mw, channels: int, threshold: float = 3e-2, name: str = "deblur"):
         # float32 SVD and sort reproduce the reference tie order among equal singular values
         super().__init__(Mh, Mw, channels, threshold, svd_dtype=torch.float32, name=name)
+
+    def _build_lazy(self) -> dict:
+        out = super()._build_lazy()            # float32 on the CPU: the sort's ties as the reference
         C, H, W = self.x_shape
-        s2d = (self.Sh.reshape(H, 1) @ self.Sw.reshape(1, W)).reshape(H * W)
+        s2d = (out["Sh"].reshape(H, 1) @ out["Sw"].reshape(1, W)).reshape(H * W)
         s_sorted, perm = s2d.sort(descending=True)
         rank = torch.empty_like(perm)
         rank[perm] = torch.arange(H * W)
         c = torch.arange(C).reshape(C, 1)
         idx = (C * rank.reshape(1, -1) + c) % (H * W)
-        self._sing = s_sorted[idx].reshape(C, H, W).contiguous()
-        self.register_buffer("_sing_inv", safe_inverse(self._sing))
-        self.register_buffer("_sing_proj", (self._sing != 0).to(self._sing.dtype))
+        sing = s_sorted[idx].reshape(C, H, W).contiguous()
+        out.update(_sing=sing, _sing_inv=safe_inverse(sing),
+                   _sing_proj=(sing != 0).to(sing.dtype))
+        return out
 
     # the quirk makes the operator non-separable: go through the spectral protocol
     _A = LinearOperator._A

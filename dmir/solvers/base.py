@@ -13,6 +13,7 @@ import torch
 
 from ..errors import InputError, NumericalError, ParameterError, ShapeError
 from ..rng import randn
+from ..operators.base import warn_inexact_pinv
 from ..operators.noise import sigma_to_model
 from ..types import EqusGroup, Operator, Prior, Schedule
 from .equivariance import Equivariance, predict
@@ -122,6 +123,9 @@ class Sampler:
     #: images of a batch do not interact: with a BatchGenerator (one generator per image,
     #: :mod:`dmir.rng`) a batch gives each image what it gets alone
     batch_invariant: bool = True
+    #: the update is the exact range–null-space split A⁺y + (I − A⁺A)x: warn once
+    #: (:class:`~dmir.operators.base.InexactPinvWarning`) for an operator whose A⁺ is not exact
+    needs_exact_pinv: bool = False
 
     def __init__(self, model: Prior, op: Operator, steps: int = 100, eta: float = 0.85,
                  sigma_y: float = 0.0, schedule: Schedule = "uniform",
@@ -131,6 +135,8 @@ class Sampler:
         require_linear(op, self.method, self.accepts_nonlinear)
         self.model = model
         self.op = op
+        if self.needs_exact_pinv:
+            warn_inexact_pinv(op, self.method)
         self.eta = _as_unit("eta", eta)
         self.sigma_y = _as_unit("sigma_y", sigma_y)
         self.sigma_model = sigma_to_model(self.sigma_y)

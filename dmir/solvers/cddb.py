@@ -19,11 +19,13 @@ re-noising is DDNM's (reference-code DDIM form with η):
 Verified in the CDDB release (HJ-harry/CDDB, ``i2sb/diffusion.py`` ``dds_sampling``, called by
 ``cddb_sampling``): ``residual_norm = ‖A x̂0 − y‖²`` (squared, not halved), its gradient with
 respect to x̂0, ``xt − mu_x0 · step_size · grad`` with ``--step-size 1.0`` by default. So the
-release's rule is ``step_size=2`` here; the ``equs-table1`` preset's CDDB rows use it
-(:data:`dmir.bench.presets.CDDB_RELEASE`). Note: the public FouierL/EquS repository contains
-only the DDNM-family samplers, not its CDDB baseline, so which step EquS ran is not recorded;
-its Table 1 has CDDB ≈ DDNM (±0.01 dB) on inpainting and CS, where step 2 is a reflection of
-the range component (A Aᵀ = I), which is worth checking against a real run.
+release's rule is ``step_size=2`` here (:data:`dmir.bench.presets.CDDB_RELEASE`, the
+``equs-table1`` variant row "CDDB (release step 2)"). The public FouierL/EquS repository contains
+only the DDNM-family samplers, not its CDDB baseline; its Table 1 has CDDB = DDNM (±0.01 dB) on
+inpainting and CS, where step 2 reflects the range component (A Aᵀ = I) and step 1 is DDNM's
+projection. Measured (docs/presets.md, "CDDB's step in equs-table1"): step 1 reproduces the
+table's pattern and step 2 does not, so ``equs-table1`` runs ``step_size=1``
+(:data:`dmir.bench.presets.CDDB_TABLE`).
 
 Why it coincides with DDNM for operators with orthonormal rows: if A Aᵀ = I then A⁺ = Aᵀ(AAᵀ)⁻¹
 = Aᵀ, so with step 1
@@ -48,7 +50,7 @@ operator (a Landweber step), it makes the update scale-free (the same result for
 and it coincides with DDNM's exact projection where A Aᵀ = cI. The release's step 2 is tuned
 for its bridge models and the operators it ships; with an unconditional prior it under-corrects
 badly where ‖A‖ is small (×4 bicubic: 1/8 of the residual per step) and reflects instead of
-projecting where A Aᵀ = I (inpainting, CS). The paper presets use the release's rule.
+projecting where A Aᵀ = I (inpainting, CS). ``equs-table1`` uses step 1 (see above).
 
 Noise: the step does not depend on σ_y (CDDB has no noise-aware variant); with σ_y > 0 the same
 update runs (unlike DDNM+, which shrinks the correction).

@@ -96,6 +96,8 @@ class DDNM(Sampler):
 
     method = "ddnm"
 
+    needs_exact_pinv = True
+
     def __init__(self, model, op, steps=100, eta=0.85, sigma_y=0.0, svd: bool = True, **kw):
         super().__init__(model, op, steps=steps, eta=eta, sigma_y=sigma_y, **kw)
         self.use_svd = bool(svd) and op.has_svd

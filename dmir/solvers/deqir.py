@@ -110,7 +110,7 @@ import torch
 from ..rng import randn
 from ..errors import ParameterError, ShapeError
 from ..types import EqusGroup, Schedule
-from ..operators.base import safe_inverse
+from ..operators.base import safe_inverse, warn_inexact_pinv
 from ..operators.noise import sigma_to_model
 from .anderson import anderson, check_options
 from .base import FiniteWatch, Sampler, _as_unit, check_result, check_start, require_linear
@@ -260,6 +260,7 @@ class DeqIR:
         self.chunk, self.window, self.form = check_layout(chunk, window, mixing, form,
                                                           self.sigma_model)
         self.use_svd = bool(svd) and op.has_svd
+        warn_inexact_pinv(op, "deqir")      # its map is DDNM's projection (Eq. 13)
 
         self.schedule = resolve_schedule(schedule, steps)
         self.plan = make_plan(steps, model.num_timesteps, self.schedule)

@@ -37,8 +37,13 @@ has one; otherwise, with the push-through identity r² Aᵀ(r² A Aᵀ + σ_y² 
 (AᵀA + (σ_y²/r²) I)⁻¹ Aᵀ, by conjugate gradients (:mod:`dmir.solvers.cg`, only ``A``/``At``;
 SPD for σ_y > 0) — our addition: the reference implements only the noise-free case.
 
-Defaults: 100 steps, η = 1.0 (the paper's ImageNet setting as we understand it; the RED-diff
-config defaults to η = 0 and 50 steps — pass ``steps``/``eta`` to change).
+Defaults: 100 steps, η = 1.0 — dmir's choice, taken as the ΠGDM paper's ImageNet setting
+(appendix; not verified against its text here). The authors' public code (NVlabs/RED-diff)
+defaults to 50 steps and η = 0: ``equs-table1`` runs both (rows "ΠGDM" and "ΠGDM (RED-diff 50,
+η 0)", :data:`dmir.bench.presets.PIGDM_REDDIFF`); pass ``steps``/``eta`` to change.
+
+The guidance uses A⁺ (noise-free): with an operator whose ``exact_pinv`` is False it warns once
+(:class:`~dmir.operators.base.InexactPinvWarning`).
 """
 from __future__ import annotations
 
@@ -91,6 +96,8 @@ class PiGDM(Sampler):
 
     method = "pigdm"
     needs_grad = True
+
+    needs_exact_pinv = True
 
     def __init__(self, model, op, steps=100, eta=1.0, sigma_y=0.0, guidance: float = 1.0,
                  cg_iters: int = 100, **kw):
