@@ -60,3 +60,13 @@ def traj():
 def opref():
     """The reference operator outputs, mask and permutation (operators_ref64.npz)."""
     return np.load(DATA / "operators_ref64.npz")
+
+
+@pytest.fixture()
+def train_photos(tmp_path):
+    """A folder of two small photos to train on (``dmir train`` tests)."""
+    d = tmp_path / "imgs"
+    d.mkdir()
+    for n in ("kodim05_crop64.png", "kodim23_crop64.png"):
+        (d / n).write_bytes((DATA / n).read_bytes())
+    return d

@@ -19,12 +19,8 @@ ROOT = Path(__file__).parents[1]
 
 
 @pytest.fixture()
-def folder(tmp_path):
-    d = tmp_path / "imgs"
-    d.mkdir()
-    for n in ("kodim05_crop64.png", "kodim23_crop64.png"):
-        (d / n).write_bytes((DATA / n).read_bytes())
-    return d
+def folder(train_photos):
+    return train_photos
 
 
 def _free_port() -> int:

@@ -27,12 +27,8 @@ def cache_home(tmp_path, monkeypatch):
 
 
 @pytest.fixture()
-def folder(tmp_path):
-    d = tmp_path / "imgs"
-    d.mkdir()
-    for n in ("kodim05_crop64.png", "kodim23_crop64.png"):
-        (d / n).write_bytes((DATA / n).read_bytes())
-    return d
+def folder(train_photos):
+    return train_photos
 
 
 def small(folder, out, steps, **kw):
@@ -108,20 +104,26 @@ def test_cause17_signal_anywhere_in_a_step_resumes_bit_exactly(folder, tmp_path,
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL     # handlers restored
 
 
-def test_cause17_sigterm_from_outside_saves_and_says_so(folder, tmp_path):
-    """A background `dmir train` stopped with SIGTERM (what `kill` sends) saves its state, says
-    where, exits 130, and the same command resumes from that step."""
-    out = tmp_path / "bg"
+def start_background_train(folder, out, save_every):
+    """`dmir train` as a background process (its own session), returned once it trains."""
     cmd = [sys.executable, "-m", "dmir", "train", str(folder), "-o", str(out), "--crop", "16",
            "--batch", "2", "--steps", "100000", "--ch-mult", "1,2", "--res-blocks", "1",
-           "--save-every", "100000", "--threads", "1"]
+           "--save-every", str(save_every), "--threads", "1"]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                          start_new_session=True)
     line = p.stdout.readline()
     while line and "training on" not in line:
         line = p.stdout.readline()
-    assert "training on" in line
+    assert "training on" in line, p.stderr.read() if p.poll() is not None else "no start line"
+    return p
+
+
+def test_cause17_sigterm_from_outside_saves_and_says_so(folder, tmp_path):
+    """A background `dmir train` stopped with SIGTERM (what `kill` sends) saves its state, says
+    where, exits 130, and the same command resumes from that step."""
+    out = tmp_path / "bg"
+    p = start_background_train(folder, out, save_every=100000)
     time.sleep(1.0)
     p.send_signal(signal.SIGTERM)
     out_s, err = p.communicate(timeout=120)
@@ -141,17 +143,8 @@ def test_cause18_second_run_on_the_same_state_is_refused(folder, tmp_path):
     """Cause 18: while one `dmir train` holds a state, a second on the same output folder is
     refused with the first one's pid; after the first stops, the state can be resumed."""
     out = tmp_path / "shared"
-    cmd = [sys.executable, "-m", "dmir", "train", str(folder), "-o", str(out), "--crop", "16",
-           "--batch", "2", "--steps", "100000", "--ch-mult", "1,2", "--res-blocks", "1",
-           "--save-every", "5", "--threads", "1"]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                         start_new_session=True)
+    p = start_background_train(folder, out, save_every=5)
     try:
-        line = p.stdout.readline()
-        while line and "training on" not in line:
-            line = p.stdout.readline()
-        assert "training on" in line
         cfg = small(folder, out, 100000, crop=16, seed=0, lr=2e-4, warmup=200, save_every=5,
                     log_every=25)
         cfg.ema_rate = 0.999
