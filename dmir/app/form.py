@@ -65,7 +65,25 @@ class Form:
         bad = set(values) - names
         if bad:
             raise FormError(f"unknown form fields: {', '.join(sorted(bad))}")
-        return cls(**{k: v for k, v in values.items() if v is not None and v != ""})
+        out = {}
+        for k, v in values.items():
+            if isinstance(v, str) and k in _NUMBERS:
+                v = v.strip()
+                if v:
+                    try:
+                        v = _NUMBERS[k](v)
+                    except ValueError:
+                        raise FormError(f"{k.replace('_', ' ')} must be "
+                                        f"{'an integer' if _NUMBERS[k] is int else 'a number'}"
+                                        f", got {v!r}") from None
+            if v is not None and v != "":
+                out[k] = v
+        return cls(**out)
+
+
+#: numeric fields that may arrive as text
+_NUMBERS = {"scale": int, "block": int, "steps": int, "samples": int, "seed": int,
+            "ratio": float, "sigma_y": float, "eta": float}
 
 
 class _Parser(argparse.ArgumentParser):

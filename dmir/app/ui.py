@@ -2,8 +2,7 @@
 fields, a brush for the inpainting mask, progress in network evaluations with the ETA, cancel,
 before/after slider, PNG download, the equivalent ``dmir restore`` command, and PSNR/SSIM/LPIPS
 in degrade mode. Every restoration goes through :meth:`dmir.app.jobs.Workspace.run`."""
-from __future__ import annotations
-
+# no `from __future__ import annotations`: Gradio reads the gr.Request annotations at run time
 import logging
 import os
 
@@ -103,10 +102,10 @@ def build(ws: Workspace, model: str, device: str = "cpu"):
                     prior = gr.Dropdown(F.model_choices(model), value=model, label="prior",
                                         allow_custom_value=False, elem_id="model")
                     with gr.Row():
-                        steps = gr.Number(None, precision=0, label="steps (empty: the "
-                                          "method's default)", elem_id="steps")
-                        eta = gr.Number(None, label="η (empty: the method's default)",
-                                        elem_id="eta")
+                        steps = gr.Textbox("", label="steps (empty: the method's default)",
+                                           placeholder="e.g. 100", elem_id="steps")
+                        eta = gr.Textbox("", label="η in [0, 1] (empty: the method's default)",
+                                         placeholder="e.g. 0.85", elem_id="eta")
                     with gr.Row():
                         seed = gr.Number(0, precision=0, label="seed", elem_id="seed")
                         samples = gr.Number(1, precision=0, label="K samples (their mean)",
@@ -144,10 +143,14 @@ def build(ws: Workspace, model: str, device: str = "cpu"):
 
         photo.change(on_photo, photo, [photo_state, editor, status], queue=False)
 
-        def on_run(saved, ed, mfile, conv, md, t, *rest, request: gr.Request,
-                   progress=gr.Progress()):
-            vals = dict(zip([*fields, "sigma_y", "method", "model", "steps", "eta", "seed",
-                             "samples"], rest))
+        named = {**fields, "sigma_y": sigma, "method": method, "model": prior, "steps": steps,
+                 "eta": eta, "seed": seed, "samples": samples}
+
+        def on_run(data, request: gr.Request, progress=gr.Progress()):
+            # Gradio passes the inputs as one dict when they are given as a set
+            saved, ed, mfile = data[photo_state], data[editor], data[mask_file]
+            conv, md, t = data[convention], data[mode], data[task]
+            vals = {k: data[c] for k, c in named.items()}
             no = (gr.update(), gr.update(value=None, interactive=False), "", "")
             if not saved:
                 return (message("Error", "upload a photo first"), *no)
@@ -186,8 +189,7 @@ def build(ws: Workspace, model: str, device: str = "cpu"):
             return (text, (r.before, r.output), gr.update(value=r.output, interactive=True),
                     r.command, _metrics_table(r.metrics))
 
-        inputs = [photo_state, editor, mask_file, convention, mode, task, *fields.values(),
-                  sigma, method, prior, steps, eta, seed, samples]
+        inputs = {photo_state, editor, mask_file, convention, mode, task, *named.values()}
         run_evt = run_btn.click(on_run, inputs, [status, slider, download, command, metrics],
                                 concurrency_limit=1, concurrency_id="restore")
 
