@@ -89,8 +89,8 @@ def build(ws: Workspace, model: str, device: str = "cpu"):
                     editor = gr.ImageEditor(
                         label="Inpainting mask: paint the region to fill (eraser to undo)",
                         type="numpy", image_mode="RGBA", sources=[], layers=False,
-                        transforms=(), brush=gr.Brush(colors=["#ff00ff"], default_size=12),
-                        eraser=gr.Eraser(default_size=12), elem_id="editor", height=420)
+                        transforms=(), brush=gr.Brush(colors=["#ff00ff"], default_size=6),
+                        eraser=gr.Eraser(default_size=6), elem_id="editor", height=420)
                     mask_file = gr.File(label="…or a mask file (PNG or .npy)",
                                         file_types=[".png", ".jpg", ".jpeg", ".npy"],
                                         type="filepath", elem_id="maskfile")
@@ -132,16 +132,18 @@ def build(ws: Workspace, model: str, device: str = "cpu"):
         page.load(on_task, task, [*fields.values(), mask_group], queue=False)
 
         def on_photo(path):
-            if not path:
-                return None, None, "Upload a photo to begin."
+            if not path:                  # cleared (by the user, or after a refused file)
+                return None, None, gr.update(), gr.update()
             try:
                 saved = ws.accept_upload(path)
-            except DmirError as e:
-                return None, None, message("Cannot use this file", e)
+            except DmirError as e:        # refused: say why, and empty the field for the next
+                return None, None, message("Cannot use this file", e), None
             bg = {"background": saved, "layers": [], "composite": None}
-            return saved, bg, f"Photo loaded ({os.path.basename(saved)}). Choose the task."
+            return (saved, bg, f"Photo loaded ({os.path.basename(saved)}). Choose the task.",
+                    gr.update())
 
-        photo.change(on_photo, photo, [photo_state, editor, status], queue=False)
+        photo.upload(on_photo, photo, [photo_state, editor, status, photo], queue=False)
+        photo.clear(on_photo, photo, [photo_state, editor, status, photo], queue=False)
 
         named = {**fields, "sigma_y": sigma, "method": method, "model": prior, "steps": steps,
                  "eta": eta, "seed": seed, "samples": samples}
