@@ -5,6 +5,7 @@ in degrade mode. Every restoration goes through :meth:`dmir.app.jobs.Workspace.r
 # no `from __future__ import annotations`: Gradio reads the gr.Request annotations at run time
 import logging
 import os
+from typing import Any
 
 from ..errors import DmirError
 from . import form as F
@@ -23,7 +24,7 @@ FIELD_LABELS = {"scale": "scale factor (integer ≥ 2)", "ratio": "fraction of m
                 "default)", "boundary": "boundary"}
 
 
-def message(kind: str, text: str) -> str:
+def message(kind: str, text: object) -> str:
     return f"**{kind}:** {' '.join(str(text).split())}"
 
 
@@ -69,11 +70,12 @@ def build(ws: Workspace, model: str, device: str = "cpu"):
                 mode = gr.Radio([RESTORE, DEGRADE], value=RESTORE, label="mode",
                                 elem_id="mode")
                 task = gr.Dropdown(tasks, value="inpainting", label="task", elem_id="task")
-                fields = {}
+                fields: dict[str, Any] = {}
                 for name in F.TASK_FIELDS:
                     if F.TASK_FIELDS[name] not in have:     # this dmir restore lacks it
                         continue
-                    kw = dict(label=FIELD_LABELS[name], visible=False, elem_id=f"f-{name}")
+                    kw: dict[str, Any] = dict(label=FIELD_LABELS[name], visible=False,
+                                              elem_id=f"f-{name}")
                     if name in ("scale", "block"):
                         fields[name] = gr.Number(FIELD_DEFAULTS[name], precision=0, **kw)
                     elif name == "ratio":
@@ -191,7 +193,8 @@ def build(ws: Workspace, model: str, device: str = "cpu"):
             return (text, (r.before, r.output), gr.update(value=r.output, interactive=True),
                     r.command, _metrics_table(r.metrics))
 
-        inputs = {photo_state, editor, mask_file, convention, mode, task, *named.values()}
+        inputs: set[Any] = {photo_state, editor, mask_file, convention, mode, task,
+                            *named.values()}
         run_evt = run_btn.click(on_run, inputs, [status, slider, download, command, metrics],
                                 concurrency_limit=1, concurrency_id="restore")
 
