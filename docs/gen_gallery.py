@@ -21,7 +21,8 @@ ROWS = [
     ("astronaut", "inpainting", {}, 0.0, "inpainting: strokes and a box removed"),
     ("coffee", "sr_averagepooling", {"scale": 4}, 0.0, "super-resolution ×4"),
     ("chelsea", "denoising", {}, 0.1, "denoising, σ_y = 0.1"),
-    ("rocket", "deblur", {"kernel": "gauss:2"}, 0.01, "deblurring, Gaussian σ = 2 px, σ_y = 0.01"),
+    ("rocket", "deblur", {"kernel": "gauss:2"}, 0.01,
+     "deblurring, Gaussian σ = 2 px, σ_y = 0.01"),
 ]
 
 

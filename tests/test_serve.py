@@ -205,3 +205,26 @@ def test_serve_binds_to_this_machine_unless_told():
     assert a.host == "127.0.0.1"
     assert serve._local("127.0.0.1") and serve._local("::1") and serve._local("localhost")
     assert not serve._local("0.0.0.0") and not serve._local("192.168.1.4")
+
+
+def test_a_future_option_appears_once_the_command_has_it(monkeypatch):
+    """What the lead's merge of --boundary (deblur) needs: the option in dmir restore's parser
+    and the operator's parameters; the page then offers it and passes it on."""
+    import argparse
+
+    from dmir import pipeline
+
+    real = F.restore_parser()
+    parser = argparse.ArgumentParser(parents=[real], add_help=False, conflict_handler="resolve")
+    parser.add_argument("--boundary", choices=["zero", "reflect", "circular"],
+                        default="reflect")
+    monkeypatch.setattr(F, "restore_parser", lambda: parser)
+    task_params = pipeline.task_params
+    monkeypatch.setattr(pipeline, "task_params", lambda t: (
+        task_params(t)[0] + ["boundary"] if t == "deblur" else task_params(t)[0],
+        task_params(t)[1]))
+    assert F.task_fields("deblur") == ["kernel", "boundary"]
+    p = F.plan(F.Form(task="deblur", kernel="gauss:1", boundary="reflect"), "in.png", "o.png")
+    assert p.argv[p.argv.index("--boundary") + 1] == "reflect" and p.args.boundary == "reflect"
+    assert "--boundary" not in F.plan(F.Form(task="sr_bicubic", scale=2, boundary="reflect"),
+                                      "in.png", "o.png").argv

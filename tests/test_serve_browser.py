@@ -10,6 +10,7 @@ PATH). Skipped with the reason when one is missing on a developer machine; under
 (``CI=true``) a missing piece is a failure.
 """
 import importlib.util
+import io
 import os
 import re
 import shlex
@@ -195,7 +196,8 @@ def test_inpainting_with_a_painted_mask_equals_dmir_restore(page, photo, tmp_pat
     assert np.abs(out[kept].astype(int) - src[kept]).max() <= 1    # kept pixels stay
     assert np.abs(out[~kept].astype(int) - src[~kept]).mean() > 0.5
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    pg.screenshot(path=str(SCREENSHOT), full_page=True)
+    shot = Image.open(io.BytesIO(pg.screenshot(full_page=True))).convert("RGB")
+    shot.quantize(256).save(SCREENSHOT, optimize=True)          # small enough for the repo
 
 
 def test_super_resolution_in_degrade_mode_shows_metrics_and_equals_dmir_restore(page, photo,
@@ -235,6 +237,25 @@ def test_bad_uploads_give_a_message_and_the_server_keeps_serving(page, server, p
     _choose(pg, "task", "denoising")
     pg.locator("#sigma input").fill("0.05")
     _restore(pg, steps=3, seed=1)
+    # every upload (Gradio's copies included) and result lies inside the workspace
+    ws = server.work / "ws"
+    assert any((ws / "gradio").rglob("kodim05.png")) and any(ws.glob("job-*/restored.png"))
+
+
+def test_progress_in_network_evaluations_and_cancel(page, photo):
+    pg = page
+    _upload(pg, photo)
+    expect(pg.locator("#status")).to_contain_text("Photo loaded")
+    _choose(pg, "task", "denoising")
+    pg.locator("#steps textarea, #steps input").first.fill("1000")
+    pg.click("#run")
+    expect(pg.locator("body")).to_contain_text(re.compile(r"\d+/1000 NFE, ETA \d+ s"))
+    pg.click("#cancel")
+    expect(pg.locator("#status")).to_contain_text("Cancelled")
+    expect(pg.locator("#download")).to_be_disabled()
+    pg.locator("#steps textarea, #steps input").first.fill("2")    # the lock was released
+    pg.click("#run")
+    expect(pg.locator("#status")).to_contain_text("Done")
 
 
 def test_two_tabs_at_once_both_complete(browser, server, photo):

@@ -121,7 +121,7 @@ class Workspace:
                 continue
             paint = a[..., 3] > 0
             if paint.shape != (H, W):               # the editor kept another size: rescale
-                paint = np.asarray(Image.fromarray(paint).resize((W, H), Image.NEAREST))
+                paint = np.asarray(Image.fromarray(paint).resize((W, H), Image.Resampling.NEAREST))
             fill |= paint
             given = given or bool(paint.any())
         if mask_file:
@@ -172,6 +172,8 @@ class Workspace:
         ``waiting()`` is called once if another restoration holds the lock first."""
         if not self.inside(input_path):
             raise InputError("the photo is not one this server received; upload it again")
+        if mask_file and not self.inside(mask_file):
+            raise InputError("the mask file is not one this server received; upload it again")
         if not self.lock.acquire(blocking=False):
             if waiting is not None:
                 waiting()
@@ -255,7 +257,7 @@ def _metrics(r) -> dict:
     base = r.op.pinv(r.y).detach().to("cpu", torch.float32).reshape(r.x.shape)
     rows = {}
     for name, img in (("A+y", base), ("result", r.x)):
-        row = {"PSNR": float(metrics.psnr_model(img, r.clean))}
+        row: dict[str, float | None] = {"PSNR": float(metrics.psnr_model(img, r.clean))}
         try:
             row["SSIM"] = float(metrics.ssim_model(img, r.clean))
         except ShapeError:

@@ -16,8 +16,8 @@ _log = logging.getLogger("dmir.app")
 RESTORE, DEGRADE = "restore a degraded photo", "degrade a clean photo, restore, measure"
 WHITE_KEEPS, BLACK_KEEPS = "white = kept (dmir)", "black = kept"
 #: defaults of the task fields (the real-photo defaults of dmir restore where it has one)
-FIELD_DEFAULTS = {"scale": 4, "ratio": 0.25, "block": 32, "kernel": "gauss:2", "weights": "",
-                  "boundary": None}
+FIELD_DEFAULTS: dict[str, Any] = {"scale": 4, "ratio": 0.25, "block": 32, "kernel": "gauss:2",
+                                  "weights": "", "boundary": None}
 FIELD_LABELS = {"scale": "scale factor (integer ≥ 2)", "ratio": "fraction of measurements kept",
                 "block": "block size", "kernel": "blur kernel: gauss:SIGMA[:SIZE], box:SIZE, "
                 "motion:LENGTH:ANGLE", "weights": "gray weights W1,W2,W3 (empty: the "
@@ -28,11 +28,15 @@ def message(kind: str, text: object) -> str:
     return f"**{kind}:** {' '.join(str(text).split())}"
 
 
-def _choices(flag: str):
-    for act in F.restore_parser()._actions:
-        if flag in act.option_strings:
-            return list(act.choices) if act.choices else None
-    return None
+def _action(flag: str):
+    return next(a for a in F.restore_parser()._actions if flag in a.option_strings)
+
+
+def _default(name: str):
+    """A task field's initial value: ``dmir restore``'s own default for the option when it
+    has one (e.g. the real-photo boundary), else :data:`FIELD_DEFAULTS`."""
+    d = _action(F.TASK_FIELDS[name]).default
+    return FIELD_DEFAULTS.get(name) if d is None else d
 
 
 def _metrics_table(rows: dict) -> str:
@@ -76,15 +80,16 @@ def build(ws: Workspace, model: str, device: str = "cpu"):
                         continue
                     kw: dict[str, Any] = dict(label=FIELD_LABELS[name], visible=False,
                                               elem_id=f"f-{name}")
+                    value, choices = _default(name), _action(F.TASK_FIELDS[name]).choices
                     if name in ("scale", "block"):
-                        fields[name] = gr.Number(FIELD_DEFAULTS[name], precision=0, **kw)
+                        fields[name] = gr.Number(value, precision=0, **kw)
                     elif name == "ratio":
-                        fields[name] = gr.Number(FIELD_DEFAULTS[name], **kw)
-                    elif _choices(F.TASK_FIELDS[name]):
-                        c = _choices(F.TASK_FIELDS[name])
-                        fields[name] = gr.Dropdown(c, value=c[0], **kw)
+                        fields[name] = gr.Number(value, **kw)
+                    elif choices:                   # e.g. --boundary: a menu of its choices
+                        c = list(choices)
+                        fields[name] = gr.Dropdown(c, value=value if value in c else c[0], **kw)
                     else:
-                        fields[name] = gr.Textbox(FIELD_DEFAULTS[name], **kw)
+                        fields[name] = gr.Textbox(value, **kw)
                 sigma = gr.Number(0.0, label="σ_y: measurement noise in [0, 1] pixel units",
                                   elem_id="sigma")
                 with gr.Group(visible=True) as mask_group:
