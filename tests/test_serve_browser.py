@@ -176,13 +176,28 @@ def test_inpainting_with_a_painted_mask_equals_dmir_restore(page, photo, tmp_pat
     expect(editor).not_to_have_text(empty)               # the photo is fitted: zoom changed
     canvas = pg.locator("#editor canvas").first
     expect(canvas).to_be_visible()
-    box = canvas.bounding_box()
-    x0, y0 = box["x"] + box["width"] * 0.45, box["y"] + box["height"] * 0.35
-    pg.mouse.move(x0, y0)
-    pg.mouse.down()
-    for k in range(1, 12):                                  # a diagonal stroke
-        pg.mouse.move(x0 + 6 * k, y0 + 5 * k)
-    pg.mouse.up()
+    info = pg.locator("#maskinfo")          # the server has the stroke: it counts its pixels
+    for attempt in range(3):                # a stroke drawn while the editor still sets up
+        box = canvas.bounding_box()         # its canvas can be dropped: draw it again
+        x0, y0 = box["x"] + box["width"] * 0.45, box["y"] + box["height"] * 0.35
+        pg.mouse.move(x0, y0)
+        pg.mouse.down()
+        for k in range(1, 12):                              # a diagonal stroke
+            pg.mouse.move(x0 + 6 * k, y0 + 5 * k)
+        pg.mouse.up()
+        try:
+            expect(info).to_contain_text("pixels to fill", timeout=20_000)
+            break
+        except AssertionError:
+            if attempt == 2:
+                raise
+    text = info.inner_text()
+    while True:                             # settled: no later stroke arrives
+        time.sleep(1.0)
+        if info.inner_text() == text:
+            break
+        text = info.inner_text()
+    shown = int(re.search(r"([\d,]+) pixels", text).group(1).replace(",", ""))
     _restore(pg, steps=5, seed=7)
     argv, out = _download_and_compare(pg, tmp_path)
     assert argv[argv.index("--task") + 1] == "inpainting" and "--seed" in argv
@@ -190,6 +205,7 @@ def test_inpainting_with_a_painted_mask_equals_dmir_restore(page, photo, tmp_pat
     mask = np.asarray(Image.open(argv[argv.index("--mask") + 1]))
     filled = (mask == 0).mean()
     assert 0.005 < filled < 0.5, filled                    # the stroke, and only the stroke
+    assert (mask == 0).sum() == shown                      # what the page said it would fill
     src = np.asarray(Image.open(photo).convert("RGB"))
     kept = mask > 0
     assert out.shape == src.shape

@@ -39,6 +39,21 @@ def _default(name: str):
     return FIELD_DEFAULTS.get(name) if d is None else d
 
 
+def painted(ed) -> tuple:
+    """(pixels painted in the editor's layers, pixels of the photo)."""
+    import numpy as np
+
+    if not isinstance(ed, dict) or ed.get("background") is None:
+        return 0, 0
+    bg = np.asarray(ed["background"])
+    fill = np.zeros(bg.shape[:2], bool)
+    for layer in ed.get("layers") or []:
+        a = np.asarray(layer)
+        if a.ndim == 3 and a.shape[2] == 4 and a.shape[:2] == fill.shape:
+            fill |= a[..., 3] > 0
+    return int(fill.sum()), int(fill.size)
+
+
 def _metrics_table(rows: dict) -> str:
     if not rows:
         return ""
@@ -98,6 +113,7 @@ def build(ws: Workspace, model: str, device: str = "cpu"):
                         type="numpy", image_mode="RGBA", sources=[], layers=False,
                         transforms=(), brush=gr.Brush(colors=["#ff00ff"], default_size=6),
                         eraser=gr.Eraser(default_size=6), elem_id="editor", height=420)
+                    mask_info = gr.Markdown("Nothing painted yet.", elem_id="maskinfo")
                     mask_file = gr.File(label="…or a mask file (PNG or .npy)",
                                         file_types=[".png", ".jpg", ".jpeg", ".npy"],
                                         type="filepath", elem_id="maskfile")
@@ -148,6 +164,15 @@ def build(ws: Workspace, model: str, device: str = "cpu"):
             bg = {"background": saved, "layers": [], "composite": None}
             return (saved, bg, f"Photo loaded ({os.path.basename(saved)}). Choose the task.",
                     gr.update())
+
+        def on_paint(ed):
+            n, total = painted(ed)
+            if not total:
+                return "Nothing painted yet."
+            return (f"Mask: {n:,} pixels to fill ({100 * n / total:.1f} %)" if n else
+                    "Nothing painted yet.")
+
+        editor.change(on_paint, editor, mask_info, queue=False, show_progress="hidden")
 
         photo.upload(on_photo, photo, [photo_state, editor, status, photo], queue=False)
         photo.clear(on_photo, photo, [photo_state, editor, status, photo], queue=False)
