@@ -21,6 +21,9 @@ def on_pre_build(config, **kw):
     gallery = os.path.join(HERE, "gallery", "index.md")
     if not os.path.exists(gallery):
         env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        # one thread: ~25 s for the four restorations; on a busy machine several threads per
+        # process can be ten times slower
+        env.setdefault("OMP_NUM_THREADS", "1")
         subprocess.run([sys.executable, os.path.join(HERE, "gen_gallery.py")], check=True,
                        env=env, cwd=ROOT)
 
