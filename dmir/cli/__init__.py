@@ -5,6 +5,7 @@
     dmir metrics [setup [--lpips] [--fid]]
     dmir metrics fid DIR1 DIR2 [--kid]
     dmir bench (--preset NAME | --data [NAME=]FOLDER --task SPEC --method SPEC) --out DIR ...
+    dmir serve [--host 127.0.0.1] [--port N] [--model NAME] [--device cpu|cuda]
 
 Every user mistake (unknown name, bad number, wrong size, unreadable input, unwritable output)
 ends with ONE line ``dmir: error: <what was wrong and what is allowed>`` on stderr and exit
@@ -18,14 +19,14 @@ import sys
 
 from .. import log as dlog
 from ..errors import DmirError
-from . import bench, demo, metrics, models, restore, train
+from . import bench, demo, metrics, models, restore, serve, train
 from .common import EXIT_INTERRUPT, EXIT_USAGE, PROG, Parser, UsageError, add_verbosity, fail
 
 __all__ = ["main", "parse_kernel", "UsageError", "PROG", "EXIT_USAGE", "EXIT_INTERRUPT"]
 
 #: the commands, in the order of ``dmir --help``; each module has add_parser(sub) and run(a)
 COMMANDS = {"restore": restore, "models": models, "metrics": metrics, "train": train,
-            "demo": demo, "bench": bench}
+            "demo": demo, "bench": bench, "serve": serve}
 
 
 def __getattr__(name):
@@ -73,7 +74,7 @@ def main(argv=None) -> int:
     except SystemExit as e:       # --help (0) or a usage error (2, already printed)
         return int(e.code or 0) if not isinstance(e.code, str) else EXIT_USAGE
     if a.command is None:
-        return fail("a command is required: restore, models, metrics, train, demo or bench "
+        return fail("a command is required: restore, models, metrics, train, demo, bench or serve "
                     "(see dmir --help)")
     dlog.configure(-1 if a.quiet else min(int(a.verbose or 0), 1))
     try:
