@@ -41,8 +41,19 @@ def test_the_navigation_names_existing_pages():
         assert (DOCS / p).is_file(), p
 
 
+def _base_methods():
+    from dmir import solvers
+
+    return sorted({n.split("-equs")[0] for n in solvers.names()})
+
+
+def test_every_registered_method_has_a_page():
+    missing = [m for m in _base_methods() if not (DOCS / "methods" / f"{m}.md").is_file()]
+    assert not missing, missing
+
+
 @pytest.mark.parametrize("method", ["ddnm", "ddrm", "pigdm", "dps", "cddb", "diffpir", "deqir",
-                                    "dcdp", "equs"])
+                                    "dcdp", "equs", "ilvr", "repaint"])
 def test_every_method_has_a_page_with_equations_and_a_reference(method):
     text = (DOCS / "methods" / f"{method}.md").read_text(encoding="utf-8")
     assert "\\[" in text                                   # display equations
