@@ -94,8 +94,10 @@ def test_eps_matches_dense_gaussian(prior, C, H, W, f0):
         assert (e - e_ref).abs().max() <= tol * scale + 1e-14, (t, tol)
         if isinstance(t, torch.Tensor):      # per-sample t agrees with one call per sample
             for i, ti in enumerate(t.tolist()):
+                # float64 to ~1e-11: a batched FFT and a single one take different MKL kernels
+                # (measured 1.6e-11 relative on an AVX512/AMX CPU)
                 torch.testing.assert_close(e[i:i + 1], model.eps(xt[i:i + 1], ti),
-                                           rtol=1e-12, atol=1e-14)
+                                           rtol=1e-10, atol=1e-12)
     assert model.eps(x0, -1).abs().max() == 0                      # t = -1: clean image
     torch.testing.assert_close(model.x0(x0, -1), x0)
 
