@@ -20,7 +20,6 @@ Nothing here reads options or prints; warnings are ``warnings``.
 from __future__ import annotations
 
 import os
-import sys
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +28,8 @@ import numpy as np
 import torch
 
 from .errors import InputError, ParameterError, ShapeError
+# the library's NFE bar is the CLI's (shown when stderr is a terminal)
+from .log import Progress as ProgressBar
 
 __all__ = ["INPUT_RANGES", "OUTPUT_TYPES", "COLOR_WEIGHTS", "ImageKind", "to_model",
            "from_model", "mask_tensor", "color_weights", "check_seed", "check_generator",
@@ -442,31 +443,3 @@ def prior_channels(model) -> int | None:
         return int(mean.shape[0])
     return None
 
-
-class ProgressBar:
-    """A tqdm bar of network evaluations on stderr, for library calls on a terminal."""
-
-    def __init__(self, desc: str):
-        self.desc = desc
-        self.bar: Any = None
-
-    @staticmethod
-    def wanted() -> bool:
-        try:
-            return sys.stderr.isatty()
-        except Exception:  # noqa: BLE001
-            return False
-
-    def __call__(self, i: int, n: int) -> None:
-        if self.bar is None:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=n, initial=i, desc=self.desc, unit="NFE", leave=False,
-                            file=sys.stderr, dynamic_ncols=True, mininterval=0.2)
-        if self.bar.total != n:
-            self.bar.total = n
-        self.bar.update(i - self.bar.n)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()

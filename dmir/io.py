@@ -318,12 +318,7 @@ def write_image(path, x, bits: int = 8) -> None:
     atomic_write(path, data)
 
 
-def isatty(stream) -> bool:
-    """Whether ``stream`` is an interactive terminal (False for closed/replaced streams)."""
-    try:
-        return stream.isatty()
-    except Exception:  # noqa: BLE001
-        return False
+from .log import isatty  # noqa: E402,F401 - one definition (dmir.log), public here too
 
 
 def _temp_prefix(target: str, folder: str) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 ROOT = "dmir"
 
@@ -80,4 +81,51 @@ def unconfigure() -> None:
     logger.propagate = True
 
 
-__all__ = ["get_logger", "configure", "unconfigure", "level_for", "ROOT"]
+def isatty(stream) -> bool:
+    """Whether ``stream`` is an interactive terminal (False for closed/replaced streams)."""
+    try:
+        return stream.isatty()
+    except Exception:  # noqa: BLE001
+        return False
+
+
+class Progress:
+    """The restore bar: network evaluations done / planned, NFE/s and the ETA, on stderr; a
+    callable ``(i, n)`` as the solvers report progress. Used by the CLI and, when stderr is a
+    terminal, by :func:`dmir.pipeline.restore`.
+
+    Shown on a terminal unless ``quiet``; ``file``/``enabled`` override that (tests)."""
+
+    FORMAT = ("{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} NFE "
+              "[{elapsed}, ETA {remaining}, {rate_fmt}]")
+
+    def __init__(self, desc: str, quiet: bool = False, file=None, enabled: bool | None = None):
+        self.bar: Any = None
+        self.desc = desc
+        self.file = file
+        self.enabled = (not quiet and isatty(sys.stderr)) if enabled is None else enabled
+
+    @staticmethod
+    def wanted() -> bool:
+        """Whether a library call should show a bar (stderr is a terminal)."""
+        return isatty(sys.stderr)
+
+    def __call__(self, i: int, n: int) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            # the first report comes after the first network evaluation: start the bar there
+            # (initial=i), or its rate (and ETA) would count that step as taking no time
+            self.bar = tqdm(total=n, initial=i, desc=self.desc, unit="NFE",
+                            file=self.file or sys.stderr, disable=not self.enabled, leave=False,
+                            dynamic_ncols=True, bar_format=self.FORMAT, mininterval=0.2)
+        if self.bar.total != n:
+            self.bar.total = n
+        self.bar.update(i - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+__all__ = ["get_logger", "configure", "unconfigure", "level_for", "ROOT", "Progress", "isatty"]

@@ -490,7 +490,8 @@ def restore(image, task: str, *, method: str = "ddnm-equs+", model=models.DEFAUL
         y = y.to(dev)
     bar = None
     if progress == "auto":
-        progress = bar = inputs.ProgressBar(method) if inputs.ProgressBar.wanted() else None
+        progress = bar = (inputs.ProgressBar(method, enabled=True) if inputs.ProgressBar.wanted()
+                          else None)
     elif progress is False:
         progress = None
     elif progress is not None and not callable(progress):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 import textwrap
-from typing import Any
 
 from .. import log as dlog
 from ..errors import DmirError
@@ -70,35 +69,4 @@ def safe(fn):
         return {}
 
 
-class Progress:
-    """The restore bar: network evaluations done / planned, NFE/s and the ETA.
-
-    Shown on a terminal unless -q; ``file``/``enabled`` override that (tests)."""
-
-    FORMAT = ("{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} NFE "
-              "[{elapsed}, ETA {remaining}, {rate_fmt}]")
-
-    def __init__(self, desc: str, quiet: bool = False, file=None, enabled: bool | None = None):
-        from ..io import isatty
-
-        self.bar: Any = None
-        self.desc = desc
-        self.file = file
-        self.enabled = (not quiet and isatty(sys.stderr)) if enabled is None else enabled
-
-    def __call__(self, i: int, n: int) -> None:
-        if self.bar is None:
-            from tqdm import tqdm
-
-            # the first report comes after the first network evaluation: start the bar there
-            # (initial=i), or its rate (and ETA) would count that step as taking no time
-            self.bar = tqdm(total=n, initial=i, desc=self.desc, unit="NFE",
-                            file=self.file or sys.stderr, disable=not self.enabled, leave=False,
-                            dynamic_ncols=True, bar_format=self.FORMAT, mininterval=0.2)
-        if self.bar.total != n:
-            self.bar.total = n
-        self.bar.update(i - self.bar.n)
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
+Progress = dlog.Progress      # the one NFE bar (dmir.log), shared with the library
