@@ -322,7 +322,7 @@ def _train(cfg: TrainConfig, progress: bool, log, mcfg: dict, dist: Distributed)
     state_path = os.path.join(state_dir, STATE_FILE)
     # one run per state: a second run on the same state is refused (the OS drops the lock when
     # the process ends, however it ends)
-    from .bench.results import FolderInUse, RunLock
+    from .lock import FolderInUse, RunLock
 
     lock = RunLock(state_dir, STATE_FILE)
     error: Exception | None = None
