@@ -27,9 +27,9 @@ def _env():
 
 # ----------------------------------------------------------------------------- dmir demo
 def test_demo_announces_each_task_and_shows_the_nfe_bar(tmp_path, monkeypatch, capsys):
-    import dmir.io
+    import dmir.log
 
-    monkeypatch.setattr(dmir.io, "isatty", lambda stream: True)      # as on a terminal
+    monkeypatch.setattr(dmir.log, "isatty", lambda stream: True)     # as on a terminal
     assert cli.main(["demo", "-o", str(tmp_path / "d"), "--size", "32", "--steps", "3",
                      "--model", "natural"]) == 0
     cap = capsys.readouterr()
