@@ -70,7 +70,7 @@ PREDICTIONS = ("epsilon", "v_prediction")
 STATE_FILE = "state.safetensors"
 #: settings a resumed run must share with the stored state (anything else may change)
 RESUME_FIXED = ("data", "crop", "batch", "lr", "warmup", "ema_rate", "grad_clip", "dropout",
-                "seed", "max_images", "prediction", "init", "weighting")
+                "seed", "max_images", "prediction", "init", "weighting", "timesteps")
 
 
 @dataclass
@@ -106,6 +106,10 @@ class TrainConfig:
     val_images: int = 2            # first N images of each validation folder
     val_size: int = 128            # centre crop size of the validation images
     val_steps: int = 20
+    # a timestep expert (eDiff-I; dmir.models.experts): train only on t in [start, stop) and
+    # validate together with ``val_base``, the model serving the other timesteps
+    timesteps: list | None = None
+    val_base: str | None = None
 
     def model_config(self) -> dict:
         return ddpm_unet.full_config({
@@ -171,6 +175,20 @@ class TrainConfig:
                                  f"are {levels}")
         if self.val_size % mult:
             raise ParameterError(f"val_size ({self.val_size}) must be a multiple of {mult}")
+        if self.timesteps is not None:
+            ts = self.timesteps
+            if not isinstance(ts, (list, tuple)) or len(ts) != 2 or \
+                    any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) for v in ts) \
+                    or not 0 <= ts[0] < ts[1] <= 1000:
+                raise ParameterError(f"timesteps must be START:STOP with 0 <= START < STOP <= "
+                                     f"1000 (a half-open range of the schedule), got {ts!r}")
+            self.timesteps = [int(ts[0]), int(ts[1])]
+            if self.val and not self.val_base and tuple(self.timesteps) != (0, 1000):
+                raise ParameterError("validating a timestep expert (--timesteps) needs "
+                                     "--val-base MODEL, the prior that serves the other "
+                                     "timesteps")
+        elif self.val_base:
+            raise ParameterError("--val-base applies to timestep experts (--timesteps) only")
         self.model_config()   # validates the architecture fields
 
 
@@ -318,6 +336,11 @@ def _train(cfg: TrainConfig, progress: bool, log, mcfg: dict, dist: Distributed)
     val_x = None
     if cfg.val:
         val_names, val_x = load_validation_set(cfg.val, cfg.val_images, cfg.val_size)
+    val_base = None
+    if val_x is not None and cfg.val_base and dist.main:
+        from .models import load
+
+        val_base = load(cfg.val_base)
     state_dir = cfg.resolved_state_dir()
     state_path = os.path.join(state_dir, STATE_FILE)
     # one run per state: a second run on the same state is refused (the OS drops the lock when
@@ -343,20 +366,35 @@ def _train(cfg: TrainConfig, progress: bool, log, mcfg: dict, dist: Distributed)
     try:
         with _StopAtStepEnd() as stop:      # from here on SIGINT/SIGTERM stop between steps
             return _train_locked(cfg, progress, log, data, val_names, val_x, state_dir,
-                                 state_path, mcfg, device, dist, local, stop)
+                                 state_path, mcfg, device, dist, local, stop, val_base)
     finally:
         lock.release()
 
 
+def _with_base(expert, base, timesteps):
+    """The prior that validation scores for a timestep expert: ``expert`` on [start, stop),
+    ``base`` on the rest (dmir.models.experts.combine)."""
+    from .models import experts
+
+    lo, hi = timesteps
+    T = expert.num_timesteps
+    parts = [(base, (0, lo))] if lo > 0 else []
+    parts.append((expert, (lo, hi)))
+    if hi < T:
+        parts.append((base, (hi, T)))
+    return experts.combine([p for p, _ in parts], [r for _, r in parts], name="validation")
+
+
 def _train_locked(cfg, progress, log, data, val_names, val_x, state_dir, state_path,
-                  mcfg, device, dist, local, stop) -> str:
+                  mcfg, device, dist, local, stop, val_base=None) -> str:
     from tqdm import tqdm
 
     from .plot import line_plot
 
     stored = load_state(state_path) if os.path.exists(state_path) else None
     if stored is not None:
-        old = {"weighting": "uniform", **stored[1]["fixed"]}   # states from before weighting
+        old = {"weighting": "uniform", "timesteps": None,       # states from before these
+               **stored[1]["fixed"]}
         new = cfg.fixed_settings()
         diff = [k for k in RESUME_FIXED if old.get(k) != new.get(k)]
         if diff:
@@ -414,7 +452,9 @@ def _train_locked(cfg, progress, log, data, val_names, val_x, state_dir, state_p
 
     def run_validation():
         nonlocal best
-        prior = ddpm_unet.prior(ema_net(), mcfg)
+        prior = ddpm_unet.prior(ema_net(), mcfg, name="ema")
+        if val_base is not None:               # a timestep expert, with the rest from the base
+            prior = _with_base(prior, val_base, cfg.timesteps)
         r = evaluate_prior(prior, val_x, steps=cfg.val_steps, seed=cfg.seed)
         val_hist.append({"step": step, **r})
         log(f"step {step}: held-out gain over A⁺y " + ", ".join(
@@ -470,7 +510,8 @@ def _train_locked(cfg, progress, log, data, val_names, val_x, state_dir, state_p
     try:
         while step < cfg.steps:
             # this process's share of the global batch, each sample from its own stream
-            x0, t, eps = draw_samples(data, T, cfg.seed, step + 1, local)
+            x0, t, eps = draw_samples(data, T, cfg.seed, step + 1, local,
+                                      tuple(cfg.timesteps) if cfg.timesteps else None)
             x0, t, eps = x0.to(device), t.to(device), eps.to(device)
             a = ab[t].view(-1, 1, 1, 1)
             xt = a.sqrt() * x0 + (1 - a).sqrt() * eps

@@ -119,15 +119,18 @@ def sample_generator(seed: int, step: int, index: int) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(h, "little") & (2 ** 63 - 1))
 
 
-def draw_samples(data, num_timesteps: int, seed: int, step: int, indices) -> tuple:
+def draw_samples(data, num_timesteps: int, seed: int, step: int, indices,
+                 timesteps: tuple[int, int] | None = None) -> tuple:
     """(x₀, t, ε) for the given global sample indices of step ``step``: x₀ (n, 3, c, c) in
-    [-1, 1] from ``data.sample(generator)``, t (n,) int64 uniform in 0..T−1, ε (n, 3, c, c)."""
+    [-1, 1] from ``data.sample(generator)``, t (n,) int64 uniform in 0..T−1 (or in the
+    half-open range ``timesteps`` = (start, stop) of a timestep expert), ε (n, 3, c, c)."""
+    lo, hi = timesteps if timesteps is not None else (0, num_timesteps)
     xs, ts, es = [], [], []
     for i in indices:
         g = sample_generator(seed, step, i)
         x = data.sample(g)
         xs.append(x)
-        ts.append(int(torch.randint(0, num_timesteps, (1,), generator=g)))
+        ts.append(int(torch.randint(lo, hi, (1,), generator=g)))
         es.append(torch.randn(x.shape, generator=g))
     return torch.stack(xs), torch.tensor(ts, dtype=torch.int64), torch.stack(es)
 

@@ -54,6 +54,11 @@ def add_parser(sub, full: bool = True) -> None:
                    help="loss weighting over the noise level: uniform (the native ε/v loss), "
                    "min-snr[:GAMMA] (Hang et al. 2023; γ 5) or trunc-snr[:CAP] (x₀ weight "
                    "max(SNR, 1), capped at CAP× the native loss; 10) (uniform)")
+    t.add_argument("--timesteps", metavar="START:STOP", help="train a timestep expert: only "
+                   "t in [START, STOP) of the 1000-step schedule (eDiff-I expert denoisers; "
+                   "combine experts into one prior with dmir.models.experts.save_folder)")
+    t.add_argument("--val-base", metavar="MODEL", help="with --timesteps and --val: the prior "
+                   "that serves the other timesteps when the expert is validated")
     t.add_argument("--init", metavar="MODEL", help="warm start from this model (folder or "
                    "built-in name, e.g. dmir-ddpm) when no training state exists")
     t.add_argument("--state", metavar="DIR", help="training state folder (default: "
@@ -82,6 +87,19 @@ def _int_list(opt: str, text: str) -> list[int]:
         raise UsageError(f"{opt} takes comma-separated integers, got {text!r}") from None
 
 
+def _range(flag, spec):
+    if spec is None:
+        return None
+    parts = spec.split(":")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        return [int(parts[0]), int(parts[1])]
+    except ValueError:
+        raise UsageError(f"{flag} must be START:STOP (integers, e.g. 0:800), got {spec!r}") \
+            from None
+
+
 def run(a) -> int:
     import torch
 
@@ -96,7 +114,8 @@ def run(a) -> int:
                       seed=a.seed, device=a.device, amp=not a.no_amp, max_images=a.max_images,
                       prediction=a.prediction, weighting=a.weighting, init=a.init, state_dir=a.state, warmup=a.warmup,
                       log_every=a.log_every, val=list(a.val), val_every=a.val_every,
-                      val_images=a.val_images, val_size=a.val_size)
+                      val_images=a.val_images, val_size=a.val_size,
+                      timesteps=_range("--timesteps", a.timesteps), val_base=a.val_base)
     if a.threads is not None:
         if a.threads < 1:
             raise UsageError(f"--threads must be a positive integer, got {a.threads}")

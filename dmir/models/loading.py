@@ -310,6 +310,15 @@ def _load_folder(folder, fmt, config, dtype, device, kw):
             sched = os.path.join(os.path.dirname(os.path.abspath(folder)), "scheduler",
                                  "scheduler_config.json")
         return _load_diffusers(folder, sched, config, dtype, device, kw)
+    if meta.get("format") == "experts":           # timestep experts (dmir.models.experts)
+        from . import experts
+
+        if fmt is not None or config is not None:
+            raise ParameterError(f"{folder!r} is an expert prior: format/config do not apply")
+        if set(kw) - {"image_size"}:
+            raise ParameterError(f"unknown option(s) for an expert prior: "
+                                 f"{', '.join(sorted(set(kw) - {'image_size'}))}")
+        return experts.load_folder(folder, load, dtype=dtype, device=device)
     if "format" not in meta:
         raise CheckpointError(f"{cfg_path!r} is neither a diffusers UNet2DModel config nor a "
                               f"dmir folder config ({{'format': ..., 'config': {{...}}}})")

@@ -1,0 +1,229 @@
+"""Timestep experts: several denoising networks, each serving its own range of timesteps.
+
+eDiff-I (Balaji et al. 2022, §3.2, "ensemble of expert denoisers") trains one denoiser per
+interval of noise levels instead of one for all: the high-noise steps decide the layout and the
+colours of a sample, the low-noise steps its textures, and a small network serves either better
+alone than both at once. For dmir's shipped prior this is what CPU compute affords: a 4 M-parameter
+UNet trained with ε-prediction restores detail (SR, small holes) well but its x̂₀ at high noise,
+(x_t − √(1−ᾱ) ε̂)/√ᾱ, amplifies every error by 1/√SNR (≈ 150 at t = 999), which is exactly
+where colorization and deterministic sampling take their content from; a v-prediction network
+is well-conditioned there (Salimans & Ho 2022). Two experts keep both.
+
+:class:`TimestepExperts` is an ``nn.Module`` with the network interface ``forward(x, t, y)`` that
+returns ε (each expert's own output — ε or v — converted with the shared schedule), so wrapped
+in a :class:`~dmir.models.network.NetworkPrior` (``prediction="epsilon"``) it works with every
+solver, the fast path (bf16 autocast, channels_last: they reach the experts' layers) and tiling.
+
+On disk an expert prior is a folder::
+
+    config.json   {"format": "experts",
+                   "experts": [{"path": "low",  "timesteps": [0, 800]},
+                               {"path": "high", "timesteps": [800, 1000]}]}
+    low/          a dmir model folder (config.json + model.safetensors), e.g. ε-prediction
+    high/         another one, e.g. v-prediction
+
+The ranges are half-open ``[start, stop)`` in the experts' common schedule and must tile
+0..T exactly. The experts must share the schedule (ᾱ) and the number of image channels.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ..checkpoints.reading import CheckpointError
+from ..errors import ParameterError
+
+FORMAT = "experts"
+
+
+class TimestepExperts(nn.Module):
+    """Networks ``nets[i]`` serving timesteps ``cuts[i-1] <= t < cuts[i]`` (``cuts[-1] = 0``,
+    ``cuts[n-1] = T``); ``predictions[i]`` is what ``nets[i]`` outputs (``epsilon`` or
+    ``v_prediction``). ``forward`` returns ε (B, C, H, W) in the input's dtype.
+
+    Args:
+        nets: the expert networks, in the order of their ranges (lowest t first).
+        predictions: one per net.
+        cuts: the n − 1 inner boundaries, strictly increasing, in 1..T-1.
+        alphas_cumprod: the shared schedule ᾱ (T,).
+    """
+
+    def __init__(self, nets: Sequence[nn.Module], predictions: Sequence[str],
+                 cuts: Sequence[int], alphas_cumprod: torch.Tensor):
+        super().__init__()
+        T = int(alphas_cumprod.shape[0])
+        cuts = [int(c) for c in cuts]
+        if len(nets) < 1 or len(predictions) != len(nets) or len(cuts) != len(nets) - 1:
+            raise ParameterError(f"{len(nets)} expert networks need {len(nets)} prediction "
+                                 f"types and {max(len(nets) - 1, 0)} boundaries, got "
+                                 f"{len(predictions)} and {len(cuts)}")
+        if any(not 0 < c < T for c in cuts) or any(b <= a for a, b in zip(cuts, cuts[1:])):
+            raise ParameterError(f"expert boundaries must increase strictly within 1..{T - 1}, "
+                                 f"got {cuts}")
+        bad = [p for p in predictions if p not in ("epsilon", "v_prediction")]
+        if bad:
+            raise ParameterError(f"expert prediction types must be 'epsilon' or "
+                                 f"'v_prediction', got {bad[0]!r}")
+        self.nets = nn.ModuleList(nets)
+        self.predictions = list(predictions)
+        self.register_buffer("cuts", torch.tensor(cuts, dtype=torch.float32), persistent=False)
+        ab = alphas_cumprod.to(torch.float64)
+        self.register_buffer("sqrt_ab", ab.sqrt().float(), persistent=False)
+        self.register_buffer("sqrt_1mab", (1 - ab).sqrt().float(), persistent=False)
+
+    def ranges(self) -> list[tuple[int, int]]:
+        """The half-open timestep range [start, stop) of each expert."""
+        b = [0] + [int(c) for c in self.cuts.tolist()] + [int(self.sqrt_ab.shape[0])]
+        return list(zip(b[:-1], b[1:]))
+
+    def _run(self, i: int, x: torch.Tensor, t: torch.Tensor, y) -> torch.Tensor:
+        out = self.nets[i](x, t, y)
+        if self.predictions[i] == "epsilon":
+            return out
+        # v = √ᾱ ε − √(1−ᾱ) x₀ and x_t = √ᾱ x₀ + √(1−ᾱ) ε give ε = √ᾱ v + √(1−ᾱ) x_t
+        C = x.shape[1]
+        idx = t.round().long().clamp(0, self.sqrt_ab.shape[0] - 1)
+        a = self.sqrt_ab[idx].view(-1, 1, 1, 1)
+        s = self.sqrt_1mab[idx].view(-1, 1, 1, 1)
+        eps = a * out[:, :C].float() + s * x.float()
+        return torch.cat([eps.to(out.dtype), out[:, C:]], 1) if out.shape[1] > C else \
+            eps.to(out.dtype)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y=None) -> torch.Tensor:
+        t = torch.as_tensor(t, device=x.device, dtype=torch.float32).expand(x.shape[0])
+        which = torch.bucketize(t, self.cuts, right=True)     # t < cuts[0] → expert 0
+        first = int(which[0])
+        if bool((which == first).all()):                     # a solver's batch: one timestep
+            return self._run(first, x, t, y)
+        out = None
+        for i in which.unique().tolist():
+            sel = (which == i).nonzero().flatten()
+            o = self._run(i, x[sel], t[sel], None if y is None else y[sel])
+            if out is None:
+                out = o.new_empty((x.shape[0],) + tuple(o.shape[1:]))
+            out[sel] = o
+        return out
+
+
+def read_spec(folder: str) -> list[dict]:
+    """The experts of an expert-prior folder: ``[{"path": abs folder, "timesteps": (a, b)}]``
+    sorted by range; :class:`CheckpointError` for a malformed ``config.json``."""
+    cfg = os.path.join(folder, "config.json")
+    try:
+        with open(cfg, encoding="utf-8") as f:
+            meta = json.load(f)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"cannot read {cfg!r}: {e}") from None
+    ex = meta.get("experts") if isinstance(meta, dict) else None
+    if not isinstance(ex, list) or not ex:
+        raise CheckpointError(f"{cfg!r}: an expert prior needs a non-empty list \"experts\" "
+                              f"of {{\"path\": folder, \"timesteps\": [start, stop]}}")
+    out = []
+    for e in ex:
+        ok = isinstance(e, dict) and isinstance(e.get("path"), str) and \
+            isinstance(e.get("timesteps"), list) and len(e["timesteps"]) == 2 and \
+            all(isinstance(v, int) and not isinstance(v, bool) for v in e["timesteps"])
+        if not ok:
+            raise CheckpointError(f"{cfg!r}: each expert must be {{\"path\": folder, "
+                                  f"\"timesteps\": [start, stop]}} (integers), got {e!r}")
+        p = os.path.normpath(os.path.join(folder, e["path"]))
+        if os.path.commonpath([os.path.abspath(p), os.path.abspath(folder)]) != \
+                os.path.abspath(folder):
+            raise CheckpointError(f"{cfg!r}: expert path {e['path']!r} leaves the folder")
+        out.append({"path": p, "timesteps": tuple(e["timesteps"])})
+    return sorted(out, key=lambda e: e["timesteps"])
+
+
+def combine(priors: Sequence, ranges: Sequence[tuple[int, int]], name: str = FORMAT,
+            info: dict | None = None):
+    """One :class:`~dmir.models.network.NetworkPrior` from network priors and their half-open
+    timestep ranges, which must tile 0..T of their common schedule."""
+    from .network import NetworkPrior
+
+    if len(priors) != len(ranges) or not priors:
+        raise ParameterError("combine needs one timestep range per expert prior")
+    order = sorted(range(len(priors)), key=lambda i: tuple(ranges[i]))
+    priors = [priors[i] for i in order]
+    ranges = [tuple(int(v) for v in ranges[i]) for i in order]
+    first = priors[0]
+    for p in priors:
+        if not isinstance(p, NetworkPrior):
+            raise ParameterError(f"timestep experts must be network priors, got "
+                                 f"{type(p).__name__}")
+        if p.learned_sigma or p.num_classes is not None or p.prediction == "sample":
+            raise ParameterError(f"expert {p.name}: only unconditional ε- or v-prediction "
+                                 f"networks with fixed variance can be combined")
+        if p.in_channels != first.in_channels or \
+                not torch.allclose(p.alphas_cumprod, first.alphas_cumprod, rtol=0, atol=1e-12):
+            raise ParameterError(f"expert {p.name} has another schedule or channel count "
+                                 f"than {first.name}")
+    T = first.num_timesteps
+    if ranges[0][0] != 0 or ranges[-1][1] != T or \
+            any(a[1] != b[0] for a, b in zip(ranges, ranges[1:])) or \
+            any(a >= b for a, b in ranges):
+        raise ParameterError(f"expert timestep ranges must tile 0..{T} without gaps or "
+                             f"overlaps, got {ranges}")
+    net = TimestepExperts([p.net for p in priors], [p.prediction for p in priors],
+                          [r[0] for r in ranges[1:]], first.alphas_cumprod)
+    mult = max(p.size_multiple for p in priors)
+    nfo = {"format": FORMAT, "experts": [{"timesteps": list(r), "prediction": p.prediction,
+                                          "name": p.name, **({"config": p.info["config"]}
+                                                             if "config" in p.info else {})}
+                                         for r, p in zip(ranges, priors)],
+           "notes": [n for p in priors for n in p.info.get("notes", [])]}
+    nfo.update(info or {})
+    sizes = [p.image_size for p in priors if p.image_size is not None]
+    return NetworkPrior(net, first.alphas_cumprod, in_channels=first.in_channels,
+                        image_size=max(sizes) if sizes else None, prediction="epsilon",
+                        size_multiple=mult, name=name, info=nfo)
+
+
+def load_folder(folder: str, load, dtype=None, device=None):
+    """Load an expert-prior folder; ``load`` is :func:`dmir.models.load` (each expert is an
+    ordinary model folder)."""
+    spec = read_spec(folder)
+    priors = []
+    for e in spec:
+        if os.path.abspath(e["path"]) == os.path.abspath(folder):
+            raise CheckpointError(f"{folder!r}: an expert cannot be the expert folder itself")
+        if not os.path.isdir(e["path"]):
+            raise CheckpointError(f"{folder!r}: expert folder {e['path']!r} is missing")
+        priors.append(load(e["path"], dtype=dtype, device=device))
+    try:
+        return combine(priors, [e["timesteps"] for e in spec],
+                       name=os.path.basename(os.path.normpath(folder)),
+                       info={"path": os.fspath(folder)})
+    except ParameterError as e:
+        raise CheckpointError(f"{folder!r}: {e}") from None
+
+
+def save_folder(folder: str, experts: Sequence[tuple[str, tuple[int, int]]],
+                half: bool = True) -> None:
+    """Write an expert-prior folder from existing model folders: ``experts`` lists
+    ``(model folder, (start, stop))``; each is copied into ``folder/expert<i>`` with its
+    weights as float16 when ``half`` (they load as float32; the fast path rounds to bfloat16
+    anyway), so two 4 M-parameter experts take 17 MB like one float32 network."""
+    import shutil
+
+    from ..checkpoints.reading import read_checkpoint, write_safetensors
+    from ..io import atomic_write
+
+    os.makedirs(folder, exist_ok=True)
+    spec = []
+    for i, (src, rng) in enumerate(sorted(experts, key=lambda e: tuple(e[1]))):
+        sub = f"expert{i}"
+        dst = os.path.join(folder, sub)
+        os.makedirs(dst, exist_ok=True)
+        shutil.copyfile(os.path.join(src, "config.json"), os.path.join(dst, "config.json"))
+        sd = dict(read_checkpoint(os.path.join(src, "model.safetensors"), mmap=False))
+        if half:
+            sd = {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}
+        write_safetensors({k: v.contiguous() for k, v in sd.items()},
+                          os.path.join(dst, "model.safetensors"), metadata={"format": "ddpm"})
+        spec.append({"path": sub, "timesteps": [int(rng[0]), int(rng[1])]})
+    atomic_write(os.path.join(folder, "config.json"),
+                 json.dumps({"format": FORMAT, "experts": spec}, indent=1).encode())

@@ -1,0 +1,187 @@
+"""Timestep experts (dmir.models.experts; issue 27): an ε-prediction and a v-prediction network,
+each serving its own timestep range, combine into one prior whose ε is each expert's exact ε —
+checked against an analytic Gaussian prior whose ε (and so v) is known in closed form — and which
+loads from a folder, runs through the fast path and the CLI, and refuses malformed folders.
+``dmir train --timesteps`` draws only the expert's timesteps."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from dmir import models
+from dmir.checkpoints.reading import CheckpointError
+from dmir.errors import ParameterError
+from dmir.models import experts
+from dmir.models.analytic import GaussianPrior
+from dmir.models.network import NetworkPrior
+from dmir.models.nets import ddpm_unet
+from dmir.train import TrainConfig, draw_samples, CropSampler, export_model
+
+
+class _Exact(nn.Module):
+    """A 'network' that outputs the exact ε or v of an analytic prior."""
+
+    def __init__(self, prior, what):
+        super().__init__()
+        self.prior, self.what = prior, what
+
+    def forward(self, x, t, y=None):
+        t = t.round().long()
+        eps = self.prior.eps(x.double(), t).to(x.dtype)
+        if self.what == "epsilon":
+            return eps
+        a = self.prior.alpha_bar(t).to(x.dtype).view(-1, 1, 1, 1)
+        x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()
+        return a.sqrt() * eps - (1 - a).sqrt() * x0          # v (Salimans & Ho 2022)
+
+
+@pytest.fixture(scope="module")
+def gauss():
+    return GaussianPrior(torch.linspace(-0.5, 0.5, 3 * 8 * 8).reshape(3, 8, 8), var=0.2)
+
+
+def _exact_prior(gauss, what):
+    return NetworkPrior(_Exact(gauss, what), gauss.alphas_cumprod, prediction=what, name=what)
+
+
+@pytest.mark.parametrize("order", [("epsilon", "v_prediction"), ("v_prediction", "epsilon")])
+def test_combined_eps_is_the_exact_eps_at_every_timestep(gauss, order):
+    lo, hi = (_exact_prior(gauss, w) for w in order)
+    p = experts.combine([hi, lo], [(600, 1000), (0, 600)])       # any order in, sorted
+    assert p.info["experts"][0]["prediction"] == order[0]
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 3, 8, 8, generator=g, dtype=torch.float64)
+    for t in (0, 1, 599, 600, 601, 900, 999):
+        want = gauss.eps(x, t)
+        got = p.eps(x, t)
+        # float64 in, float64 out: the v → ε conversion is exact to rounding (ᾱ held in float32)
+        assert float((got - want).abs().max()) < 2e-5 * float(want.abs().max()), t
+    # a batch whose samples sit in different experts' ranges: each gets its own expert
+    tt = torch.tensor([3, 700, 599, 999])
+    want = torch.cat([gauss.eps(x[i:i + 1], int(tt[i])) for i in range(4)])
+    assert float((p.eps(x, tt) - want).abs().max()) < 2e-5 * float(want.abs().max())
+
+
+def test_combine_refuses_gaps_overlaps_and_mismatches(gauss):
+    e, v = _exact_prior(gauss, "epsilon"), _exact_prior(gauss, "v_prediction")
+    for ranges in ([(0, 500), (600, 1000)], [(0, 700), (600, 1000)], [(0, 600), (600, 999)],
+                   [(10, 600), (600, 1000)]):
+        with pytest.raises(ParameterError, match="tile 0..1000"):
+            experts.combine([e, v], ranges)
+    other = NetworkPrior(_Exact(gauss, "epsilon"), gauss.alphas_cumprod ** 1.01, name="other")
+    with pytest.raises(ParameterError, match="another schedule"):
+        experts.combine([e, other], [(0, 500), (500, 1000)])
+    with pytest.raises(ParameterError, match="network priors"):
+        experts.combine([e, gauss], [(0, 500), (500, 1000)])
+
+
+def _small_net(prediction, seed):
+    cfg = ddpm_unet.full_config({"ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1,
+                                 "attn_resolutions": [], "image_size": 16,
+                                 "prediction": prediction})
+    torch.manual_seed(seed)
+    net = ddpm_unet.build(cfg)
+    with torch.no_grad():                       # a non-trivial output layer (zero-init in DDPM)
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return net, cfg
+
+
+def _export(folder, prediction, seed):
+    net, cfg = _small_net(prediction, seed)
+    tc = TrainConfig(ch=32, ch_mult=[1, 2], num_res_blocks=1, crop=16, prediction=prediction,
+                     data=["x"])
+    export_model(net.state_dict(), tc, str(folder), 0, None)
+    return models.load(str(folder))
+
+
+def test_folder_roundtrip_half_storage_and_fast_path(tmp_path):
+    lo = _export(tmp_path / "eps", "epsilon", 1)
+    hi = _export(tmp_path / "v", "v_prediction", 2)
+    experts.save_folder(str(tmp_path / "pair"), [(str(tmp_path / "v"), (700, 1000)),
+                                                  (str(tmp_path / "eps"), (0, 700))])
+    meta = json.loads((tmp_path / "pair" / "config.json").read_text())
+    assert meta == {"format": "experts", "experts": [{"path": "expert0", "timesteps": [0, 700]},
+                                                     {"path": "expert1", "timesteps": [700, 1000]}]}
+    # float16 on disk: half the bytes of float32 each
+    one = (tmp_path / "eps" / "model.safetensors").stat().st_size
+    assert (tmp_path / "pair" / "expert0" / "model.safetensors").stat().st_size < 0.55 * one
+    p = models.load(str(tmp_path / "pair"))
+    assert p.param_dtype == torch.float32 and p.size_multiple == 2
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    for t, ref in ((0, lo), (699, lo), (700, hi), (999, hi)):
+        want, got = ref.eps(x, t), p.eps(x, t)
+        rel = float((got - want).norm() / want.norm())
+        assert rel < 2e-3, (t, rel)                # float16 rounding of the weights only
+    # the fast path reaches the experts' layers (bf16 autocast, channels_last) and stays close
+    from dmir.models.fast import accelerate
+
+    q = accelerate(models.load(str(tmp_path / "pair")), "cpu", dtype="bfloat16",
+                   channels_last=True)
+    for t in (100, 900):
+        want, got = p.eps(x, t), q.eps(x, t)
+        assert float((got - want).norm() / want.norm()) < 5e-2
+        assert got.dtype == torch.float32
+
+
+def test_malformed_expert_folders_are_refused(tmp_path):
+    _export(tmp_path / "eps", "epsilon", 1)
+    d = tmp_path / "bad"
+    d.mkdir()
+    cases = {
+        json.dumps({"format": "experts", "experts": []}): "non-empty list",
+        json.dumps({"format": "experts", "experts": [{"path": "x", "timesteps": [0, 1.5]}]}):
+            "integers",
+        json.dumps({"format": "experts", "experts": [{"path": "../eps", "timesteps": [0, 1000]}]}):
+            "leaves the folder",
+        json.dumps({"format": "experts", "experts": [{"path": "nope", "timesteps": [0, 1000]}]}):
+            "missing",
+    }
+    for text, msg in cases.items():
+        (d / "config.json").write_text(text)
+        with pytest.raises(CheckpointError, match=msg):
+            models.load(str(d))
+    import shutil
+
+    shutil.copytree(tmp_path / "eps", d / "a")
+    (d / "config.json").write_text(json.dumps(
+        {"format": "experts", "experts": [{"path": "a", "timesteps": [0, 500]}]}))
+    with pytest.raises(CheckpointError, match="tile 0..1000"):
+        models.load(str(d))
+
+
+def test_cli_restores_with_an_expert_folder(tmp_path):
+    _export(tmp_path / "eps", "epsilon", 1)
+    _export(tmp_path / "v", "v_prediction", 2)
+    experts.save_folder(str(tmp_path / "pair"), [(str(tmp_path / "eps"), (0, 800)),
+                                                  (str(tmp_path / "v"), (800, 1000))])
+    from PIL import Image
+    import numpy as np
+
+    img = (np.random.default_rng(0).random((32, 32, 3)) * 255).astype("uint8")
+    Image.fromarray(img).save(tmp_path / "in.png")
+    r = subprocess.run([sys.executable, "-m", "dmir", "restore", str(tmp_path / "in.png"),
+                        "-o", str(tmp_path / "out.png"), "--task", "sr_averagepooling",
+                        "--scale", "2", "--degrade", "--method", "ddnm", "--steps", "5",
+                        "--model", str(tmp_path / "pair")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    out = np.asarray(Image.open(tmp_path / "out.png"))
+    assert out.shape == (32, 32, 3)
+
+
+def test_train_draws_only_the_experts_timesteps(train_photos):
+    data = CropSampler(sorted(str(p) for p in train_photos.iterdir()), 16)
+    _, t, _ = draw_samples(data, 1000, 0, 1, range(64), (650, 1000))
+    assert int(t.min()) >= 650 and int(t.max()) < 1000 and len(set(t.tolist())) > 40
+    _, t_all, _ = draw_samples(data, 1000, 0, 1, range(64))
+    assert int(t_all.min()) < 650                      # without a range: the whole schedule
+    with pytest.raises(ParameterError, match="START:STOP"):
+        TrainConfig(data=["x"], timesteps=[800, 800]).validate()
+    with pytest.raises(ParameterError, match="--val-base"):
+        TrainConfig(data=["x"], timesteps=[0, 800], val=["y"]).validate()
+    with pytest.raises(ParameterError, match="timestep experts"):
+        TrainConfig(data=["x"], val_base="dmir-ddpm").validate()
