@@ -1,18 +1,25 @@
-"""Quality bar of the shipped learned prior: DDNM / DDNM-EquS / DDNM-EquS+ vs A⁺y and vs the
-analytic natural-image prior, on held-out photos (never seen in training).
+"""Quality bar of the shipped learned prior on held-out photos, with the CLI's defaults.
 
-Images: centre crops (default 256×256) of the first ``--limit`` images of each held-out set
-(CBSD68, Kodak24, imagenet-heldout). Tasks: ``sr_averagepooling`` ×4 and ``inpainting`` with the
-DDNM/EquS paper mask (dmir/data/ddnm_inpainting_mask.npy, 26 % of the pixels missing in large
-blobs), noise-free, one posterior sample per image with seed 0. All images of a set are restored
-as one batch. Metrics on [0, 1]: PSNR, SSIM (Gaussian, Wang et al.) and LPIPS-alex when its
-weights are set up (``dmir metrics setup --lpips``).
+Images: centre crops (default 256×256; smaller images are skipped) of the first ``--limit``
+(default 8) colour images of each held-out set (CBSD68, Kodak24, imagenet-heldout: never seen in
+training, docs/prior.md). Each model restores them through :func:`dmir.pipeline.restore` with
+the CLI's defaults (method ``ddnm-equs+``, its default steps and η, the fast path), one sample,
+seed 0, from noise-free measurements of:
 
-The bar (issue 8): with the learned prior DDNM beats A⁺y by ≥ 2 dB on SR×4 and by ≥ 3 dB on
-inpainting, and beats the analytic prior on both.
+- ``sr4``: ``sr_averagepooling`` ×4;
+- ``inpaint``: ``inpainting`` with the DDNM/EquS paper mask (dmir/data/ddnm_inpainting_mask.npy,
+  26 % of the pixels missing in blobs up to ~100 px);
+- ``color``: ``colorization`` (the whole chroma comes from the prior);
+- ``sr4_eta0``: ``sr4`` with deterministic sampling (η = 0).
 
-    python benchmarks/prior_quality.py [--model dmir-ddpm] [--baseline natural] [--limit 4]
-        [--size 256] [--steps 100] [--methods ddnm ddnm-equs ddnm-equs+] [--threads N]
+Metrics on [0, 1]: PSNR (and its gain over A⁺y), SSIM. The bar (issue 27): mean gain over A⁺y
+≥ +2 dB on SR×4, ≥ +3 dB on inpainting, colorization better than A⁺y, η = 0 within 1 dB of the
+default η on SR, no task worse than A⁺y. ``--grid`` saves a colorization comparison grid
+(gray input, each model, the original).
+
+    python benchmarks/prior_quality.py [--models dmir-ddpm other/folder] [--limit 8]
+        [--size 256] [--tasks sr4 inpaint color sr4_eta0] [--method ddnm-equs+] [--threads N]
+        [--grid docs/prior_colorization.png]
 
 Prints a markdown table and writes benchmarks/results/prior_quality.json.
 """
@@ -28,7 +35,7 @@ import torch
 
 import dmir
 from dmir import io as dio
-from dmir import models, operators, solvers
+from dmir import models, pipeline
 from dmir.metrics import image as im
 from restore import centre_crop   # benchmarks/restore.py (this script's folder is on sys.path)
 
@@ -36,6 +43,12 @@ HERE = Path(__file__).resolve().parent
 EVAL = HERE.parent.parent / "shared" / "data" / "eval"
 MASK = Path(dmir.__file__).parent / "data" / "ddnm_inpainting_mask.npy"
 SETS = ("CBSD68", "Kodak24", "imagenet-heldout")
+#: name → (task, task parameters, η or None for the method's default)
+TASKS = {"sr4": ("sr_averagepooling", {"scale": 4}, None),
+         "inpaint": ("inpainting", {"mask": "ddnm"}, None),
+         "color": ("colorization", {}, None),
+         "sr4_eta0": ("sr_averagepooling", {"scale": 4}, 0.0)}
+BARS = {"sr4": 2.0, "inpaint": 3.0, "color": 0.0, "sr4_eta0": 0.0}
 
 
 def load_set(folder: Path, limit: int, size: int) -> tuple[list[str], torch.Tensor]:
@@ -51,100 +64,105 @@ def load_set(folder: Path, limit: int, size: int) -> tuple[list[str], torch.Tens
     return names, torch.cat(xs)
 
 
-def tasks(size: int):
-    mask = dio.load_mask(str(MASK))
-    if mask.shape[-1] != size:
-        mask = torch.nn.functional.interpolate(mask[None, None], size=(size, size),
-                                               mode="nearest")[0, 0]
-    return {"sr_averagepooling_x4": ("sr_averagepooling", {"scale": 4}),
-            "inpainting_ddnm_mask": ("inpainting", {"mask": mask})}
-
-
-def lpips_fn():
-    try:
-        import importlib
-
-        net = importlib.import_module("dmir.metrics.lpips").LPIPS("alex")
-        return lambda a, b: float(net.distance(a, b).mean())
-    except Exception as e:  # noqa: BLE001 - weights not set up: report LPIPS as missing
-        print(f"LPIPS not available ({str(e).splitlines()[0][:120]}); reporting PSNR/SSIM only")
-        return None
+def task_params(name: str, size: int) -> dict:
+    params = dict(TASKS[name][1])
+    if params.get("mask") == "ddnm":
+        mask = dio.load_mask(str(MASK))
+        if mask.shape[-1] != size:
+            mask = torch.nn.functional.interpolate(mask[None, None], size=(size, size),
+                                                   mode="nearest")[0, 0]
+        params["mask"] = mask
+    return params
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default=models.DEFAULT_MODEL)
-    ap.add_argument("--baseline", default="natural", help="analytic prior to compare with")
+    ap.add_argument("--models", nargs="+", default=[models.DEFAULT_MODEL])
     ap.add_argument("--sets", nargs="+", default=list(SETS))
     ap.add_argument("--eval-dir", default=str(EVAL))
-    ap.add_argument("--limit", type=int, default=4, help="images per set")
+    ap.add_argument("--limit", type=int, default=8, help="images per set")
     ap.add_argument("--size", type=int, default=256)
-    ap.add_argument("--steps", type=int, default=100)
-    ap.add_argument("--eta", type=float, default=0.85)
-    ap.add_argument("--methods", nargs="+", default=["ddnm", "ddnm-equs", "ddnm-equs+"])
+    ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    ap.add_argument("--method", default="ddnm-equs+", help="the CLI's default")
+    ap.add_argument("--steps", type=int, default=None, help="default: the method's own")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--grid", default=None, help="save a colorization comparison grid here")
     ap.add_argument("--out", default=str(HERE / "results" / "prior_quality.json"))
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
 
-    priors = {a.model: models.load(a.model), a.baseline: models.load(a.baseline)}
-    lp = lpips_fn()
-    runs = [(a.model, m) for m in a.methods] + [(a.baseline, "ddnm")]
-    rows = []
+    priors = {m: pipeline.load_prior(m) for m in a.models}
+    rows, grid_rows = [], []
     for set_name in a.sets:
         names, x = load_set(Path(a.eval_dir) / set_name, a.limit, a.size)
-        for tname, (opname, params) in tasks(a.size).items():
-            op = operators.build(opname, tuple(x.shape[1:]), **params)
-            y = op.A(x)
-            outs = {("A+y", "-"): op.pinv(y).reshape(x.shape)}
-            secs = {("A+y", "-"): 0.0}
-            for model_name, method in runs:
+        for tname in a.tasks:
+            task, _, eta = TASKS[tname]
+            params = task_params(tname, a.size)
+            apy = None
+            outs = {}
+            for m, prior in priors.items():
                 t0 = time.perf_counter()
-                s = solvers.build(method, priors[model_name], op, steps=a.steps, eta=a.eta)
-                with torch.no_grad():
-                    outs[(model_name, method)] = s.sample(
-                        y, generator=torch.Generator().manual_seed(0))
-                secs[(model_name, method)] = time.perf_counter() - t0
-            for (model_name, method), xh in outs.items():
-                u, v = im.to_unit(xh.clamp(-1, 1)), im.to_unit(x)
-                row = {"set": set_name, "task": tname, "model": model_name, "method": method,
-                       "images": names,
+                r = pipeline.restore(x, task, degrade=True, input_range="model", model=prior,
+                                     method=a.method, steps=a.steps, eta=eta, seed=0,
+                                     progress=False, task_params=params)
+                secs = time.perf_counter() - t0
+                if apy is None:
+                    apy = r.op.pinv(r.y).reshape(x.shape).clamp(-1, 1).cpu()
+                    outs["A+y"] = (apy, 0.0)
+                outs[m] = (r.x.clamp(-1, 1), secs)
+            for m, (xh, secs) in outs.items():
+                u, v = im.to_unit(xh), im.to_unit(x)
+                row = {"set": set_name, "task": tname, "model": m, "images": names,
                        "psnr": [float(p) for p in im.psnr(u, v, reduction="none")],
                        "ssim": [float(p) for p in im.ssim(u, v, reduction="none")],
-                       "lpips": lp(u, v) if lp else None,
-                       "seconds_per_image": secs[(model_name, method)] / len(names)}
+                       "seconds_per_image": secs / len(names)}
                 rows.append(row)
-                print(f"{set_name:<17}{tname:<22}{model_name:<10}{method:<12}"
-                      f"PSNR {sum(row['psnr']) / len(names):6.2f}  "
-                      f"SSIM {sum(row['ssim']) / len(names):.3f}  "
+                print(f"{set_name:<17}{tname:<10}{m:<28}PSNR {sum(row['psnr']) / len(names):6.2f}"
+                      f"  SSIM {sum(row['ssim']) / len(names):.3f}  "
                       f"{row['seconds_per_image']:.1f} s/img", flush=True)
+            if tname == "color" and a.grid:
+                for i in range(min(2, len(names))):
+                    grid_rows.append([im.to_unit(apy[i])] + [im.to_unit(outs[m][0][i])
+                                                             for m in priors]
+                                     + [im.to_unit(x[i])])
 
-    def mean(sel, key):
-        v = [p for r in sel for p in r[key]]
+    def mean(sel):
+        v = [p for r in sel for p in r["psnr"]]
         return sum(v) / len(v)
 
-    print(f"\n{a.size}×{a.size} centre crops, {a.limit} images per set ({', '.join(a.sets)}), "
-          f"{a.steps} steps, η {a.eta}, noise-free; PSNR [dB] / SSIM averaged over images\n")
-    print("| task | prior | method | PSNR | SSIM | LPIPS-alex | Δ PSNR vs A⁺y |")
-    print("|---|---|---|---:|---:|---:|---:|")
+    n = len(rows[0]["images"]) if rows else 0
+    print(f"\n{a.size}×{a.size} centre crops, up to {a.limit} images per set "
+          f"({', '.join(a.sets)}), {a.method} with the CLI defaults, noise-free; PSNR [dB]\n")
+    print("| task | model | PSNR | SSIM | gain over A⁺y | bar |")
+    print("|---|---|---:|---:|---:|---|")
     summary = []
-    for tname in tasks(a.size):
-        base = [r for r in rows if r["task"] == tname and r["method"] == "-"]
-        for key in [("A+y", "-")] + runs:
-            sel = [r for r in rows if r["task"] == tname and (r["model"], r["method"]) == key]
-            lps = [r["lpips"] for r in sel if r["lpips"] is not None]
-            srow = {"task": tname, "model": key[0], "method": key[1], "psnr": mean(sel, "psnr"),
-                    "ssim": mean(sel, "ssim"), "lpips": sum(lps) / len(lps) if lps else None,
-                    "gain_vs_apy": mean(sel, "psnr") - mean(base, "psnr")}
-            summary.append(srow)
-            lpt = f"{srow['lpips']:.3f}" if srow["lpips"] is not None else "-"
-            print(f"| {tname} | {key[0]} | {key[1]} | {srow['psnr']:.2f} | {srow['ssim']:.3f} | "
-                  f"{lpt} | {srow['gain_vs_apy']:+.2f} |")
+    for tname in a.tasks:
+        base = mean([r for r in rows if r["task"] == tname and r["model"] == "A+y"])
+        for m in ["A+y"] + a.models:
+            sel = [r for r in rows if r["task"] == tname and r["model"] == m]
+            p = mean(sel)
+            ss = [s for r in sel for s in r["ssim"]]
+            gain = p - base
+            bar = ""
+            if m != "A+y":
+                ok = gain >= BARS[tname] if BARS[tname] else gain > 0
+                if tname == "sr4_eta0" and "sr4" in a.tasks:
+                    sr = mean([r for r in rows if r["task"] == "sr4" and r["model"] == m])
+                    ok = ok and p >= sr - 1.0
+                bar = "met" if ok else "NOT met"
+            summary.append({"task": tname, "model": m, "psnr": p, "ssim": sum(ss) / len(ss),
+                            "gain_vs_apy": gain, "bar": bar})
+            print(f"| {tname} | {m} | {p:.2f} | {sum(ss) / len(ss):.3f} | {gain:+.2f} | {bar} |")
+    if grid_rows:
+        from dmir.plot import image_grid
+
+        image_grid(grid_rows, a.grid, col_titles=["gray (A⁺y)"] + list(a.models) + ["original"])
+        print(f"wrote {a.grid}")
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
     with open(a.out, "w") as fh:
-        json.dump({"model": a.model, "baseline": a.baseline, "steps": a.steps, "eta": a.eta,
-                   "size": a.size, "limit": a.limit, "sets": a.sets, "summary": summary,
+        json.dump({"models": a.models, "method": a.method, "steps": a.steps, "size": a.size,
+                   "limit": a.limit, "images_per_set": n, "sets": a.sets, "summary": summary,
                    "rows": rows}, fh, indent=1)
     print(f"\nwrote {a.out}")
 
