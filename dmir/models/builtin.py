@@ -32,8 +32,9 @@ def builtin_files(name: str) -> list[str]:
     """The files a built-in prior's parameters ship in (none for the analytic ``natural``)."""
     data = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data")
     if name == LEARNED_PRIOR:
-        folder = learned_prior_path()
-        return [os.path.join(folder, f) for f in ("config.json", "model.safetensors")]
+        folder = learned_prior_path()       # one network, or timestep experts in subfolders
+        return sorted(os.path.join(d, f) for d, _, fs in os.walk(folder) for f in fs
+                      if f in ("config.json", "model.safetensors"))
     if name == "patch-gmm":
         return [os.path.join(data, "patch_gmm.npz")]
     return []

@@ -240,7 +240,7 @@ def load(name_or_path: str | os.PathLike[str], format: str | None = None,
 def _load_builtin(name, **kwargs):
     if name == LEARNED_PRIOR:
         path = learned_prior_path()
-        if not os.path.exists(os.path.join(path, "model.safetensors")):
+        if not os.path.exists(os.path.join(path, "config.json")):
             raise ModelNotFoundError(f"the built-in prior {LEARNED_PRIOR} is missing from this "
                                      f"installation ({path}); reinstall dmir")
         prior = load(path, **kwargs)
