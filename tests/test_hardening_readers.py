@@ -32,6 +32,8 @@ from dmir.checkpoints.reading import CheckpointError, read_checkpoint, safetenso
 
 DATA = Path(__file__).parent / "data"
 SHIPPED = Path(models.__file__).resolve().parent.parent / "data" / "dmir-ddpm"
+if not (SHIPPED / "model.safetensors").exists():        # timestep experts: their first network
+    SHIPPED = SHIPPED / json.loads((SHIPPED / "config.json").read_text())["experts"][0]["path"]
 
 
 # =============================================================================== safetensors

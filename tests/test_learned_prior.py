@@ -30,12 +30,18 @@ def prior():
 
 def test_shipped_prior_is_small_and_loads_as_a_ddpm_checkpoint(prior):
     folder = Path(models.learned_prior_path())
-    size = (folder / "model.safetensors").stat().st_size
+    size = sum(f.stat().st_size for f in folder.rglob("*.safetensors"))
     assert size <= 25 * 2 ** 20
     meta = json.loads((folder / "config.json").read_text())
-    assert meta["format"] == "ddpm" and meta["training"]["step"] >= 1000
-    assert prior.name == "dmir-ddpm" and prior.info["format"] == "ddpm"
-    assert 4 * prior.num_parameters() <= size
+    assert meta["format"] in ("ddpm", "experts")
+    assert prior.name == "dmir-ddpm" and prior.info["format"] == meta["format"]
+    if meta["format"] == "ddpm":                 # one float32 network
+        assert meta["training"]["step"] >= 1000 and 4 * prior.num_parameters() <= size
+    else:                                        # timestep experts (dmir.models.experts)
+        subs = [json.loads((folder / e["path"] / "config.json").read_text())
+                for e in meta["experts"]]
+        assert all(m["format"] == "ddpm" and m["training"]["step"] >= 1000 for m in subs)
+        assert len(subs) >= 2 and 2 * prior.num_parameters() <= size      # float16 on disk
     assert models.DEFAULT_MODEL == "dmir-ddpm"
     assert cli._parser().parse_args(["restore", "a", "-o", "b", "--task", "denoising"]).model \
         == "dmir-ddpm"
