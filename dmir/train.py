@@ -70,7 +70,8 @@ PREDICTIONS = ("epsilon", "v_prediction")
 STATE_FILE = "state.safetensors"
 #: settings a resumed run must share with the stored state (anything else may change)
 RESUME_FIXED = ("data", "crop", "batch", "lr", "warmup", "ema_rate", "grad_clip", "dropout",
-                "seed", "max_images", "prediction", "init", "weighting", "timesteps")
+                "seed", "max_images", "prediction", "init", "weighting", "timesteps",
+                "ema_warmup")
 
 
 @dataclass
@@ -85,6 +86,10 @@ class TrainConfig:
     lr: float = 2e-4
     warmup: int = 200
     ema_rate: float = 0.999
+    # the usual EMA warm-up, rate min(ema_rate, (1+n)/(10+n)): right from a random start; from a
+    # trained network (--init) it makes the EMA a ~n/10-step average of fresh Adam steps for
+    # thousands of steps (rate 0.999 only at n ≈ 9,000), so warm starts may turn it off
+    ema_warmup: bool = True
     grad_clip: float = 1.0
     ch: int = 32
     ch_mult: list = field(default_factory=lambda: [1, 2, 2, 4])
@@ -394,7 +399,7 @@ def _train_locked(cfg, progress, log, data, val_names, val_x, state_dir, state_p
     stored = load_state(state_path) if os.path.exists(state_path) else None
     if stored is not None:
         old = {"weighting": "uniform", "timesteps": None,       # states from before these
-               **stored[1]["fixed"]}
+               "ema_warmup": True, **stored[1]["fixed"]}
         new = cfg.fixed_settings()
         diff = [k for k in RESUME_FIXED if old.get(k) != new.get(k)]
         if diff:
@@ -539,7 +544,8 @@ def _train_locked(cfg, progress, log, data, val_names, val_x, state_dir, state_p
             opt.step()
             step += 1
             # EMA with the usual warm-up min(rate, (1+n)/(10+n)) so early averages move
-            rate = min(cfg.ema_rate, (1 + step) / (10 + step))
+            rate = min(cfg.ema_rate, (1 + step) / (10 + step)) if cfg.ema_warmup else \
+                cfg.ema_rate
             with torch.no_grad():
                 for k, v in net.state_dict().items():
                     if v.dtype.is_floating_point:

@@ -282,3 +282,39 @@ def test_cli_train(folder, tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "--ch-mult takes comma-separated integers" in err
     assert not (tmp_path / "u").exists()
+
+
+def test_no_ema_warmup_starts_the_average_at_the_init_weights(folder, tmp_path):
+    """With --no-ema-warmup the EMA after n steps is 0.999ⁿ·init + the rest from training: two
+    steps of lr 1e-3 move it at most ~2e-3·lr from the init; with the warm-up it follows the
+    trained weights (rate (1+n)/(10+n) = 0.18, 0.25)."""
+    first = train(small(folder, tmp_path / "i", 2, prediction="epsilon"), **QUIET)
+    w0 = read_safetensors(Path(first) / "model.safetensors")
+
+    def drift(out, **kw):
+        m = train(small(folder, tmp_path / out, 2, init=first, prediction="epsilon", **kw),
+                  **QUIET)
+        w = read_safetensors(Path(m) / "model.safetensors")
+        return max(float((w[k] - w0[k]).abs().max()) for k in w0)
+
+    no_warm, warm = drift("nw", ema_warmup=False), drift("w")
+    assert no_warm < 1e-5 and warm > 100 * no_warm, (no_warm, warm)
+    # a setting of the run: resuming with the other choice is refused
+    with pytest.raises(ParameterError, match="ema_warmup"):
+        train(small(folder, tmp_path / "nw", 3, init=first, prediction="epsilon"), **QUIET)
+
+
+def test_timestep_expert_trains_and_validates_with_its_base(folder, tmp_path):
+    """--timesteps 500:1000 with --val-base: validation scores the combined prior (the base
+    below 500, the expert above), and the exported expert is an ordinary model folder."""
+    base = train(small(folder, tmp_path / "b", 2, prediction="epsilon"), **QUIET)
+    logs = []
+    out = train(small(folder, tmp_path / "x", 2, timesteps=[500, 1000], val_base=base,
+                      val=[str(folder)], val_every=2, val_images=1, val_size=32, val_steps=3),
+                progress=False, log=logs.append)
+    assert sum("held-out gain" in m for m in logs) == 2
+    from dmir.models import experts
+
+    experts.save_folder(str(tmp_path / "pair"), [(base, (0, 500)), (out, (500, 1000))])
+    p = models.load(str(tmp_path / "pair"))
+    assert [e["prediction"] for e in p.info["experts"]] == ["epsilon", "v_prediction"]

@@ -59,6 +59,9 @@ def add_parser(sub, full: bool = True) -> None:
                    "combine experts into one prior with dmir.models.experts.save_folder)")
     t.add_argument("--val-base", metavar="MODEL", help="with --timesteps and --val: the prior "
                    "that serves the other timesteps when the expert is validated")
+    t.add_argument("--no-ema-warmup", action="store_true", help="EMA at --ema from the first "
+                   "step (for warm starts: the EMA then starts from the trained --init weights "
+                   "instead of following the first fresh Adam steps)")
     t.add_argument("--init", metavar="MODEL", help="warm start from this model (folder or "
                    "built-in name, e.g. dmir-ddpm) when no training state exists")
     t.add_argument("--state", metavar="DIR", help="training state folder (default: "
@@ -115,7 +118,8 @@ def run(a) -> int:
                       prediction=a.prediction, weighting=a.weighting, init=a.init, state_dir=a.state, warmup=a.warmup,
                       log_every=a.log_every, val=list(a.val), val_every=a.val_every,
                       val_images=a.val_images, val_size=a.val_size,
-                      timesteps=_range("--timesteps", a.timesteps), val_base=a.val_base)
+                      timesteps=_range("--timesteps", a.timesteps), val_base=a.val_base,
+                      ema_warmup=not a.no_ema_warmup)
     if a.threads is not None:
         if a.threads < 1:
             raise UsageError(f"--threads must be a positive integer, got {a.threads}")
