@@ -174,7 +174,7 @@ def combine(priors: Sequence, ranges: Sequence[tuple[int, int]], name: str = FOR
                                           "name": p.name, **({"config": p.info["config"]}
                                                              if "config" in p.info else {})}
                                          for r, p in zip(ranges, priors)],
-           "notes": [n for p in priors for n in p.info.get("notes", [])]}
+           "notes": list(dict.fromkeys(n for p in priors for n in p.info.get("notes", [])))}
     nfo.update(info or {})
     sizes = [p.image_size for p in priors if p.image_size is not None]
     return NetworkPrior(net, first.alphas_cumprod, in_channels=first.in_channels,
@@ -192,7 +192,9 @@ def load_folder(folder: str, load, dtype=None, device=None):
             raise CheckpointError(f"{folder!r}: an expert cannot be the expert folder itself")
         if not os.path.isdir(e["path"]):
             raise CheckpointError(f"{folder!r}: expert folder {e['path']!r} is missing")
-        priors.append(load(e["path"], dtype=dtype, device=device))
+        p = load(e["path"], dtype=dtype, device=device)
+        p.name = os.path.basename(e["path"])
+        priors.append(p)
     try:
         return combine(priors, [e["timesteps"] for e in spec],
                        name=os.path.basename(os.path.normpath(folder)),
