@@ -376,20 +376,6 @@ def _train(cfg: TrainConfig, progress: bool, log, mcfg: dict, dist: Distributed)
         lock.release()
 
 
-def _with_base(expert, base, timesteps):
-    """The prior that validation scores for a timestep expert: ``expert`` on [start, stop),
-    ``base`` on the rest (dmir.models.experts.combine)."""
-    from .models import experts
-
-    lo, hi = timesteps
-    T = expert.num_timesteps
-    parts = [(base, (0, lo))] if lo > 0 else []
-    parts.append((expert, (lo, hi)))
-    if hi < T:
-        parts.append((base, (hi, T)))
-    return experts.combine([p for p, _ in parts], [r for _, r in parts], name="validation")
-
-
 def _train_locked(cfg, progress, log, data, val_names, val_x, state_dir, state_path,
                   mcfg, device, dist, local, stop, val_base=None) -> str:
     from tqdm import tqdm
@@ -459,7 +445,9 @@ def _train_locked(cfg, progress, log, data, val_names, val_x, state_dir, state_p
         nonlocal best
         prior = ddpm_unet.prior(ema_net(), mcfg, name="ema")
         if val_base is not None:               # a timestep expert, with the rest from the base
-            prior = _with_base(prior, val_base, cfg.timesteps)
+            from .models.experts import around
+
+            prior = around(prior, val_base, cfg.timesteps)
         r = evaluate_prior(prior, val_x, steps=cfg.val_steps, seed=cfg.seed)
         val_hist.append({"step": step, **r})
         log(f"step {step}: held-out gain over A⁺y " + ", ".join(

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 
 #: The learned natural-image prior shipped in the package (trained with ``dmir train``, see
-#: docs/prior.md): a DDPM UNet folder (config.json + model.safetensors) under dmir/data/.
+#: docs/prior.md): a folder of two DDPM UNet timestep experts (dmir.models.experts) under
+#: dmir/data/.
 LEARNED_PRIOR = "dmir-ddpm"
 DEFAULT_MODEL = LEARNED_PRIOR
 
@@ -21,8 +22,9 @@ def builtin_names() -> list[str]:
 
 #: one line per built-in prior (``dmir models``; kept here so listing loads no network)
 DESCRIPTIONS = {
-    LEARNED_PRIOR: "learned DDPM UNet (4.2 M parameters) trained by dmir on natural photos; "
-                   "runs at any size; the default",
+    LEARNED_PRIOR: "learned DDPM UNet timestep experts (2 × 4.2 M parameters: ε below "
+                   "t = 700, v above) trained by dmir on natural photos; runs at any size; "
+                   "the default",
     "natural": "stationary power-law Gaussian image prior: exact, instant, far weaker",
     "patch-gmm": "32-component colour 6x6 patch Gaussian mixture (EPLL-style), learned by EM",
 }

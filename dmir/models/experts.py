@@ -52,6 +52,11 @@ class TimestepExperts(nn.Module):
         alphas_cumprod: the shared schedule ᾱ (T,).
     """
 
+    nets: nn.ModuleList
+    cuts: torch.Tensor
+    sqrt_ab: torch.Tensor
+    sqrt_1mab: torch.Tensor
+
     def __init__(self, nets: Sequence[nn.Module], predictions: Sequence[str],
                  cuts: Sequence[int], alphas_cumprod: torch.Tensor):
         super().__init__()
@@ -86,7 +91,7 @@ class TimestepExperts(nn.Module):
             return out
         # v = √ᾱ ε − √(1−ᾱ) x₀ and x_t = √ᾱ x₀ + √(1−ᾱ) ε give ε = √ᾱ v + √(1−ᾱ) x_t
         C = x.shape[1]
-        idx = t.round().long().clamp(0, self.sqrt_ab.shape[0] - 1)
+        idx = t.round().long().clamp(0, int(self.sqrt_ab.shape[0]) - 1)
         a = self.sqrt_ab[idx].view(-1, 1, 1, 1)
         s = self.sqrt_1mab[idx].view(-1, 1, 1, 1)
         eps = a * out[:, :C].float() + s * x.float()
@@ -106,7 +111,20 @@ class TimestepExperts(nn.Module):
             if out is None:
                 out = o.new_empty((x.shape[0],) + tuple(o.shape[1:]))
             out[sel] = o
+        assert out is not None
         return out
+
+
+def around(expert, base, timesteps: Sequence[int]):
+    """``expert`` on the half-open range ``timesteps`` = (start, stop), ``base`` on the rest:
+    what ``dmir train --timesteps --val-base`` validates."""
+    lo, hi = int(timesteps[0]), int(timesteps[1])
+    T = expert.num_timesteps
+    parts = [(base, (0, lo))] if lo > 0 else []
+    parts.append((expert, (lo, hi)))
+    if hi < T:
+        parts.append((base, (hi, T)))
+    return combine([p for p, _ in parts], [r for _, r in parts], name="validation")
 
 
 def read_spec(folder: str) -> list[dict]:
@@ -123,18 +141,18 @@ def read_spec(folder: str) -> list[dict]:
         raise CheckpointError(f"{cfg!r}: an expert prior needs a non-empty list \"experts\" "
                               f"of {{\"path\": folder, \"timesteps\": [start, stop]}}")
     out = []
-    for e in ex:
-        ok = isinstance(e, dict) and isinstance(e.get("path"), str) and \
-            isinstance(e.get("timesteps"), list) and len(e["timesteps"]) == 2 and \
-            all(isinstance(v, int) and not isinstance(v, bool) for v in e["timesteps"])
+    for item in ex:
+        ok = isinstance(item, dict) and isinstance(item.get("path"), str) and \
+            isinstance(item.get("timesteps"), list) and len(item["timesteps"]) == 2 and \
+            all(isinstance(v, int) and not isinstance(v, bool) for v in item["timesteps"])
         if not ok:
             raise CheckpointError(f"{cfg!r}: each expert must be {{\"path\": folder, "
-                                  f"\"timesteps\": [start, stop]}} (integers), got {e!r}")
-        p = os.path.normpath(os.path.join(folder, e["path"]))
+                                  f"\"timesteps\": [start, stop]}} (integers), got {item!r}")
+        p = os.path.normpath(os.path.join(folder, item["path"]))
         if os.path.commonpath([os.path.abspath(p), os.path.abspath(folder)]) != \
                 os.path.abspath(folder):
-            raise CheckpointError(f"{cfg!r}: expert path {e['path']!r} leaves the folder")
-        out.append({"path": p, "timesteps": tuple(e["timesteps"])})
+            raise CheckpointError(f"{cfg!r}: expert path {item['path']!r} leaves the folder")
+        out.append({"path": p, "timesteps": tuple(item["timesteps"])})
     return sorted(out, key=lambda e: e["timesteps"])
 
 
@@ -148,7 +166,7 @@ def combine(priors: Sequence, ranges: Sequence[tuple[int, int]], name: str = FOR
         raise ParameterError("combine needs one timestep range per expert prior")
     order = sorted(range(len(priors)), key=lambda i: tuple(ranges[i]))
     priors = [priors[i] for i in order]
-    ranges = [tuple(int(v) for v in ranges[i]) for i in order]
+    ranges = [(int(ranges[i][0]), int(ranges[i][1])) for i in order]
     first = priors[0]
     for p in priors:
         if not isinstance(p, NetworkPrior):
