@@ -251,9 +251,9 @@ def test_defaults_inpainting_with_a_fill_in_white_mask(photo, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="the shipped prior's colours are plausible but muted "
-                   "and globally tinted (README, Known limits): 14.9 dB against 15.9 dB for "
-                   "gray → RGB (8.8 dB before the timestep experts)")
+@pytest.mark.xfail(strict=True, reason="the shipped prior gives one global tint per image "
+                   "(README, Known limits): 14.9 dB against 15.9 dB for gray → RGB (8.8 dB "
+                   "before the timestep experts)")
 def test_defaults_colorization_beats_gray_to_rgb(photo, tmp_path):
     gray = Image.fromarray(_u8(photo)).convert("L")
     gray.save(tmp_path / "gray.png")
