@@ -21,7 +21,7 @@ Recipe (Ho et al. 2020, Algorithm 1, with the parametrisation of Salimans & Ho 2
 State and outputs:
 
 - the full training state (weights, EMA, optimizer, step, RNG, loss history, validation
-  history) is one ``state.safetensors`` in ``state_dir`` (default: dmir's cache directory,
+  history, CPU-seconds spent by all processes, which each validation records) is one ``state.safetensors`` in ``state_dir`` (default: dmir's cache directory,
   ``<cache>/train/<name of out_dir>-<hash of its path>``), written atomically every
   ``save_every`` steps and on Ctrl-C. It holds tensors only (plain data as JSON in a uint8
   tensor), so resuming never unpickles anything. A later call with the same settings resumes
@@ -404,14 +404,14 @@ def _train_locked(cfg, progress, log, data, val_names, val_x, state_dir, state_p
     ab = ddpm_unet.schedule(mcfg).to(device=device, dtype=torch.float32)
     T = ab.shape[0]
     step, history, val_hist, best = 0, [], [], None
-    acc, n_acc = 0.0, 0
+    acc, n_acc, cpu_s = 0.0, 0, 0.0       # cpu_s: CPU-seconds of all processes (and threads)
     if stored is not None:
         tensors, meta = stored
         net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         ema = {k[4:]: v.to(device).clone() for k, v in tensors.items() if k.startswith("ema.")}
         opt.load_state_dict(_unpack_optimizer(tensors, meta["param_groups"]))
         step, history, val_hist, best = meta["step"], meta["history"], meta["val"], meta["best"]
-        acc, n_acc = meta["acc"], meta["n_acc"]
+        acc, n_acc, cpu_s = meta["acc"], meta["n_acc"], meta.get("cpu_s", 0.0)
         log(f"resuming from step {step} ({state_path})")
     else:
         if cfg.init:
@@ -449,8 +449,8 @@ def _train_locked(cfg, progress, log, data, val_names, val_x, state_dir, state_p
 
             prior = around(prior, val_base, cfg.timesteps)
         r = evaluate_prior(prior, val_x, steps=cfg.val_steps, seed=cfg.seed)
-        val_hist.append({"step": step, **r})
-        log(f"step {step}: held-out gain over A⁺y " + ", ".join(
+        val_hist.append({"step": step, "cpu_hours": round(cpu_s / 3600, 6), **r})
+        log(f"step {step} ({cpu_s / 3600:.2f} CPU-h): held-out gain over A⁺y " + ", ".join(
             f"{k} {r[k]['gain']:+.2f} dB" for k in r if k != "score") + f" (score {r['score']:+.3f})")
         if best is None or r["score"] > best["score"]:
             best = {"step": step, "score": r["score"]}
@@ -466,7 +466,8 @@ def _train_locked(cfg, progress, log, data, val_names, val_x, state_dir, state_p
         ot, groups = _pack_optimizer(opt)
         tensors.update({k: v.cpu() for k, v in ot.items()})
         meta = {"version": STATE_VERSION, "step": step, "history": history, "val": val_hist,
-                "best": best, "acc": acc, "n_acc": n_acc, "param_groups": groups,
+                "best": best, "acc": acc, "n_acc": n_acc, "cpu_s": cpu_s,
+                "param_groups": groups,
                 "model_config": mcfg, "fixed": cfg.fixed_settings(),
                 "train_config": dataclasses.asdict(cfg)}
         save_state(state_path, tensors, meta)
@@ -481,10 +482,11 @@ def _train_locked(cfg, progress, log, data, val_names, val_x, state_dir, state_p
             atomic_write(os.path.join(cfg.out_dir, "val.json"),
                          json.dumps(val_hist, indent=1).encode())
             curves = {k: [(v["step"], v[k]["gain"]) for v in val_hist] for k in val_hist[0]
-                      if k not in ("step", "score")}
+                      if k not in ("step", "cpu_hours", "score")}
             line_plot(curves, os.path.join(cfg.out_dir, "val.png"), xlabel="step",
                       ylabel="held-out PSNR gain over A⁺y (dB)", title="dmir train: validation")
 
+    clock = time.process_time()     # CPU time of this process, validation included
     if val_x is not None and not val_hist and dist.main:
         run_validation()            # the starting point of the curve
     net.train()
@@ -516,8 +518,10 @@ def _train_locked(cfg, progress, log, data, val_names, val_x, state_dir, state_p
             loss = (per * weight[t]).mean()
             # one collective per step: the global mean loss and whether any process was
             # signalled, so all processes stop (or fail) at the same step
-            li, stopping = dist.sum([loss.item(), float(stop.signum is not None)])
-            li, stopping = li / dist.world, stopping > 0
+            now = time.process_time()
+            li, stopping, used = dist.sum([loss.item(), float(stop.signum is not None),
+                                           now - clock])
+            li, stopping, clock, cpu_s = li / dist.world, stopping > 0, now, cpu_s + used
             if not math.isfinite(li):
                 kept = (f"the state of step {saved_at} is kept in {state_dir}"
                         if saved_at is not None else "no state was saved")
@@ -579,22 +583,6 @@ def _train_locked(cfg, progress, log, data, val_names, val_x, state_dir, state_p
     return os.path.join(cfg.out_dir, "model")
 
 
-def ema_loss_at(model_dir: str, images: torch.Tensor, ts=(50, 200, 500, 800), seed: int = 0) -> dict:
-    """ε-MSE of a model folder on images (B, 3, H, W) in [-1, 1] at the given timesteps."""
-    from .models import load
-
-    m = load(model_dir)
-    g = torch.Generator().manual_seed(seed)
-    out = {}
-    with torch.no_grad():
-        for t in ts:
-            e = torch.randn(images.shape, generator=g)
-            a = m.alphas_cumprod[t].float()
-            xt = a.sqrt() * images + (1 - a).sqrt() * e
-            out[int(t)] = float((m.eps(xt, torch.full((images.shape[0],), t)) - e).pow(2).mean())
-    return out
-
-
 __all__ = ["TrainConfig", "TrainingError", "TrainingInterrupted", "loss_weight", "train", "find_images", "CropSampler",
-           "export_model", "ema_loss_at", "evaluate_prior", "load_validation_set",
+           "export_model", "evaluate_prior", "load_validation_set",
            "save_state", "load_state"]

@@ -4,6 +4,7 @@ bad settings or data are refused with clear errors (issue 14, causes 1, 10, 17, 
 import json
 import os
 import pickle
+import re
 import shutil
 from pathlib import Path
 
@@ -98,6 +99,10 @@ def test_warm_start_and_validation_choose_best(folder, tmp_path):
     assert any("warm start from" in m for m in logs)
     val = json.loads((tmp_path / "w1" / "val.json").read_text())
     assert [v["step"] for v in val] == [0, 2, 4]
+    # the CPU time spent so far (all threads, validation included) goes with every validation
+    hours = [v["cpu_hours"] for v in val]
+    assert hours[0] == 0 and hours[1] > 0 and hours[2] > hours[1]
+    assert any(re.match(r"step 4 \(\d+\.\d\d CPU-h\): held-out gain", m) for m in logs)
     for v in val:
         assert set(v) >= {"sr4", "inpaint", "color", "sr4_eta0", "score"}
         assert v["score"] == pytest.approx(np.mean([v[k]["gain"] for k in ("sr4", "inpaint",
