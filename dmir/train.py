@@ -21,7 +21,8 @@ Recipe (Ho et al. 2020, Algorithm 1, with the parametrisation of Salimans & Ho 2
 State and outputs:
 
 - the full training state (weights, EMA, optimizer, step, RNG, loss history, validation
-  history, CPU-seconds spent by all processes, which each validation records) is one ``state.safetensors`` in ``state_dir`` (default: dmir's cache directory,
+  history, the CPU-seconds spent by all processes, which each validation records) is one
+  ``state.safetensors`` in ``state_dir`` (default: dmir's cache directory,
   ``<cache>/train/<name of out_dir>-<hash of its path>``), written atomically every
   ``save_every`` steps and on Ctrl-C. It holds tensors only (plain data as JSON in a uint8
   tensor), so resuming never unpickles anything. A later call with the same settings resumes
@@ -518,10 +519,12 @@ def _train_locked(cfg, progress, log, data, val_names, val_x, state_dir, state_p
             loss = (per * weight[t]).mean()
             # one collective per step: the global mean loss and whether any process was
             # signalled, so all processes stop (or fail) at the same step
+            # (and this step's CPU-seconds, summed over the processes)
             now = time.process_time()
             li, stopping, used = dist.sum([loss.item(), float(stop.signum is not None),
                                            now - clock])
-            li, stopping, clock, cpu_s = li / dist.world, stopping > 0, now, cpu_s + used
+            li, stopping, clock = li / dist.world, stopping > 0, now
+            cpu_s += used
             if not math.isfinite(li):
                 kept = (f"the state of step {saved_at} is kept in {state_dir}"
                         if saved_at is not None else "no state was saved")
