@@ -52,6 +52,55 @@ def test_safetensors_matches_the_reference_library(tmp_path):
     assert all(torch.equal(back[k], t[k]) for k in t)
 
 
+def test_int8_weights_round_trip_within_half_a_step(tmp_path):
+    from dmir.checkpoints.reading import INT8_KEY, INT8_SCALE, INT8_VALUE, quantize_int8
+
+    g = torch.Generator().manual_seed(0)
+    sd = {"conv.weight": torch.randn(64, 32, 3, 3, generator=g) * torch.linspace(1e-3, 2, 64)
+          .view(64, 1, 1, 1), "lin.weight": torch.randn(5, 7, generator=g),
+          "zero.weight": torch.zeros(4, 3), "conv.bias": torch.randn(64, generator=g),
+          "steps": torch.arange(3)}
+    sd["lin.weight"][2, 3] = 9.0                     # an outlier widens only its own row
+    q = quantize_int8(sd)
+    assert q["conv.weight"].dtype == torch.int8 and q["conv.bias"] is sd["conv.bias"]
+    assert set(q) == set(sd) | {k + INT8_SCALE for k in ("conv.weight", "lin.weight",
+                                                         "zero.weight")}
+    p = tmp_path / "q.safetensors"
+    models.write_safetensors(q, p, metadata={"format": "ddpm", INT8_KEY: INT8_VALUE})
+    f32 = tmp_path / "f.safetensors"
+    models.write_safetensors(sd, f32)
+    assert p.stat().st_size < 0.3 * f32.stat().st_size
+    back = models.read_checkpoint(p)
+    assert set(back) == set(sd) and back["conv.weight"].dtype == torch.float32
+    for k in ("conv.weight", "lin.weight"):
+        rows = sd[k].reshape(sd[k].shape[0], -1)
+        err = (back[k] - sd[k]).reshape(rows.shape).abs().amax(1)
+        assert (err <= rows.abs().amax(1) / 254 * 1.0001).all(), k      # ≤ scale / 2 per row
+    # per channel: the small-magnitude first rows keep their relative precision
+    rel = ((back["conv.weight"] - sd["conv.weight"]).flatten(1).norm(dim=1)
+           / sd["conv.weight"].flatten(1).norm(dim=1))
+    assert float(rel.max()) < 0.01
+    assert torch.equal(back["zero.weight"], sd["zero.weight"])
+    assert torch.equal(back["conv.bias"], sd["conv.bias"]) and torch.equal(back["steps"],
+                                                                           sd["steps"])
+    # damaged files are refused, naming the tensor
+    bad = dict(q)
+    del bad["lin.weight" + INT8_SCALE]
+    models.write_safetensors(bad, p, metadata={INT8_KEY: INT8_VALUE})
+    with pytest.raises(CheckpointError, match="'lin.weight' is int8 but its scales"):
+        models.read_checkpoint(p)
+    bad = dict(q, **{"lin.weight" + INT8_SCALE: torch.ones(4)})
+    models.write_safetensors(bad, p, metadata={INT8_KEY: INT8_VALUE})
+    with pytest.raises(CheckpointError, match=r"scales of shape \(4,\).*expected \(5,\)"):
+        models.read_checkpoint(p)
+    bad = dict(q, **{"conv.weight" + INT8_SCALE: -q["conv.weight" + INT8_SCALE]})
+    models.write_safetensors(bad, p, metadata={INT8_KEY: INT8_VALUE})
+    with pytest.raises(CheckpointError, match="non-positive"):
+        models.read_checkpoint(p)
+    with pytest.raises(ParameterError, match="NaN"):
+        quantize_int8({"w": torch.tensor([[1.0, float("nan")]])})
+
+
 def test_truncated_and_corrupt_files(tmp_path):
     sd = {"w": torch.randn(64, 64), "b": torch.randn(64)}
     pt = tmp_path / "m.pt"

@@ -127,6 +127,28 @@ def test_folder_roundtrip_half_storage_and_fast_path(tmp_path):
         assert got.dtype == torch.float32
 
 
+def test_int8_expert_storage(tmp_path):
+    """An expert stored as int8 (a quarter of the float32 bytes) predicts what its float32
+    network predicts to within int8 rounding; a wrong precision is refused."""
+    lo = _export(tmp_path / "eps", "epsilon", 1)
+    hi = _export(tmp_path / "v", "v_prediction", 2)
+    experts.save_folder(str(tmp_path / "mix"), [(str(tmp_path / "v"), (700, 1000)),
+                                                 (str(tmp_path / "eps"), (0, 700))],
+                        precision=["int8", "float16"])      # per expert, in the order given
+    one = (tmp_path / "v" / "model.safetensors").stat().st_size
+    assert (tmp_path / "mix" / "expert1" / "model.safetensors").stat().st_size < 0.3 * one
+    assert (tmp_path / "mix" / "expert0" / "model.safetensors").stat().st_size > 0.45 * one
+    p = models.load(str(tmp_path / "mix"))
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    for t, ref, tol in ((300, lo, 2e-3), (800, hi, 2e-2)):
+        want, got = ref.eps(x, t), p.eps(x, t)
+        rel = float((got - want).norm() / want.norm())
+        assert 0 < rel < tol, (t, rel)
+    with pytest.raises(ParameterError, match="precision must be"):
+        experts.save_folder(str(tmp_path / "bad"), [(str(tmp_path / "v"), (0, 1000))],
+                            precision="int4")
+
+
 def test_malformed_expert_folders_are_refused(tmp_path):
     _export(tmp_path / "eps", "epsilon", 1)
     d = tmp_path / "bad"

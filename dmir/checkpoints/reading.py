@@ -239,7 +239,7 @@ def read_safetensors(path, remedy: str | None = "download it again") -> dict[str
     from safetensors import SafetensorError, safe_open
 
     path = os.fspath(path)
-    header, _, _ = safetensors_header(path, remedy)
+    header, meta, _ = safetensors_header(path, remedy)
     out = {}
     try:
         with safe_open(path, framework="pt", device="cpu") as f:
@@ -248,6 +248,8 @@ def read_safetensors(path, remedy: str | None = "download it again") -> dict[str
     except (SafetensorError, OSError, RuntimeError, ValueError, TypeError) as e:
         raise CheckpointError(f"{path!r}: cannot read the safetensors data "
                               f"({type(e).__name__}: {str(e)[:200]})") from None
+    if meta.get(INT8_KEY) == INT8_VALUE:
+        out = dequantize_int8(out, path)
     return out
 
 
@@ -279,6 +281,72 @@ def write_safetensors(tensors: dict[str, torch.Tensor], path, metadata: dict | N
     atomic_write(path, save(out, metadata=meta))
 
 
+
+
+# ------------------------------------------------------------------- int8 weight storage
+#: ``__metadata__`` entry that marks a file of :func:`quantize_int8` tensors
+INT8_KEY, INT8_VALUE = "dmir_weights", "int8-per-channel"
+INT8_SCALE = ".int8_scale"      # suffix of a quantized weight's per-channel scales
+
+
+def quantize_int8(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Weights stored in a quarter of float32's bytes: every floating tensor with ≥ 2 dims
+    (convolution and linear weights) as int8 ``q`` with one float32 scale per output channel
+    (row) under ``name + INT8_SCALE``, ``w ≈ q · scale``, ``scale = max|row| / 127``
+    (symmetric, so zero stays zero); the error of each weight is at most scale / 2, 0.4 % of
+    its row's largest magnitude. Biases, norms and other tensors are kept as they are. Write
+    the result with ``metadata={INT8_KEY: INT8_VALUE}``; :func:`read_safetensors` then returns
+    float32 weights again (:func:`dequantize_int8`)."""
+    out = {}
+    for name, t in sd.items():
+        if name.endswith(INT8_SCALE):
+            raise ParameterError(f"{name!r}: names ending in {INT8_SCALE!r} are reserved for "
+                                 f"the scales of int8 weights")
+        if not (t.is_floating_point() and t.dim() >= 2 and t.numel()):
+            out[name] = t
+            continue
+        rows = t.detach().float().reshape(t.shape[0], -1)
+        if not torch.isfinite(rows).all():
+            raise ParameterError(f"{name!r} holds NaN or infinite values; int8 cannot store it")
+        scale = rows.abs().amax(1) / 127
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))   # all-zero rows stay 0
+        out[name] = torch.round(rows / scale[:, None]).clamp(-127, 127).to(torch.int8) \
+            .reshape(t.shape)
+        out[name + INT8_SCALE] = scale
+    return out
+
+
+def dequantize_int8(sd: dict[str, torch.Tensor], path="") -> dict[str, torch.Tensor]:
+    """The float32 state dict of a :func:`quantize_int8` file; a scale without its int8
+    weight, an int8 weight without its scales or scales that do not fit raise
+    :class:`CheckpointError` naming the tensor."""
+    def bad(msg):
+        return CheckpointError(f"{os.fspath(path)!r}: int8 weights: {msg}")
+
+    out = {}
+    for name, t in sd.items():
+        if name.endswith(INT8_SCALE):
+            if name[:-len(INT8_SCALE)] not in sd:
+                raise bad(f"scales {name!r} without the weight they scale")
+            continue
+        scale = sd.get(name + INT8_SCALE)
+        if t.dtype != torch.int8:
+            if scale is not None:
+                raise bad(f"{name!r} has scales but is {t.dtype}, not int8")
+            out[name] = t
+            continue
+        if scale is None:
+            raise bad(f"{name!r} is int8 but its scales {name + INT8_SCALE!r} are missing")
+        if (t.dim() < 1 or not scale.is_floating_point()
+                or tuple(scale.shape) != (t.shape[0],)):
+            rows = t.shape[0] if t.dim() else 0
+            raise bad(f"{name!r}: scales of shape {tuple(scale.shape)} ({scale.dtype}) for a "
+                      f"weight of shape {tuple(t.shape)}; expected ({rows},) floating")
+        scale = scale.float()
+        if not (torch.isfinite(scale).all() and (scale > 0).all()):
+            raise bad(f"{name + INT8_SCALE!r} holds non-positive or non-finite scales")
+        out[name] = t.float() * scale.view(-1, *([1] * (t.dim() - 1)))
+    return out
 
 
 # ---------------------------------------------------------------------------------- fitting

@@ -222,28 +222,46 @@ def load_folder(folder: str, load, dtype=None, device=None):
 
 
 def save_folder(folder: str, experts: Sequence[tuple[str, tuple[int, int]]],
-                half: bool = True) -> None:
+                precision: str | Sequence[str] = "float16") -> None:
     """Write an expert-prior folder from existing model folders: ``experts`` lists
     ``(model folder, (start, stop))``; each is copied into ``folder/expert<i>`` with its
-    weights as float16 when ``half`` (they load as float32; the fast path rounds to bfloat16
-    anyway), so two 4 M-parameter experts take 17 MB like one float32 network."""
+    weights stored in ``precision`` (one for all, or one per expert in the order given):
+    "float32", "float16" (half the bytes; the fast path rounds to bfloat16 anyway, so two
+    4 M-parameter experts take 17 MB like one float32 network) or "int8" (a quarter:
+    :func:`dmir.checkpoints.reading.quantize_int8`, one scale per output channel). Every
+    expert loads as float32."""
     import shutil
 
-    from ..checkpoints.reading import read_checkpoint, write_safetensors
+    from ..checkpoints.reading import (INT8_KEY, INT8_SCALE, INT8_VALUE, quantize_int8,
+                                       read_checkpoint, write_safetensors)
     from ..io import atomic_write
 
+    kinds = [precision] * len(experts) if isinstance(precision, str) else list(precision)
+    if len(kinds) != len(experts) or any(k not in ("float32", "float16", "int8")
+                                         for k in kinds):
+        raise ParameterError(f"precision must be 'float32', 'float16' or 'int8', or one of "
+                             f"them per expert ({len(experts)}); got {precision!r}")
     os.makedirs(folder, exist_ok=True)
     spec = []
-    for i, (src, rng) in enumerate(sorted(experts, key=lambda e: tuple(e[1]))):
+    order = sorted(range(len(experts)), key=lambda j: tuple(experts[j][1]))
+    for i, j in enumerate(order):
+        (src, rng), kind = experts[j], kinds[j]
         sub = f"expert{i}"
         dst = os.path.join(folder, sub)
         os.makedirs(dst, exist_ok=True)
         shutil.copyfile(os.path.join(src, "config.json"), os.path.join(dst, "config.json"))
         sd = dict(read_checkpoint(os.path.join(src, "model.safetensors"), mmap=False))
-        if half:
+        meta = {"format": "ddpm"}
+        if kind == "float16":
             sd = {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}
+        elif kind == "int8":
+            sd = quantize_int8({k: v.float() if v.is_floating_point() else v
+                                for k, v in sd.items()})
+            sd = {k: v.half() if v.is_floating_point() and not k.endswith(INT8_SCALE)
+                  else v for k, v in sd.items()}      # biases and norms as float16
+            meta[INT8_KEY] = INT8_VALUE
         write_safetensors({k: v.contiguous() for k, v in sd.items()},
-                          os.path.join(dst, "model.safetensors"), metadata={"format": "ddpm"})
+                          os.path.join(dst, "model.safetensors"), metadata=meta)
         spec.append({"path": sub, "timesteps": [int(rng[0]), int(rng[1])]})
     atomic_write(os.path.join(folder, "config.json"),
                  json.dumps({"format": FORMAT, "experts": spec}, indent=1).encode())
