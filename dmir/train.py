@@ -35,7 +35,8 @@ State and outputs:
   ``val`` folders are given): every ``val_every`` steps, ``val_size``² centre crops of the first
   ``val_images`` images of each folder are restored (DDNM, ``val_steps`` steps) for SR×4
   (average pooling), inpainting with the DDNM paper mask and colorization, plus SR×4 with
-  deterministic DDIM (η = 0); the score is the mean PSNR gain over A⁺y of the first three;
+  deterministic DDIM (η = 0); the score is the mean PSNR gain over A⁺y of the first three.
+  Resuming with another validation protocol restarts the best (the old one: ``best-step<N>``);
 - ``loss.json``/``loss.png`` and ``val.json``/``val.png``.
 
 Nothing here parses options: the CLI builds a :class:`TrainConfig`.
@@ -60,7 +61,8 @@ from .log import get_logger
 from .train_steps import (STATE_VERSION, Distributed, TrainingError,  # noqa: F401
                           TrainingInterrupted, _StopAtStepEnd, _pack_optimizer,
                           _unpack_optimizer, draw_samples, load_state, loss_weight,
-                          parse_weighting, save_state)
+                          parse_weighting, resume_validation, save_state,
+                          validation_protocol)
 from .prior_eval import (SCORED_TASKS, evaluate_prior, load_validation_set,  # noqa: F401
                          read_rgb_uint8, validation_tasks)
 
@@ -405,6 +407,7 @@ def _train_locked(cfg, progress, log, data, val_names, val_x, state_dir, state_p
     ab = ddpm_unet.schedule(mcfg).to(device=device, dtype=torch.float32)
     T = ab.shape[0]
     step, history, val_hist, best = 0, [], [], None
+    protocol = validation_protocol(dataclasses.asdict(cfg))    # what makes scores comparable
     acc, n_acc, cpu_s = 0.0, 0, 0.0       # cpu_s: CPU-seconds of all processes (and threads)
     if stored is not None:
         tensors, meta = stored
@@ -412,6 +415,9 @@ def _train_locked(cfg, progress, log, data, val_names, val_x, state_dir, state_p
         ema = {k[4:]: v.to(device).clone() for k, v in tensors.items() if k.startswith("ema.")}
         opt.load_state_dict(_unpack_optimizer(tensors, meta["param_groups"]))
         step, history, val_hist, best = meta["step"], meta["history"], meta["val"], meta["best"]
+        if dist.main:
+            best = resume_validation(val_hist, best, meta.get("train_config", {}), protocol,
+                                     cfg.out_dir, log)
         acc, n_acc, cpu_s = meta["acc"], meta["n_acc"], meta.get("cpu_s", 0.0)
         log(f"resuming from step {step} ({state_path})")
     else:
@@ -450,11 +456,12 @@ def _train_locked(cfg, progress, log, data, val_names, val_x, state_dir, state_p
 
             prior = around(prior, val_base, cfg.timesteps)
         r = evaluate_prior(prior, val_x, steps=cfg.val_steps, seed=cfg.seed)
-        val_hist.append({"step": step, "cpu_hours": round(cpu_s / 3600, 6), **r})
+        val_hist.append({"step": step, "cpu_hours": round(cpu_s / 3600, 6), **r,
+                         "protocol": protocol})
         log(f"step {step} ({cpu_s / 3600:.2f} CPU-h): held-out gain over A⁺y " + ", ".join(
             f"{k} {r[k]['gain']:+.2f} dB" for k in r if k != "score") + f" (score {r['score']:+.3f})")
         if best is None or r["score"] > best["score"]:
-            best = {"step": step, "score": r["score"]}
+            best = {"step": step, "score": r["score"], "protocol": protocol}
             export_model(ema, cfg, os.path.join(cfg.out_dir, "best"), step,
                          history[-1][1] if history else None,
                          extra={"validation": r, "validation_images": val_names})
@@ -482,14 +489,15 @@ def _train_locked(cfg, progress, log, data, val_names, val_x, state_dir, state_p
         if val_hist:
             atomic_write(os.path.join(cfg.out_dir, "val.json"),
                          json.dumps(val_hist, indent=1).encode())
-            curves = {k: [(v["step"], v[k]["gain"]) for v in val_hist] for k in val_hist[0]
-                      if k not in ("step", "cpu_hours", "score")}
+            now = [v for v in val_hist if v["protocol"] == protocol]   # comparable scores
+            curves = {k: [(v["step"], v[k]["gain"]) for v in now] for k in now[-1]
+                      if isinstance(now[-1][k], dict) and "gain" in now[-1][k]}
             line_plot(curves, os.path.join(cfg.out_dir, "val.png"), xlabel="step",
                       ylabel="held-out PSNR gain over A⁺y (dB)", title="dmir train: validation")
 
     clock = time.process_time()     # CPU time of this process, validation included
-    if val_x is not None and not val_hist and dist.main:
-        run_validation()            # the starting point of the curve
+    if val_x is not None and dist.main and (not val_hist or val_hist[-1]["protocol"] != protocol):
+        run_validation()            # the starting point of the curve (under this protocol)
     net.train()
     model = dist.wrap(net)          # DistributedDataParallel: gradients averaged over processes
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress or not dist.main,

@@ -204,6 +204,47 @@ class Distributed:
             self.owned = False
 
 
+# ------------------------------------------------------------------------------- validation
+def validation_protocol(settings: dict) -> dict:
+    """What a held-out score depends on besides the weights (``settings``: a TrainConfig as a
+    dict): the folders (absolute), images per folder, crop size (pixels), sampling steps, the
+    base prior of a timestep expert and the seed. Scores compare only within one protocol."""
+    return {"folders": [os.path.abspath(os.fspath(p)) for p in settings.get("val") or []],
+            "images": settings.get("val_images", 2), "size": settings.get("val_size", 128),
+            "steps": settings.get("val_steps", 20), "base": settings.get("val_base"),
+            "seed": settings.get("seed", 0)}
+
+
+def resume_validation(val_hist: list, best: dict | None, stored_settings: dict,
+                      protocol: dict, out_dir: str, log) -> dict | None:
+    """The best validation a resumed run has to beat. Entries and a best from before protocols
+    were recorded get the stored run's (``stored_settings``); when ``protocol`` differs from the
+    best's (another --val, --val-images, --val-size, --val-base …), scores of the two cannot be
+    compared, so the best restarts under the new protocol: the earlier curve stays in val.json
+    (each entry with its protocol) and ``out_dir/best`` moves to ``best-step<N>``. Only the main
+    process calls this. Returns the best to keep (``None``: none yet)."""
+    old = validation_protocol(stored_settings)
+    for entry in val_hist:
+        entry.setdefault("protocol", old)
+    if best is None:
+        return None
+    best.setdefault("protocol", old)
+    if best["protocol"] == protocol or not protocol["folders"]:   # no validation: nothing to compare
+        return best
+    changed = ", ".join(f"{k} {best['protocol'].get(k)!r} → {protocol[k]!r}" for k in protocol
+                        if best["protocol"].get(k) != protocol[k])
+    kept = ""
+    if os.path.isdir(folder := os.path.join(out_dir, "best")):     # keep the earlier best weights
+        n, kept = 0, f"{folder}-step{best['step']}"
+        while os.path.exists(kept):
+            n, kept = n + 1, f"{folder}-step{best['step']}-{n + 1}"
+        os.replace(folder, kept)
+    log(f"the validation protocol changed ({changed}): earlier scores (best {best['score']:+.3f}"
+        f" at step {best['step']}) are not comparable, so the best restarts under the new one"
+        + (f"; its weights are now in {kept}" if kept else ""))
+    return None
+
+
 # ------------------------------------------------------------------------------------ state
 def save_state(path: str, tensors: dict, meta: dict) -> None:
     """Tensors plus JSON-able ``meta`` as one safetensors file (atomic; no pickle)."""

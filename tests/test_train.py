@@ -18,6 +18,7 @@ from dmir.errors import InputError, ParameterError
 from dmir.models import read_safetensors
 from dmir.train import (CropSampler, TrainConfig, TrainingError, evaluate_prior, load_state,
                         save_state, train)
+from dmir.train_steps import resume_validation, validation_protocol
 
 DATA = Path(__file__).parent / "data"
 QUIET = {"progress": False, "log": lambda m: None}
@@ -323,3 +324,46 @@ def test_timestep_expert_trains_and_validates_with_its_base(folder, tmp_path):
     experts.save_folder(str(tmp_path / "pair"), [(base, (0, 500)), (out, (500, 1000))])
     p = models.load(str(tmp_path / "pair"))
     assert [e["prediction"] for e in p.info["experts"]] == ["epsilon", "v_prediction"]
+
+
+def test_resume_with_another_validation_protocol_restarts_the_best(folder, tmp_path):
+    """Scores of two validation protocols (here 32² and 64² crops) are not comparable: a run
+    resumed with another --val-size validates at once under the new protocol, its best restarts
+    there, and the earlier best weights move to best-step<N>; the same protocol again changes
+    nothing."""
+    kw = {"val": [str(folder)], "val_every": 2, "val_images": 1, "val_steps": 3}
+    out = tmp_path / "p"
+    train(small(folder, out, 2, val_size=32, **kw), **QUIET)
+    old = json.loads((out / "best" / "config.json").read_text())["training"]["step"]
+    logs = []
+    train(small(folder, out, 4, val_size=64, **kw), progress=False, log=logs.append)
+    val = json.loads((out / "val.json").read_text())
+    assert [(v["step"], v["protocol"]["size"]) for v in val] == [(0, 32), (2, 32), (2, 64),
+                                                                  (4, 64)]
+    assert all(v["protocol"]["folders"] == [str(folder.resolve())] for v in val)
+    assert sum("the validation protocol changed (size 32 → 64)" in m for m in logs) == 1
+    best = max(val[2:], key=lambda v: v["score"])
+    assert json.loads((out / "best" / "config.json").read_text())["training"]["step"] == \
+        best["step"]
+    assert (out / f"best-step{old}" / "model.safetensors").is_file()
+    logs.clear()
+    train(small(folder, out, 6, val_size=64, **kw), progress=False, log=logs.append)
+    assert not any("protocol changed" in m for m in logs)
+    assert [v["step"] for v in json.loads((out / "val.json").read_text())] == [0, 2, 2, 4, 6]
+
+
+def test_validation_entries_from_older_states_get_the_stored_protocol(tmp_path):
+    """A state saved before protocols were recorded: its entries and best take the stored
+    run's protocol; a run without --val keeps the best, since it compares nothing."""
+    stored = {"val": ["v"], "val_images": 2, "val_size": 128, "val_steps": 20, "seed": 0}
+    same, other = validation_protocol(stored), validation_protocol({**stored, "val_size": 256})
+    logs = []
+    hist, best = [{"step": 0, "score": 1.0}], {"step": 0, "score": 1.0}
+    assert resume_validation(hist, best, stored, same, str(tmp_path), logs.append) is best
+    assert hist[0]["protocol"] == same and same["folders"] == [os.path.abspath("v")]
+    assert resume_validation(hist, dict(best), stored, validation_protocol({}), str(tmp_path),
+                             logs.append) is not None
+    assert resume_validation(hist, dict(best), stored, other, str(tmp_path), logs.append) is None
+    assert logs == ["the validation protocol changed (size 128 → 256): earlier scores (best "
+                    "+1.000 at step 0) are not comparable, so the best restarts under the new "
+                    "one"]
