@@ -229,15 +229,16 @@ def resume_validation(val_hist: list, best: dict | None, stored_settings: dict,
     if best is None:
         return None
     best.setdefault("protocol", old)
-    if best["protocol"] == protocol or not protocol["folders"]:   # no validation: nothing to compare
+    if best["protocol"] == protocol or not protocol["folders"]:   # no --val: nothing compared
         return best
     changed = ", ".join(f"{k} {best['protocol'].get(k)!r} → {protocol[k]!r}" for k in protocol
                         if best["protocol"].get(k) != protocol[k])
     kept = ""
     if os.path.isdir(folder := os.path.join(out_dir, "best")):     # keep the earlier best weights
-        n, kept = 0, f"{folder}-step{best['step']}"
-        while os.path.exists(kept):
-            n, kept = n + 1, f"{folder}-step{best['step']}-{n + 1}"
+        kept, n = f"{folder}-step{best['step']}", 0
+        while os.path.exists(kept):                                 # never over earlier ones
+            n += 1
+            kept = f"{folder}-step{best['step']}-{n}"
         os.replace(folder, kept)
     log(f"the validation protocol changed ({changed}): earlier scores (best {best['score']:+.3f}"
         f" at step {best['step']}) are not comparable, so the best restarts under the new one"
