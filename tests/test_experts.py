@@ -127,6 +127,53 @@ def test_folder_roundtrip_half_storage_and_fast_path(tmp_path):
         assert got.dtype == torch.float32
 
 
+def test_routing_reads_no_timestep_back_from_the_device(tmp_path):
+    """A solver's scalar t reaches the experts on the host: routing reads nothing back from the
+    device (on a GPU a read is a sync per network call, and fails inside CUDA-graph capture).
+    The meta device stands in: any read of a meta tensor's values raises."""
+    _export(tmp_path / "eps", "epsilon", 1)
+    _export(tmp_path / "v", "v_prediction", 2)
+    experts.save_folder(str(tmp_path / "pair"), [(str(tmp_path / "eps"), (0, 700)),
+                                                  (str(tmp_path / "v"), (700, 1000))])
+    p = models.load(str(tmp_path / "pair"))
+    p.to("meta")
+    x = torch.empty(2, 3, 16, 16, device="meta")
+    for t in (0, 699, 700, 999):
+        out = p.eps(x, t)
+        assert out.device.type == "meta" and out.shape == x.shape
+    t_dev = torch.full((2,), 700.0, device="meta")
+    with pytest.raises((NotImplementedError, RuntimeError)):
+        p.net(x, t_dev)                     # without the host timesteps the route is read back
+
+
+def test_fast_path_wraps_each_expert_and_rewraps_cleanly(tmp_path):
+    """accelerate() puts each expert behind its own FastNet with the routing outside (a graph
+    captured of the whole would keep one expert); ε is unchanged in float32 in every range and
+    in a mixed batch; accelerating again re-wraps instead of nesting."""
+    from dmir.models import fast
+
+    _export(tmp_path / "eps", "epsilon", 1)
+    _export(tmp_path / "v", "v_prediction", 2)
+    experts.save_folder(str(tmp_path / "pair"), [(str(tmp_path / "eps"), (0, 700)),
+                                                  (str(tmp_path / "v"), (700, 1000))],
+                        precision="float32")
+    p = models.load(str(tmp_path / "pair"))
+    q = fast.accelerate(models.load(str(tmp_path / "pair")), "cpu", dtype="float32",
+                        channels_last=True)
+    assert isinstance(q.net, experts.TimestepExperts)
+    assert all(isinstance(n, fast.FastNet) for n in q.net.nets)
+    assert fast.options_of(q) == fast.FastOptions(None, True, None, False)
+    x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(5))
+    for t in (0, 699, 700, 999, torch.tensor([3, 700, 699, 999])):
+        want, got = p.eps(x, t), q.eps(x, t)
+        assert float((got - want).norm() / want.norm()) < 1e-5, t
+    fast.accelerate(q, dtype="float32", channels_last=False)
+    assert all(isinstance(n, fast.FastNet) and not isinstance(n.net, fast.FastNet)
+               for n in q.net.nets)
+    assert fast.options_of(q) == fast.FastOptions(None, False, None, False)
+    assert float((q.eps(x, 800) - p.eps(x, 800)).norm() / p.eps(x, 800).norm()) < 1e-5
+
+
 def test_int8_expert_storage(tmp_path):
     """An expert stored as int8 (a quarter of the float32 bytes) predicts what its float32
     network predicts to within int8 rounding; a wrong precision is refused."""

@@ -53,7 +53,7 @@ class TimestepExperts(nn.Module):
     """
 
     nets: nn.ModuleList
-    cuts: torch.Tensor
+    takes_host_timesteps = True       # NetworkPrior passes ``at`` (see :meth:`forward`)
     sqrt_ab: torch.Tensor
     sqrt_1mab: torch.Tensor
 
@@ -75,14 +75,14 @@ class TimestepExperts(nn.Module):
                                  f"'v_prediction', got {bad[0]!r}")
         self.nets = nn.ModuleList(nets)
         self.predictions = list(predictions)
-        self.register_buffer("cuts", torch.tensor(cuts, dtype=torch.float32), persistent=False)
+        self._cuts = cuts                 # on the host: routing needs no device read
         ab = alphas_cumprod.to(torch.float64)
         self.register_buffer("sqrt_ab", ab.sqrt().float(), persistent=False)
         self.register_buffer("sqrt_1mab", (1 - ab).sqrt().float(), persistent=False)
 
     def ranges(self) -> list[tuple[int, int]]:
         """The half-open timestep range [start, stop) of each expert."""
-        b = [0] + [int(c) for c in self.cuts.tolist()] + [int(self.sqrt_ab.shape[0])]
+        b = [0] + self._cuts + [int(self.sqrt_ab.shape[0])]
         return list(zip(b[:-1], b[1:]))
 
     def _run(self, i: int, x: torch.Tensor, t: torch.Tensor, y) -> torch.Tensor:
@@ -98,15 +98,25 @@ class TimestepExperts(nn.Module):
         return torch.cat([eps.to(out.dtype), out[:, C:]], 1) if out.shape[1] > C else \
             eps.to(out.dtype)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y=None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y=None, at=None) -> torch.Tensor:
+        """ε for x (B, C, H, W) at timesteps t (a number, (), or (B,)), each sample from the
+        expert whose range holds its timestep.
+
+        ``at``: the same timesteps on the host (a number or a CPU tensor), when the caller has
+        them (:meth:`~dmir.models.network.NetworkPrior.forward_raw` passes a solver's scalar
+        t). Routing then reads nothing back from the device: no sync per network call on a
+        GPU, and each expert can be captured as its own CUDA graph. Without it the route is
+        read from ``t``."""
         t = torch.as_tensor(t, device=x.device, dtype=torch.float32).expand(x.shape[0])
-        which = torch.bucketize(t, self.cuts, right=True)     # t < cuts[0] → expert 0
-        first = int(which[0])
+        host = (t if at is None else torch.as_tensor(at)).detach().to("cpu", torch.float32)
+        which = torch.bucketize(host.reshape(-1), torch.tensor(self._cuts, dtype=torch.float32),
+                                right=True).expand(x.shape[0])
+        first = int(which[0])                                # t < cuts[0] → expert 0
         if bool((which == first).all()):                     # a solver's batch: one timestep
             return self._run(first, x, t, y)
         out = None
         for i in which.unique().tolist():
-            sel = (which == i).nonzero().flatten()
+            sel = (which == i).nonzero().flatten().to(x.device)
             o = self._run(i, x[sel], t[sel], None if y is None else y[sel])
             if out is None:
                 out = o.new_empty((x.shape[0],) + tuple(o.shape[1:]))

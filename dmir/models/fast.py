@@ -40,6 +40,9 @@ with channels_last, × 1.90 bf16, × 2.30 bf16 + channels_last, PSNR of a DDNM r
 to ~1e-5 (summation order); bfloat16 changes one network evaluation by ~1e-2 relative, and a
 whole restoration by what ``benchmarks/gpu_throughput.py`` reports as PSNR(bf16 vs fp32).
 
+Timestep experts (:class:`~dmir.models.experts.TimestepExperts`, the shipped prior) get one
+fast path per expert network; the routing between them stays eager and reads the timestep on
+the host, so a captured graph or a compiled one never holds the expert of another timestep.
 Priors that are not networks (analytic, built-in) are returned unchanged.
 """
 from __future__ import annotations
@@ -235,7 +238,7 @@ def accelerate(prior, device=None, *, dtype="auto", channels_last="auto", compil
         return prior
     if device is not None:
         prior.to(device)
-    net = prior.net.net if isinstance(prior.net, FastNet) else prior.net
+    net = _unwrapped(prior.net)
     p = next(net.parameters(), None)
     dev = p.device if p is not None else torch.device("cpu")
     opts = resolve_options(dev, dtype, channels_last, compile, cuda_graphs,
@@ -251,14 +254,45 @@ def accelerate(prior, device=None, *, dtype="auto", channels_last="auto", compil
     if opts.channels_last:
         net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # not in the stubs
     net.eval()
-    prior.net = FastNet(net, opts, dev.type)
+    nets = _expert_nets(net)
+    if nets is not None:
+        # each expert behind its own FastNet, the routing outside: a CUDA graph or a compiled
+        # graph of the whole would hold the expert of the timestep it was captured at
+        for i, sub in enumerate(nets):
+            nets[i] = FastNet(sub, opts, dev.type)
+        prior.net = net
+    else:
+        prior.net = FastNet(net, opts, dev.type)
     prior.info["fast"] = opts.describe()
     return prior
+
+
+def _expert_nets(net) -> nn.ModuleList | None:
+    """The expert networks of a :class:`~dmir.models.experts.TimestepExperts`, else None."""
+    from .experts import TimestepExperts
+    return net.nets if isinstance(net, TimestepExperts) else None
+
+
+def _unwrapped(net: nn.Module) -> nn.Module:
+    """``net`` without the FastNet wrapper(s) an earlier :func:`accelerate` put around it
+    (around the network, or around each of a :class:`~dmir.models.experts.TimestepExperts`'
+    networks, which are unwrapped in place)."""
+    if isinstance(net, FastNet):
+        return net.net
+    nets = _expert_nets(net)
+    if nets is not None:
+        for i, sub in enumerate(nets):
+            if isinstance(sub, FastNet):
+                nets[i] = sub.net
+    return net
 
 
 def options_of(prior) -> FastOptions | None:
     """The options ``prior`` was accelerated with, or None."""
     net = getattr(prior, "net", None)
+    nets = _expert_nets(net)
+    if nets is not None:
+        net = nets[0]
     return net.options if isinstance(net, FastNet) else None
 
 

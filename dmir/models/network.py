@@ -128,7 +128,11 @@ class NetworkPrior(DiffusionModel):
             tt = torch.as_tensor(t, device=x_t.device)
             tt = (tt.expand(B) if tt.dim() == 0 else tt).to(torch.float32)
         dt = self.compute_dtype or self.param_dtype
-        out = self.net(x_t.to(dt), tt, self._labels(B, x_t.device))
+        kw = {}
+        if getattr(self.net, "takes_host_timesteps", False) and (
+                isinstance(t, numbers.Real) or (torch.is_tensor(t) and t.device.type == "cpu")):
+            kw["at"] = t              # timestep experts route on it without a device read
+        out = self.net(x_t.to(dt), tt, self._labels(B, x_t.device), **kw)
         return out.to(x_t.dtype)
 
     def eps(self, x_t: torch.Tensor, t) -> torch.Tensor:
