@@ -174,6 +174,30 @@ def test_fast_path_wraps_each_expert_and_rewraps_cleanly(tmp_path):
     assert float((q.eps(x, 800) - p.eps(x, 800)).norm() / p.eps(x, 800).norm()) < 1e-5
 
 
+def test_v_expert_eps_keeps_float32_under_bf16_autocast(tmp_path):
+    """Under bf16 autocast a v-expert's output is bf16; its ε must not be rounded to bf16 too
+    (at t = 999 x̂₀ multiplies an ε rounding by √(1−ᾱ)/√ᾱ ≈ 157): x̂₀ from the prior's ε equals
+    x̂₀ = √ᾱ x_t − √(1−ᾱ) v from the expert's own output to float32 rounding."""
+    from dmir.models import fast
+
+    _export(tmp_path / "eps", "epsilon", 1)
+    _export(tmp_path / "v", "v_prediction", 2)
+    experts.save_folder(str(tmp_path / "pair"), [(str(tmp_path / "eps"), (0, 700)),
+                                                  (str(tmp_path / "v"), (700, 1000))],
+                        precision="float32")
+    q = fast.accelerate(models.load(str(tmp_path / "pair")), "cpu", dtype="bfloat16",
+                        channels_last=False)
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(7))
+    ab = float(q.alphas_cumprod[999])
+    with torch.no_grad():
+        eps = q.eps(x, 999)
+        v = q.net.nets[1](x, torch.full((2,), 999.0), None)
+    assert v.dtype == torch.bfloat16 and eps.dtype == torch.float32
+    x0_ref = ab ** 0.5 * x.double() - (1 - ab) ** 0.5 * v.double()
+    x0 = (x.double() - (1 - ab) ** 0.5 * eps.double()) / ab ** 0.5
+    assert float((x0 - x0_ref).abs().max()) < 1e-3
+
+
 def test_int8_expert_storage(tmp_path):
     """An expert stored as int8 (a quarter of the float32 bytes) predicts what its float32
     network predicts to within int8 rounding; a wrong precision is refused."""

@@ -86,17 +86,20 @@ class TimestepExperts(nn.Module):
         return list(zip(b[:-1], b[1:]))
 
     def _run(self, i: int, x: torch.Tensor, t: torch.Tensor, y) -> torch.Tensor:
+        """Expert i's ε, in float32 at least (in x's dtype if that is wider): under bf16
+        autocast a network's output is bf16, and a v-expert's ε rounded to bf16 would put that
+        rounding, times √(1−ᾱ)/√ᾱ (≈ 157 at t = 999), into x̂₀ = (x_t − √(1−ᾱ) ε)/√ᾱ."""
         out = self.nets[i](x, t, y)
+        dt = torch.promote_types(torch.promote_types(out.dtype, x.dtype), torch.float32)
         if self.predictions[i] == "epsilon":
-            return out
+            return out.to(dt)
         # v = √ᾱ ε − √(1−ᾱ) x₀ and x_t = √ᾱ x₀ + √(1−ᾱ) ε give ε = √ᾱ v + √(1−ᾱ) x_t
         C = x.shape[1]
         idx = t.round().long().clamp(0, int(self.sqrt_ab.shape[0]) - 1)
-        a = self.sqrt_ab[idx].view(-1, 1, 1, 1)
-        s = self.sqrt_1mab[idx].view(-1, 1, 1, 1)
-        eps = a * out[:, :C].float() + s * x.float()
-        return torch.cat([eps.to(out.dtype), out[:, C:]], 1) if out.shape[1] > C else \
-            eps.to(out.dtype)
+        a = self.sqrt_ab[idx].view(-1, 1, 1, 1).to(dt)
+        s = self.sqrt_1mab[idx].view(-1, 1, 1, 1).to(dt)
+        eps = a * out[:, :C].to(dt) + s * x.to(dt)
+        return torch.cat([eps, out[:, C:].to(dt)], 1) if out.shape[1] > C else eps
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y=None, at=None) -> torch.Tensor:
         """ε for x (B, C, H, W) at timesteps t (a number, (), or (B,)), each sample from the
