@@ -249,7 +249,7 @@ def loop_syncs_ok(solver, y, x_T, device) -> bool | None:
     None off CUDA."""
     if torch.device(device).type != "cuda":
         return None
-    g = generator(device, 1)
+    g = torch.Generator().manual_seed(1)      # a CPU generator, as dmir.pipeline draws from
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:

@@ -70,7 +70,13 @@ def randn(shape, generator: torch.Generator | None = None, dtype=None, device=No
                           for g in _rows(generator, shape[0])])
     where = draw_device(generator, target)
     z = torch.randn(tuple(shape), generator=generator, dtype=dtype, device=where)
-    return z if where == target else z.to(target)
+    if where == target:
+        return z
+    if where.type == "cpu" and target.type == "cuda":
+        # from pinned memory the copy is queued without waiting for the device (a plain .to()
+        # from pageable memory synchronises the stream: a host stall every sampling step)
+        return z.pin_memory().to(target, non_blocking=True)
+    return z.to(target)
 
 
 def randint_rows(high: int, n: int, generator=None) -> list[int]:

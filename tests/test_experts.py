@@ -135,7 +135,10 @@ def test_routing_reads_no_timestep_back_from_the_device(tmp_path):
     _export(tmp_path / "v", "v_prediction", 2)
     experts.save_folder(str(tmp_path / "pair"), [(str(tmp_path / "eps"), (0, 700)),
                                                   (str(tmp_path / "v"), (700, 1000))])
+    from dmir.models.tiled import TiledPrior
+
     p = models.load(str(tmp_path / "pair"))
+    tiled = TiledPrior(p, tile=16, overlap=4)       # checks its schedule where it is
     p.to("meta")
     x = torch.empty(2, 3, 16, 16, device="meta")
     for t in (0, 699, 700, 999):
@@ -144,6 +147,16 @@ def test_routing_reads_no_timestep_back_from_the_device(tmp_path):
     t_dev = torch.full((2,), 700.0, device="meta")
     with pytest.raises((NotImplementedError, RuntimeError)):
         p.net(x, t_dev)                     # without the host timesteps the route is read back
+    # through tiles (sizes not a multiple of 8, --tile, memory-planned tiles): the same
+    big = torch.empty(1, 3, 40, 40, device="meta")
+    for t in (100, 900):
+        out = tiled.eps(big, t)
+        assert out.device.type == "meta" and out.shape == big.shape
+    # a single v-prediction network: ᾱ for a scalar t comes from the host too
+    v = models.load(str(tmp_path / "v"))
+    v.eps(torch.zeros(1, 3, 16, 16), 5)      # ᾱ read once, where it is
+    v.to("meta")
+    assert v.eps(x, 900).device.type == "meta"
 
 
 def test_fast_path_wraps_each_expert_and_rewraps_cleanly(tmp_path):

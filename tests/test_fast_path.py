@@ -121,6 +121,22 @@ def test_accelerating_twice_rewraps_the_same_network(priors):
         fast.accelerate(p, dtype=None)          # the bf16 weights cannot go back
 
 
+def test_a_copy_has_its_own_network_and_no_captured_graph(priors):
+    """DeqIR copies the prior to every GPU: the copy of a FastNet gets its own network (and
+    compiled callable) and leaves the original's captured CUDA graph behind."""
+    import threading
+
+    p = fast.accelerate(copy.deepcopy(priors["ddpm"]), dtype=None)
+    p.net.__dict__["_graph"] = ("key", threading.Lock())    # stands in for a CUDA graph
+    q = copy.deepcopy(p)
+    assert q.net._graph is None and q.net._fn is q.net.net and q.net.net is not p.net.net
+    assert q.net.options == p.net.options and not q.net.net.training
+    x = torch.randn(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        p.net.__dict__["_graph"] = None
+        assert torch.equal(q.eps(x, 300), p.eps(x, 300))
+
+
 # ---------------------------------------------------------------------------- equivalence
 @pytest.mark.parametrize("kind", ["adm", "ddpm"])
 def test_fp32_fast_path_equals_plain(priors, kind):

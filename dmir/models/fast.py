@@ -47,6 +47,7 @@ Priors that are not networks (analytic, built-in) are returned unchanged.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -157,6 +158,15 @@ class FastNet(nn.Module):
                                 if options.compile else net)
         self.__dict__["_graph"] = None          # (key, graph, static inputs, static output)
 
+    def __deepcopy__(self, memo):
+        """A copy with its own copy of the network, compiled anew if compiling, and no captured
+        graph: a CUDA graph and its static buffers belong to the original and its device (DeqIR
+        copies the prior to every GPU)."""
+        new = FastNet(copy.deepcopy(self.net, memo), self.options, self.device_type)
+        new.training = self.training          # the flag only: the copied network keeps its mode
+        memo[id(self)] = new
+        return new
+
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None):
         if self.options.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -179,7 +189,9 @@ class FastNet(nn.Module):
             return self._fn(x, t, y)
         # cache_enabled=False: no autocast weight cache across calls (needed for graph capture;
         # the weights are stored in ``dt`` already, so there is nothing to cache)
-        with torch.autocast(self.device_type, dtype=dt, cache_enabled=False):
+        # the input's device, not the one accelerate() saw: a prior moved later (CPU → CUDA)
+        # would otherwise run under the wrong device's autocast, i.e. none
+        with torch.autocast(x.device.type, dtype=dt, cache_enabled=False):
             return self._fn(x, t, y)
 
     def _replay(self, x, t, y):

@@ -143,10 +143,20 @@ class NetworkPrior(DiffusionModel):
             out = out[:, :C]
         if self.prediction == "epsilon":
             return out
-        a = _bcast(self.alpha_bar(t), x_t)
+        if isinstance(t, numbers.Real):     # a solver's scalar t: ᾱ from the host, no device copy
+            a = torch.tensor(self._alpha_bar_host(round(float(t))), dtype=x_t.dtype)
+        else:
+            a = _bcast(self.alpha_bar(t), x_t)
         if self.prediction == "sample":           # ε = (x_t − √ᾱ x̂0)/√(1−ᾱ)
             return (x_t - a.sqrt() * out) / (1 - a).sqrt()
         return a.sqrt() * out + (1 - a).sqrt() * x_t   # v-prediction: ε = √ᾱ v + √(1−ᾱ) x_t
+
+    def _alpha_bar_host(self, t: int) -> float:
+        """ᾱ_t as a Python float (1 for t = −1), from a list read once."""
+        ab = self.__dict__.get("_ab_host")
+        if ab is None:
+            ab = self.__dict__["_ab_host"] = [float(a) for a in self.alphas_cumprod.cpu()]
+        return 1.0 if t < 0 else ab[t]
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.net.parameters())

@@ -18,6 +18,7 @@ Units: ε in the model's units, images (B, C, H, W) in [-1, 1], timesteps as the
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 import torch.nn.functional as F
@@ -113,11 +114,15 @@ class TiledPrior(DiffusionModel):
         if x_t.dim() != 4:
             raise ShapeError(f"TiledPrior takes (B, C, H, W) inputs, got {tuple(x_t.shape)}")
         B, C, H, W = x_t.shape
-        tt = torch.as_tensor(t, device=x_t.device)
-        tt = tt.expand(B) if tt.dim() == 0 else tt
+        # a solver's scalar t goes to the model as it is: no copy to the device, and timestep
+        # experts route on it without reading it back (a sync per chunk on a GPU)
+        scalar = isinstance(t, numbers.Real)
+        tt = None if scalar else torch.as_tensor(t)
+        if tt is not None and tt.dim() == 0:
+            tt = tt.expand(B)
         n, self.calls = self.calls, self.calls + 1
         if H <= self.tile and W <= self.tile:
-            return self.model.eps(self._pad_to_multiple(x_t), tt)[..., :H, :W]
+            return self.model.eps(self._pad_to_multiple(x_t), t if tt is None else tt)[..., :H, :W]
         T, S, ov = self.tile, self.stride, self.overlap
         if self.fit:
             ys, xs = self._fit_starts(H, n, 0), self._fit_starts(W, n, 1)
@@ -144,8 +149,9 @@ class TiledPrior(DiffusionModel):
                 tiles.append(xp[:, :, y0 + top:y0 + top + th, x0 + left:x0 + left + tw])
                 where.append((y0 + top, x0 + left))
         batch = torch.stack(tiles, 1).reshape(-1, C, th, tw)       # (B·n_tiles, C, th, tw)
-        tb = tt.repeat_interleave(len(tiles))
-        outs = [self.model.eps(batch[i:i + self.max_batch], tb[i:i + self.max_batch])
+        tb = None if tt is None else tt.repeat_interleave(len(tiles))
+        outs = [self.model.eps(batch[i:i + self.max_batch],
+                               t if tb is None else tb[i:i + self.max_batch])
                 for i in range(0, batch.shape[0], self.max_batch)]
         out = torch.cat(outs).reshape(B, len(tiles), -1, th, tw)
         wy = _window(th, ov if H > T else 0, x_t.device, out.dtype)

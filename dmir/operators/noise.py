@@ -63,7 +63,9 @@ class PoissonNoise:
 
     def __call__(self, y: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         rate = ((y + 1) / 2).clamp_min(0) * self.peak
-        counts = torch.poisson(rate, generator=generator)
+        where = rate.device if generator is None else torch.device(generator.device)
+        # drawn on the generator's device, then moved (as dmir.rng.randn does)
+        counts = torch.poisson(rate.to(where), generator=generator).to(rate.device)
         return 2 * counts / self.peak - 1
 
     def __repr__(self):
