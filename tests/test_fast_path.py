@@ -80,6 +80,15 @@ def _restore(prior, method="ddnm-equs+", steps=8, B=1):
 
 
 # ---------------------------------------------------------------------------- options
+def test_cuda_default_dtype_follows_the_tensor_cores(monkeypatch):
+    """bf16 from Ampere on; fp16 on Volta/Turing (no bf16 tensor cores); float32 before."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for cap, dt in (((9, 0), torch.bfloat16), ((8, 6), torch.bfloat16), ((7, 5), torch.float16),
+                    ((7, 0), torch.float16), ((6, 1), None)):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None, c=cap: c)
+        assert fast.default_options("cuda").dtype == dt, cap
+
+
 def test_defaults_per_device():
     assert fast.default_options("cuda") == fast.FastOptions(torch.bfloat16, True, None, False)
     # CPU: bfloat16 only where the CPU has native bf16 (measured 2.3× NFE/s with channels_last

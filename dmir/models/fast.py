@@ -29,7 +29,8 @@ kernels per step, the network a few hundred. :func:`accelerate` speeds up the ne
   that dominates at batch 1. CUDA only; not together with a compile mode that graphs itself.
 
 Defaults (:func:`default_options`) are the fastest setting that is correct on each device:
-CUDA — bfloat16 autocast + channels_last (compile and CUDA graphs are opt-in); CPU —
+CUDA — bfloat16 autocast + channels_last (float16 on Volta/Turing, whose tensor cores have no
+bfloat16; float32 before them; compile and CUDA graphs are opt-in); CPU —
 channels_last, plus bfloat16 autocast on CPUs with native bfloat16 instructions
 (:func:`cpu_has_native_bf16`: AVX512-BF16 or AMX; elsewhere bf16 is emulated and slow, so the
 default stays float32). Measured for the shipped prior at 256² on a 2-core AMD EPYC with
@@ -92,8 +93,13 @@ def cpu_has_native_bf16() -> bool:
 
 def default_options(device) -> FastOptions:
     """The fastest correct setting on ``device`` (see the module docstring)."""
-    if torch.device(device).type == "cuda":
-        return FastOptions(dtype=torch.bfloat16, channels_last=True)
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        # bf16 tensor cores from Ampere (8.x) on; Volta/Turing have fp16 ones only (bf16 is
+        # emulated there), older GPUs neither
+        major = torch.cuda.get_device_capability(dev)[0] if torch.cuda.is_available() else 8
+        dt = torch.bfloat16 if major >= 8 else torch.float16 if major >= 7 else None
+        return FastOptions(dtype=dt, channels_last=True)
     return FastOptions(dtype=torch.bfloat16 if cpu_has_native_bf16() else None,
                        channels_last=True)
 
