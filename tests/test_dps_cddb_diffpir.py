@@ -252,6 +252,27 @@ def test_cg_solves_regularised_normal_equations_on_fft_blur(rho):
         assert (x[i].reshape(-1) - xd).abs().max() < 1e-6 * (1 + xd.abs().max())
 
 
+def test_cg_reading_its_stop_every_8th_iteration_changes_no_value(monkeypatch):
+    """On an accelerator CG reads its stopping test every 8th iteration (each read waits for
+    the device); converged elements are frozen, so the result is the same to the bit."""
+    import dmir.operators.base as opbase
+    import dmir.solvers.cg as cg
+
+    op = _fft_blur((1, 12, 12)).double()
+    b = torch.randn(3, 1, 12, 12, generator=torch.Generator().manual_seed(1),
+                    dtype=torch.float64)
+    rho = torch.tensor([1e-3, 0.1, 1.0], dtype=torch.float64)
+    x1, i1 = conjugate_gradient(op, b, rho, max_iter=300, tol=1e-8)
+    p1 = opbase.cg_pinv(op.A, op.At, op.A(b), iters=300, tol=1e-8)
+    for mod in (cg, opbase):
+        monkeypatch.setattr(mod, "cg_check_every", lambda like: 8)
+    x8, i8 = conjugate_gradient(op, b, rho, max_iter=300, tol=1e-8)
+    p8 = opbase.cg_pinv(op.A, op.At, op.A(b), iters=300, tol=1e-8)
+    assert torch.equal(x1, x8) and torch.equal(p1, p8)
+    assert i1["iterations"] <= i8["iterations"] < i1["iterations"] + 8
+    assert i1["iterations"] % 8 != 0        # the stop fell between two reads: a real test
+
+
 def test_cg_errors():
     op = _fft_blur()
     with pytest.raises(ParameterError, match="rho"):

@@ -12,9 +12,12 @@ lies in the row space of A, so the null-space part of x̂0 is kept exactly even 
 """
 from __future__ import annotations
 
+import numbers
+
 import torch
 
 from ..errors import ParameterError
+from ..operators.base import cg_check_every
 
 
 def _dot(a, b):
@@ -44,9 +47,12 @@ def conjugate_gradient(op, b: torch.Tensor, rho, x_init: torch.Tensor | None = N
     """
     if max_iter < 0:
         raise ParameterError(f"max_iter must be ≥ 0, got {max_iter}")
-    rho_t = torch.as_tensor(rho, dtype=b.dtype, device=b.device)
-    if (rho_t < 0).any():
+    if isinstance(rho, numbers.Real):         # checked on the host: no device round trip
+        if not rho >= 0:
+            raise ParameterError(f"rho must be ≥ 0, got {rho}")
+    elif bool((torch.as_tensor(rho) < 0).any()):
         raise ParameterError(f"rho must be ≥ 0, got {rho}")
+    rho_t = torch.as_tensor(rho, dtype=b.dtype, device=b.device)
     rho_b = _bshape(rho_t.expand(b.shape[0]) if rho_t.dim() == 0 else rho_t, b)
 
     def M(v):
@@ -60,7 +66,8 @@ def conjugate_gradient(op, b: torch.Tensor, rho, x_init: torch.Tensor | None = N
     bnorm = _dot(b, b).sqrt().clamp_min(tiny)
     done = rs.sqrt() <= tol * bnorm
     it = 0
-    while it < max_iter and not bool(done.all()):
+    every = cg_check_every(b)
+    while it < max_iter and (it % every or not bool(done.all())):
         Mp = M(p)
         pMp = _dot(p, Mp)
         alpha = torch.where(done | (pMp <= 0), torch.zeros_like(rs), rs / pMp.clamp_min(tiny))
