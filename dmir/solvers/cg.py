@@ -48,7 +48,7 @@ def conjugate_gradient(op, b: torch.Tensor, rho, x_init: torch.Tensor | None = N
     if max_iter < 0:
         raise ParameterError(f"max_iter must be ≥ 0, got {max_iter}")
     if isinstance(rho, numbers.Real):         # checked on the host: no device round trip
-        if not rho >= 0:
+        if not float(rho) >= 0:
             raise ParameterError(f"rho must be ≥ 0, got {rho}")
     elif bool((torch.as_tensor(rho) < 0).any()):
         raise ParameterError(f"rho must be ≥ 0, got {rho}")
