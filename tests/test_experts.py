@@ -185,6 +185,13 @@ def test_fast_path_wraps_each_expert_and_rewraps_cleanly(tmp_path):
                for n in q.net.nets)
     assert fast.options_of(q) == fast.FastOptions(None, False, None, False)
     assert float((q.eps(x, 800) - p.eps(x, 800)).norm() / p.eps(x, 800).norm()) < 1e-5
+    # bf16 weights cannot go back to float32, and a refused call leaves the prior as it was
+    fast.accelerate(q, dtype="bfloat16")
+    for kw, msg in ((dict(dtype=None), "load the model again"), (dict(compile="bad"), "compile")):
+        with pytest.raises(ParameterError, match=msg):
+            fast.accelerate(q, **kw)
+        assert fast.options_of(q) == fast.FastOptions(torch.bfloat16, True, None, False)
+        assert q.eps(x, 800).isfinite().all()
 
 
 def test_v_expert_eps_keeps_float32_under_bf16_autocast(tmp_path):

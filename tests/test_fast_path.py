@@ -89,7 +89,8 @@ def test_cuda_default_dtype_follows_the_tensor_cores(monkeypatch):
         assert fast.default_options("cuda").dtype == dt, cap
 
 
-def test_defaults_per_device():
+def test_defaults_per_device(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)   # any host: no GPU asked
     assert fast.default_options("cuda") == fast.FastOptions(torch.bfloat16, True, None, False)
     # CPU: bfloat16 only where the CPU has native bf16 (measured 2.3× NFE/s with channels_last
     # on AVX512-BF16, −0.002 dB; emulated bf16 is slow)

@@ -256,8 +256,7 @@ def accelerate(prior, device=None, *, dtype="auto", channels_last="auto", compil
         return prior
     if device is not None:
         prior.to(device)
-    net = _unwrapped(prior.net)
-    p = next(net.parameters(), None)
+    p = next(prior.net.parameters(), None)
     dev = p.device if p is not None else torch.device("cpu")
     opts = resolve_options(dev, dtype, channels_last, compile, cuda_graphs,
                            weights_dtype=prior.param_dtype)
@@ -265,6 +264,7 @@ def accelerate(prior, device=None, *, dtype="auto", channels_last="auto", compil
     if opts.dtype is None and earlier is not None and earlier.dtype is not None:
         raise ParameterError(f"this prior's weights were cast to {earlier.dtype} by an earlier "
                              f"accelerate(); to run it in float32, load the model again")
+    net = _unwrapped(prior.net)                  # only once the options are known to be valid
     if opts.dtype is not None:
         _cast_weights(net, opts.dtype)
         # the network gets the float32 state; autocast picks each operation's precision
