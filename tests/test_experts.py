@@ -98,6 +98,47 @@ def _export(folder, prediction, seed):
     return models.load(str(folder))
 
 
+def test_save_model_copies_a_run_output_in_each_precision(tmp_path):
+    """A training run's best/ (float32, with its step) copied for committing: float16 halves the
+    bytes and changes ε by float16 rounding only, int8 quarters them, the step survives, and a
+    missing folder or an unknown precision is refused by name."""
+    from dmir.checkpoints.reading import INT8_KEY, safetensors_header
+
+    net, _ = _small_net("v_prediction", 4)
+    tc = TrainConfig(ch=32, ch_mult=[1, 2], num_res_blocks=1, crop=16,
+                     prediction="v_prediction", data=["x"])
+    export_model(net.state_dict(), tc, str(tmp_path / "best"), 2000, 0.2)
+    ref = models.load(str(tmp_path / "best"))
+    one = (tmp_path / "best" / "model.safetensors").stat().st_size
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(6))
+    for kind, size, tol in (("float16", 0.55, 2e-3), ("int8", 0.30, 5e-2), ("float32", 1.01, 1e-7)):
+        dst = tmp_path / kind
+        experts.save_model(str(tmp_path / "best"), str(dst), kind)
+        f = dst / "model.safetensors"
+        assert f.stat().st_size < size * one, kind
+        meta = safetensors_header(str(f))[1]
+        assert meta["step"] == "2000" and meta["format"] == "ddpm"
+        assert (INT8_KEY in meta) == (kind == "int8")
+        cfg = (tmp_path / "best" / "config.json").read_bytes()
+        assert (dst / "config.json").read_bytes() == cfg
+        p = models.load(str(dst))
+        assert p.param_dtype == torch.float32
+        for t in (100, 900):
+            want, got = ref.eps(x, t), p.eps(x, t)
+            rel = float((got - want).norm() / want.norm())
+            assert 0 <= rel < tol, (kind, t, rel)
+    # the int8 copy back to float16: the int8 marker does not follow it
+    experts.save_model(str(tmp_path / "int8"), str(tmp_path / "back"), "float16")
+    assert INT8_KEY not in safetensors_header(str(tmp_path / "back" / "model.safetensors"))[1]
+    with pytest.raises(CheckpointError, match="is not a model folder: config.json is missing"):
+        experts.save_model(str(tmp_path / "nothing"), str(tmp_path / "x"))
+    with pytest.raises(ParameterError, match="precision must be one of float32, float16, int8"):
+        experts.save_model(str(tmp_path / "best"), str(tmp_path / "y"), "bfloat16")
+    with pytest.raises(ParameterError, match="another folder"):
+        experts.save_model(str(tmp_path / "best"), str(tmp_path / "best"))
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
 def test_folder_roundtrip_half_storage_and_fast_path(tmp_path):
     lo = _export(tmp_path / "eps", "epsilon", 1)
     hi = _export(tmp_path / "v", "v_prediction", 2)

@@ -234,24 +234,63 @@ def load_folder(folder: str, load, dtype=None, device=None):
         raise CheckpointError(f"{folder!r}: {e}") from None
 
 
+PRECISIONS = ("float32", "float16", "int8")
+
+
+def save_model(src: str, dst: str, precision: str = "float16") -> None:
+    """Copy the model folder ``src`` (``config.json`` + ``model.safetensors``, e.g. a training
+    run's ``best/``) to ``dst`` with its weights stored in ``precision``: "float32",
+    "float16" (half the bytes; the fast path rounds to bfloat16 anyway) or "int8" (a quarter:
+    :func:`dmir.checkpoints.reading.quantize_int8`, one scale per output channel; biases and
+    norms as float16). Integer tensors are kept as they are; the weights file's metadata (a
+    run's ``step``) is kept. The copy loads as float32 with :func:`dmir.models.load`."""
+    import shutil
+
+    from ..checkpoints.reading import (INT8_KEY, INT8_SCALE, INT8_VALUE, _looks_like_safetensors,
+                                       quantize_int8, read_checkpoint, safetensors_header,
+                                       write_safetensors)
+
+    if precision not in PRECISIONS:
+        raise ParameterError(f"precision must be one of {', '.join(PRECISIONS)}; "
+                             f"got {precision!r}")
+    weights = os.path.join(src, "model.safetensors")
+    for f in ("config.json", "model.safetensors"):
+        if not os.path.isfile(os.path.join(src, f)):
+            raise CheckpointError(f"{src!r} is not a model folder: {f} is missing")
+    if os.path.abspath(src) == os.path.abspath(dst):
+        raise ParameterError(f"save_model: the copy must go to another folder than {src!r}")
+    sd = dict(read_checkpoint(weights, mmap=False))
+    meta = ({k: v for k, v in safetensors_header(weights)[1].items() if k != INT8_KEY}
+            if _looks_like_safetensors(weights) else {})
+    meta.setdefault("format", "ddpm")
+    if precision == "float16":
+        sd = {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}
+    elif precision == "int8":
+        sd = quantize_int8({k: v.float() if v.is_floating_point() else v
+                            for k, v in sd.items()})
+        sd = {k: v.half() if v.is_floating_point() and not k.endswith(INT8_SCALE)
+              else v for k, v in sd.items()}      # biases and norms as float16
+        meta[INT8_KEY] = INT8_VALUE
+    else:
+        sd = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
+    os.makedirs(dst, exist_ok=True)
+    write_safetensors({k: v.contiguous() for k, v in sd.items()},
+                      os.path.join(dst, "model.safetensors"), metadata=meta)
+    shutil.copyfile(os.path.join(src, "config.json"), os.path.join(dst, "config.json"))
+
+
 def save_folder(folder: str, experts: Sequence[tuple[str, tuple[int, int]]],
                 precision: str | Sequence[str] = "float16") -> None:
     """Write an expert-prior folder from existing model folders: ``experts`` lists
-    ``(model folder, (start, stop))``; each is copied into ``folder/expert<i>`` with its
-    weights stored in ``precision`` (one for all, or one per expert in the order given):
-    "float32", "float16" (half the bytes; the fast path rounds to bfloat16 anyway, so two
-    4 M-parameter experts take 17 MB like one float32 network) or "int8" (a quarter:
-    :func:`dmir.checkpoints.reading.quantize_int8`, one scale per output channel). Every
-    expert loads as float32."""
-    import shutil
-
-    from ..checkpoints.reading import (INT8_KEY, INT8_SCALE, INT8_VALUE, quantize_int8,
-                                       read_checkpoint, write_safetensors)
+    ``(model folder, (start, stop))``; each is copied into ``folder/expert<i>`` by
+    :func:`save_model` with its weights stored in ``precision`` (one for all, or one per
+    expert in the order given): "float32", "float16" (half the bytes, so two 4 M-parameter
+    experts take 17 MB like one float32 network) or "int8" (a quarter). Every expert loads as
+    float32."""
     from ..io import atomic_write
 
     kinds = [precision] * len(experts) if isinstance(precision, str) else list(precision)
-    if len(kinds) != len(experts) or any(k not in ("float32", "float16", "int8")
-                                         for k in kinds):
+    if len(kinds) != len(experts) or any(k not in PRECISIONS for k in kinds):
         raise ParameterError(f"precision must be 'float32', 'float16' or 'int8', or one of "
                              f"them per expert ({len(experts)}); got {precision!r}")
     os.makedirs(folder, exist_ok=True)
@@ -260,21 +299,7 @@ def save_folder(folder: str, experts: Sequence[tuple[str, tuple[int, int]]],
     for i, j in enumerate(order):
         (src, rng), kind = experts[j], kinds[j]
         sub = f"expert{i}"
-        dst = os.path.join(folder, sub)
-        os.makedirs(dst, exist_ok=True)
-        shutil.copyfile(os.path.join(src, "config.json"), os.path.join(dst, "config.json"))
-        sd = dict(read_checkpoint(os.path.join(src, "model.safetensors"), mmap=False))
-        meta = {"format": "ddpm"}
-        if kind == "float16":
-            sd = {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}
-        elif kind == "int8":
-            sd = quantize_int8({k: v.float() if v.is_floating_point() else v
-                                for k, v in sd.items()})
-            sd = {k: v.half() if v.is_floating_point() and not k.endswith(INT8_SCALE)
-                  else v for k, v in sd.items()}      # biases and norms as float16
-            meta[INT8_KEY] = INT8_VALUE
-        write_safetensors({k: v.contiguous() for k, v in sd.items()},
-                          os.path.join(dst, "model.safetensors"), metadata=meta)
+        save_model(src, os.path.join(folder, sub), kind)
         spec.append({"path": sub, "timesteps": [int(rng[0]), int(rng[1])]})
     atomic_write(os.path.join(folder, "config.json"),
                  json.dumps({"format": FORMAT, "experts": spec}, indent=1).encode())
