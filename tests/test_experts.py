@@ -110,6 +110,7 @@ def test_save_model_copies_a_run_output_in_each_precision(tmp_path):
     export_model(net.state_dict(), tc, str(tmp_path / "best"), 2000, 0.2)
     ref = models.load(str(tmp_path / "best"))
     one = (tmp_path / "best" / "model.safetensors").stat().st_size
+    cfg = (tmp_path / "best" / "config.json").read_bytes()
     x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(6))
     for kind, size, tol in (("float16", 0.55, 2e-3), ("int8", 0.30, 5e-2), ("float32", 1.01, 1e-7)):
         dst = tmp_path / kind
@@ -119,7 +120,6 @@ def test_save_model_copies_a_run_output_in_each_precision(tmp_path):
         meta = safetensors_header(str(f))[1]
         assert meta["step"] == "2000" and meta["format"] == "ddpm"
         assert (INT8_KEY in meta) == (kind == "int8")
-        cfg = (tmp_path / "best" / "config.json").read_bytes()
         assert (dst / "config.json").read_bytes() == cfg
         p = models.load(str(dst))
         assert p.param_dtype == torch.float32

@@ -246,9 +246,8 @@ def save_model(src: str, dst: str, precision: str = "float16") -> None:
     run's ``step``) is kept. The copy loads as float32 with :func:`dmir.models.load`."""
     import shutil
 
-    from ..checkpoints.reading import (INT8_KEY, INT8_SCALE, INT8_VALUE, _looks_like_safetensors,
-                                       quantize_int8, read_checkpoint, safetensors_header,
-                                       write_safetensors)
+    from ..checkpoints.reading import (INT8_KEY, INT8_SCALE, INT8_VALUE, quantize_int8,
+                                       read_checkpoint, safetensors_header, write_safetensors)
 
     if precision not in PRECISIONS:
         raise ParameterError(f"precision must be one of {', '.join(PRECISIONS)}; "
@@ -259,9 +258,8 @@ def save_model(src: str, dst: str, precision: str = "float16") -> None:
             raise CheckpointError(f"{src!r} is not a model folder: {f} is missing")
     if os.path.abspath(src) == os.path.abspath(dst):
         raise ParameterError(f"save_model: the copy must go to another folder than {src!r}")
-    sd = dict(read_checkpoint(weights, mmap=False))
-    meta = ({k: v for k, v in safetensors_header(weights)[1].items() if k != INT8_KEY}
-            if _looks_like_safetensors(weights) else {})
+    sd = dict(read_checkpoint(weights, mmap=False))      # a .safetensors name: read as one
+    meta = {k: v for k, v in safetensors_header(weights)[1].items() if k != INT8_KEY}
     meta.setdefault("format", "ddpm")
     if precision == "float16":
         sd = {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}
