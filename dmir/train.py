@@ -61,7 +61,7 @@ from .log import get_logger
 from .train_steps import (STATE_VERSION, Distributed, TrainingError,  # noqa: F401
                           TrainingInterrupted, _StopAtStepEnd, _pack_optimizer,
                           _unpack_optimizer, draw_samples, load_state, loss_weight,
-                          parse_weighting, resume_validation, save_state,
+                          parse_weighting, progress_bar, resume_validation, save_state,
                           validation_protocol)
 from .prior_eval import (SCORED_TASKS, evaluate_prior, load_validation_set,  # noqa: F401
                          read_rgb_uint8, validation_tasks)
@@ -315,6 +315,8 @@ def train(cfg: TrainConfig, progress: bool = True, log=None) -> str:
     """Run (or resume) training; returns the path of the exported (latest EMA) model folder.
 
     ``log(msg)``: where the progress notes go (default: the ``dmir.train`` logger, INFO).
+    ``progress``: a tqdm bar (for a terminal); False: a plain line through ``log`` every few
+    minutes instead (step, loss, steps/min: :class:`~dmir.train_steps.ProgressLines`).
 
     SIGINT (Ctrl-C) and SIGTERM stop the run at the end of the current step, save the state and
     raise :class:`TrainingInterrupted` (a KeyboardInterrupt), so rerunning resumes bit-exactly; a
@@ -381,8 +383,6 @@ def _train(cfg: TrainConfig, progress: bool, log, mcfg: dict, dist: Distributed)
 
 def _train_locked(cfg, progress, log, data, val_names, val_x, state_dir, state_path,
                   mcfg, device, dist, local, stop, val_base=None) -> str:
-    from tqdm import tqdm
-
     from .plot import line_plot
 
     stored = load_state(state_path) if os.path.exists(state_path) else None
@@ -500,9 +500,7 @@ def _train_locked(cfg, progress, log, data, val_names, val_x, state_dir, state_p
         run_validation()            # the starting point of the curve (under this protocol)
     net.train()
     model = dist.wrap(net)          # DistributedDataParallel: gradients averaged over processes
-    bar = tqdm(total=cfg.steps, initial=step, disable=not progress or not dist.main,
-               dynamic_ncols=True,
-               desc="train")
+    bar = progress_bar(cfg.steps, step, progress, log, dist.main)
     running = None
     t0 = time.time()
     saved_at = step if stored is not None else None

@@ -15,6 +15,7 @@ import hashlib
 import json
 import math
 import os
+import time
 
 import torch
 
@@ -111,6 +112,49 @@ class _StopAtStepEnd:
         for s, h in self._old.items():
             signal.signal(s, h)
         return False
+
+
+#: seconds of wall time between two plain progress lines (:class:`ProgressLines`)
+PROGRESS_EVERY_S = 300.0
+
+
+class ProgressLines:
+    """Progress of a run whose stderr is no terminal (a background job writing a log file): in
+    place of a bar, one line ``step N/M: loss L, R steps/min over the last X min`` through
+    ``log`` at most every ``every_s`` seconds (the rate counts wall time, validation and saves
+    included), so the step rate and loss of a background run can be read in its log. It has
+    the interface of the tqdm bar it replaces (``update``, ``set_postfix(loss=…)``, ``close``)."""
+
+    def __init__(self, log, total: int, initial: int, every_s: float | None = None,
+                 clock=time.monotonic):
+        self.log, self.total, self.step, self.clock = log, total, initial, clock
+        self.every = PROGRESS_EVERY_S if every_s is None else every_s
+        self._t, self._step = clock(), initial
+
+    def update(self, n: int = 1) -> None:
+        self.step += n
+
+    def set_postfix(self, loss=None, **_) -> None:
+        now = self.clock()
+        dt = now - self._t
+        if dt >= self.every and self.step > self._step:
+            self.log(f"step {self.step:,}/{self.total:,}: loss {loss}, "
+                     f"{(self.step - self._step) * 60 / dt:.1f} steps/min over the last "
+                     f"{dt / 60:.1f} min")
+            self._t, self._step = now, self.step
+
+    def close(self) -> None:
+        pass
+
+
+def progress_bar(total: int, initial: int, terminal: bool, log, main: bool = True):
+    """A tqdm bar when ``terminal``, :class:`ProgressLines` through ``log`` otherwise; nothing
+    on the processes other than rank 0."""
+    from tqdm import tqdm
+
+    if main and not terminal:
+        return ProgressLines(log, total, initial)
+    return tqdm(total=total, initial=initial, disable=not main, dynamic_ncols=True, desc="train")
 
 
 def sample_generator(seed: int, step: int, index: int) -> torch.Generator:

@@ -367,3 +367,41 @@ def test_validation_entries_from_older_states_get_the_stored_protocol(tmp_path):
     assert logs == ["the validation protocol changed (size 128 → 256): earlier scores (best "
                     "+1.000 at step 0) are not comparable, so the best restarts under the new "
                     "one"]
+
+
+def test_progress_lines_give_step_loss_and_rate_for_a_log_file():
+    """Without a terminal the bar becomes a plain line at most every `every_s` seconds, whose
+    rate counts the steps since the previous line over the wall time between them."""
+    from dmir.train_steps import ProgressLines
+
+    now = [100.0]
+    lines = []
+    p = ProgressLines(lines.append, total=1000, initial=40, every_s=300, clock=lambda: now[0])
+    for _ in range(29):                        # 29 steps in 290 s: too early for a line
+        now[0] += 10
+        p.update(1)
+        p.set_postfix(loss="0.2000")
+    assert lines == []
+    now[0] += 10                               # 30 steps in 300 s: one line, 6 steps/min
+    p.update(1)
+    p.set_postfix(loss="0.1900")
+    assert lines == ["step 70/1,000: loss 0.1900, 6.0 steps/min over the last 5.0 min"]
+    now[0] += 299
+    p.update(1)
+    p.set_postfix(loss="0.1800")
+    assert len(lines) == 1                     # the interval restarts at the line
+    now[0] += 1
+    p.update(1)
+    p.set_postfix(loss="0.1700")
+    assert lines[-1] == "step 72/1,000: loss 0.1700, 0.4 steps/min over the last 5.0 min"
+
+
+def test_training_without_a_terminal_logs_plain_progress_lines(folder, tmp_path, monkeypatch):
+    import dmir.train_steps as ts
+
+    monkeypatch.setattr(ts, "PROGRESS_EVERY_S", 0.0)
+    logs = []
+    train(small(folder, tmp_path / "p", 3), progress=False, log=logs.append)
+    lines = [m for m in logs if re.fullmatch(r"step \d/3: loss \d\.\d{4}, [\d.]+ steps/min over "
+                                             r"the last [\d.]+ min", m)]
+    assert [m.split(":")[0] for m in lines] == ["step 1/3", "step 2/3", "step 3/3"], logs
