@@ -137,7 +137,7 @@ class ProgressLines:
     def set_postfix(self, loss=None, **_) -> None:
         now = self.clock()
         dt = now - self._t
-        if dt >= self.every and self.step > self._step:
+        if dt >= self.every and dt > 0 and self.step > self._step:
             self.log(f"step {self.step:,}/{self.total:,}: loss {loss}, "
                      f"{(self.step - self._step) * 60 / dt:.1f} steps/min over the last "
                      f"{dt / 60:.1f} min")
