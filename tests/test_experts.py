@@ -4,6 +4,7 @@ checked against an analytic Gaussian prior whose ε (and so v) is known in close
 loads from a folder, runs through the fast path and the CLI, and refuses malformed folders.
 ``dmir train --timesteps`` draws only the expert's timesteps."""
 import json
+import os
 import subprocess
 import sys
 
@@ -137,6 +138,32 @@ def test_save_model_copies_a_run_output_in_each_precision(tmp_path):
     with pytest.raises(ParameterError, match="another folder"):
         experts.save_model(str(tmp_path / "best"), str(tmp_path / "best"))
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_save_model_failing_on_config_keeps_the_earlier_copy_whole(tmp_path, monkeypatch):
+    """The copy's config.json is written atomically like its weights: a failure while it is
+    replaced is one OutputError, the earlier config.json stays as it was, no temp file remains."""
+    from dmir.io import OutputError
+
+    net, _ = _small_net("v_prediction", 4)
+    tc = TrainConfig(ch=32, ch_mult=[1, 2], num_res_blocks=1, crop=16,
+                     prediction="v_prediction", data=["x"])
+    export_model(net.state_dict(), tc, str(tmp_path / "best"), 2000, 0.2)
+    dst = tmp_path / "committed"
+    dst.mkdir()
+    (dst / "config.json").write_text('{"earlier": true}')
+    real = os.replace
+
+    def replace(a, b):
+        if str(b).endswith("config.json"):
+            raise OSError(28, "No space left on device")
+        return real(a, b)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(OutputError, match="config.json.*No space left"):
+        experts.save_model(str(tmp_path / "best"), str(dst))
+    assert (dst / "config.json").read_text() == '{"earlier": true}'
+    assert sorted(p.name for p in dst.iterdir()) == ["config.json", "model.safetensors"]
 
 
 def test_folder_roundtrip_half_storage_and_fast_path(tmp_path):

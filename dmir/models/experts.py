@@ -243,9 +243,8 @@ def save_model(src: str, dst: str, precision: str = "float16") -> None:
     "float16" (half the bytes; the fast path rounds to bfloat16 anyway) or "int8" (a quarter:
     :func:`dmir.checkpoints.reading.quantize_int8`, one scale per output channel; biases and
     norms as float16). Integer tensors are kept as they are; the weights file's metadata (a
-    run's ``step``) is kept. The copy loads as float32 with :func:`dmir.models.load`."""
-    import shutil
-
+    run's ``step``) is kept. The copy loads as float32 with :func:`dmir.models.load`. Both
+    files are written atomically (a failure leaves the earlier copy in ``dst`` whole)."""
     from ..checkpoints.reading import (INT8_KEY, INT8_SCALE, INT8_VALUE, quantize_int8,
                                        read_checkpoint, safetensors_header, write_safetensors)
 
@@ -274,7 +273,10 @@ def save_model(src: str, dst: str, precision: str = "float16") -> None:
     os.makedirs(dst, exist_ok=True)
     write_safetensors({k: v.contiguous() for k, v in sd.items()},
                       os.path.join(dst, "model.safetensors"), metadata=meta)
-    shutil.copyfile(os.path.join(src, "config.json"), os.path.join(dst, "config.json"))
+    from ..io import atomic_write
+
+    with open(os.path.join(src, "config.json"), "rb") as fh:
+        atomic_write(os.path.join(dst, "config.json"), fh.read())
 
 
 def save_folder(folder: str, experts: Sequence[tuple[str, tuple[int, int]]],
