@@ -140,9 +140,10 @@ def test_save_model_copies_a_run_output_in_each_precision(tmp_path):
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
-def test_save_model_failing_on_config_keeps_the_earlier_copy_whole(tmp_path, monkeypatch):
+def test_save_model_failing_on_config_leaves_no_truncated_file(tmp_path, monkeypatch):
     """The copy's config.json is written atomically like its weights: a failure while it is
-    replaced is one OutputError, the earlier config.json stays as it was, no temp file remains."""
+    replaced is one OutputError, the config.json there stays as it was (not truncated), and no
+    temp file remains."""
     from dmir.io import OutputError
 
     net, _ = _small_net("v_prediction", 4)

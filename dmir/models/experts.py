@@ -243,10 +243,11 @@ def save_model(src: str, dst: str, precision: str = "float16") -> None:
     "float16" (half the bytes; the fast path rounds to bfloat16 anyway) or "int8" (a quarter:
     :func:`dmir.checkpoints.reading.quantize_int8`, one scale per output channel; biases and
     norms as float16). Integer tensors are kept as they are; the weights file's metadata (a
-    run's ``step``) is kept. The copy loads as float32 with :func:`dmir.models.load`. Both
-    files are written atomically (a failure leaves the earlier copy in ``dst`` whole)."""
+    run's ``step``) is kept. The copy loads as float32 with :func:`dmir.models.load`. Each
+    file is written atomically: a failure never leaves a truncated file in ``dst``."""
     from ..checkpoints.reading import (INT8_KEY, INT8_SCALE, INT8_VALUE, quantize_int8,
                                        read_checkpoint, safetensors_header, write_safetensors)
+    from ..io import atomic_write
 
     if precision not in PRECISIONS:
         raise ParameterError(f"precision must be one of {', '.join(PRECISIONS)}; "
@@ -273,8 +274,6 @@ def save_model(src: str, dst: str, precision: str = "float16") -> None:
     os.makedirs(dst, exist_ok=True)
     write_safetensors({k: v.contiguous() for k, v in sd.items()},
                       os.path.join(dst, "model.safetensors"), metadata=meta)
-    from ..io import atomic_write
-
     with open(os.path.join(src, "config.json"), "rb") as fh:
         atomic_write(os.path.join(dst, "config.json"), fh.read())
 
