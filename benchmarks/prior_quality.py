@@ -19,7 +19,11 @@ default η on SR, no task worse than A⁺y. ``--grid`` saves a colorization comp
 
     python benchmarks/prior_quality.py [--models dmir-ddpm other/folder] [--limit 8]
         [--size 256] [--tasks sr4 inpaint color sr4_eta0] [--method ddnm-equs+] [--threads N]
-        [--grid docs/prior_colorization.png]
+        [--grid docs/prior_colorization.png] [--eta 1.0] [--lpips]
+
+``--eta`` replaces the method's default η on every task but ``sr4_eta0``; ``--lpips`` adds
+LPIPS-alex (lower is better; needs ``dmir metrics setup`` once), the check that a PSNR gain is
+not bought with blur.
 
 Prints a markdown table and writes benchmarks/results/prior_quality.json.
 """
@@ -85,6 +89,9 @@ def main():
     ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     ap.add_argument("--method", default="ddnm-equs+", help="the CLI's default")
     ap.add_argument("--steps", type=int, default=None, help="default: the method's own")
+    ap.add_argument("--eta", type=float, default=None,
+                    help="η for every task but sr4_eta0 (default: the method's own)")
+    ap.add_argument("--lpips", action="store_true", help="also report LPIPS-alex")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--grid", default=None, help="save a colorization comparison grid here")
     ap.add_argument("--out", default=str(HERE / "results" / "prior_quality.json"))
@@ -98,6 +105,8 @@ def main():
         names, x = load_set(Path(a.eval_dir) / set_name, a.limit, a.size)
         for tname in a.tasks:
             task, _, eta = TASKS[tname]
+            if eta is None:
+                eta = a.eta
             params = task_params(tname, a.size)
             apy = None
             outs = {}
@@ -117,10 +126,14 @@ def main():
                        "psnr": [float(p) for p in im.psnr(u, v, reduction="none")],
                        "ssim": [float(p) for p in im.ssim(u, v, reduction="none")],
                        "seconds_per_image": secs / len(names)}
+                if a.lpips:
+                    from dmir.metrics.lpips import lpips
+                    row["lpips"] = [float(p) for p in lpips(u, v, reduction="none")]
                 rows.append(row)
                 print(f"{set_name:<17}{tname:<10}{m:<28}PSNR {sum(row['psnr']) / len(names):6.2f}"
-                      f"  SSIM {sum(row['ssim']) / len(names):.3f}  "
-                      f"{row['seconds_per_image']:.1f} s/img", flush=True)
+                      f"  SSIM {sum(row['ssim']) / len(names):.3f}"
+                      + (f"  LPIPS {sum(row['lpips']) / len(names):.3f}" if a.lpips else "")
+                      + f"  {row['seconds_per_image']:.1f} s/img", flush=True)
             if tname == "color" and a.grid:
                 for i in range(min(2, len(names))):
                     grid_rows.append([im.to_unit(apy[i])] + [im.to_unit(outs[m][0][i])
@@ -132,10 +145,12 @@ def main():
         return sum(v) / len(v)
 
     n = len(rows[0]["images"]) if rows else 0
+    eta_txt = "the CLI defaults" if a.eta is None else f"η {a.eta} (sr4_eta0: 0)"
     print(f"\n{a.size}×{a.size} centre crops, up to {a.limit} images per set "
-          f"({', '.join(a.sets)}), {a.method} with the CLI defaults, noise-free; PSNR [dB]\n")
-    print("| task | model | PSNR | SSIM | gain over A⁺y | bar |")
-    print("|---|---|---:|---:|---:|---|")
+          f"({', '.join(a.sets)}), {a.method} with {eta_txt}, noise-free; PSNR [dB]\n")
+    lp = " LPIPS |" if a.lpips else ""
+    print(f"| task | model | PSNR | SSIM |{lp} gain over A⁺y | bar |")
+    print("|---|---|---:|---:|" + ("---:|" if a.lpips else "") + "---:|---|")
     summary = []
     for tname in a.tasks:
         base = mean([r for r in rows if r["task"] == tname and r["model"] == "A+y"])
@@ -151,9 +166,15 @@ def main():
                     sr = mean([r for r in rows if r["task"] == "sr4" and r["model"] == m])
                     ok = ok and p >= sr - 1.0
                 bar = "met" if ok else "NOT met"
-            summary.append({"task": tname, "model": m, "psnr": p, "ssim": sum(ss) / len(ss),
-                            "gain_vs_apy": gain, "bar": bar})
-            print(f"| {tname} | {m} | {p:.2f} | {sum(ss) / len(ss):.3f} | {gain:+.2f} | {bar} |")
+            entry = {"task": tname, "model": m, "psnr": p, "ssim": sum(ss) / len(ss),
+                     "gain_vs_apy": gain, "bar": bar}
+            lcol = ""
+            if a.lpips:
+                ll = [v for r in sel for v in r["lpips"]]
+                entry["lpips"] = sum(ll) / len(ll)
+                lcol = f" {entry['lpips']:.3f} |"
+            summary.append(entry)
+            print(f"| {tname} | {m} | {p:.2f} | {sum(ss) / len(ss):.3f} |{lcol} {gain:+.2f} | {bar} |")
     if grid_rows:
         from dmir.plot import image_grid
 
@@ -161,7 +182,8 @@ def main():
         print(f"wrote {a.grid}")
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
     with open(a.out, "w") as fh:
-        json.dump({"models": a.models, "method": a.method, "steps": a.steps, "size": a.size,
+        json.dump({"models": a.models, "method": a.method, "steps": a.steps, "eta": a.eta,
+                   "size": a.size,
                    "limit": a.limit, "images_per_set": n, "sets": a.sets, "summary": summary,
                    "rows": rows}, fh, indent=1)
     print(f"\nwrote {a.out}")

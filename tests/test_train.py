@@ -6,6 +6,7 @@ import os
 import pickle
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -288,6 +289,21 @@ def test_cli_train(folder, tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "--ch-mult takes comma-separated integers" in err
     assert not (tmp_path / "u").exists()
+
+
+def test_cli_train_with_a_closed_stderr(folder, tmp_path, monkeypatch):
+    """A detached stderr (closed: isatty() raises ValueError) neither crashes `dmir train` nor
+    switches on the progress bar; it trains and writes the model."""
+    import io
+    closed = io.StringIO()
+    closed.close()
+    with pytest.raises(ValueError):
+        closed.isatty()
+    monkeypatch.setattr(sys, "stderr", closed)
+    rc = cli.main(["train", str(folder), "-o", str(tmp_path / "c"), "--crop", "32", "--batch",
+                   "2", "--steps", "1", "--ch-mult", "1,2", "--res-blocks", "1"])
+    assert rc == 0
+    assert (tmp_path / "c" / "model" / "model.safetensors").exists()
 
 
 def test_no_ema_warmup_starts_the_average_at_the_init_weights(folder, tmp_path):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 
+from ..log import isatty
 from .common import UsageError
 
 
@@ -124,5 +125,5 @@ def run(a) -> int:
         if a.threads < 1:
             raise UsageError(f"--threads must be a positive integer, got {a.threads}")
         torch.set_num_threads(a.threads)
-    train(cfg, progress=sys.stderr.isatty(), log=lambda m: print(m, flush=True))
+    train(cfg, progress=isatty(sys.stderr), log=lambda m: print(m, flush=True))
     return 0
