@@ -401,12 +401,16 @@ def test_benchmark_flop_count_matches_the_issue():
 
 # ---------------------------------------------------------------------------- torch.compile
 @pytest.mark.slow
-def test_compiled_fast_path_equals_eager(priors):
+@pytest.mark.parametrize("dtype", ["float32", "auto"])
+def test_compiled_fast_path_equals_eager(priors, dtype):
+    """torch.compile changes nothing but speed: in float32 the compiled network equals the eager
+    one to 1e-4; with the device's default (bfloat16 autocast on CPUs with native bf16) both
+    round to 8 mantissa bits in different orders, so they agree to the bf16 bound (3e-2) only."""
     p = priors["ddpm"]
-    eager = fast.accelerate(copy.deepcopy(p))
+    eager = fast.accelerate(copy.deepcopy(p), dtype=dtype)
     try:
-        comp = fast.accelerate(copy.deepcopy(p), compile="default")
-        x = torch.randn(1, 3, SIZE, SIZE)
+        comp = fast.accelerate(copy.deepcopy(p), dtype=dtype, compile="default")
+        x = torch.randn(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
         t0 = time.perf_counter()
         with torch.no_grad():
             e1 = comp.eps(x, 300)
@@ -415,4 +419,6 @@ def test_compiled_fast_path_equals_eager(priors):
     with torch.no_grad():
         e0 = eager.eps(x, 300)
     print(f"compile + first call: {time.perf_counter() - t0:.1f} s")
-    assert float((e1 - e0).norm() / e0.norm()) < 1e-4
+    half = fast.options_of(eager).dtype is not None
+    assert half == (dtype == "auto" and fast.default_options("cpu").dtype is not None)
+    assert _rel(e1, e0) < (3e-2 if half else 1e-4)
