@@ -305,18 +305,32 @@ SLOW_PROBLEMS = [n for n in pe.all_problem_names() if pe.parse_problem(n)[1] == 
 # the worst case, rounded up to 0.1 (the seed-to-seed spread is ≤ 0.5 floor, see BOUNDS).
 # One number per method over 16 problems is coarse on the easy ones; the per-problem values
 # are in the benchmark's JSON.
+#   ilvr 13.0, repaint 9.9 (50 steps), dcdp 13.6 (all asym8-cs-0; measured 2026-12-08, when
+#   the grid was first run with them — it had failed for them since they were added).
 SLOW_BOUNDS = {"ddnm": 9.0, "ddrm": 16.9, "pigdm": 7.4, "dps": 9.2, "cddb": 10.1,
-               "diffpir": 15.4}
+               "diffpir": 15.4, "ilvr": 16.3, "repaint": 12.5, "dcdp": 17.1}
+# Methods whose update puts y into the sample without modelling its noise: ILVR and RePaint
+# (noise-free methods; the range of A⁺ is replaced by A⁺y) and DCDP (the release's data
+# consistency ignores σ_y). On noisy blur (blur-0.05: singular values down to ~1e-2, so A⁺
+# amplifies σ_y = 0.05 many times) they land at prior-sample level — measured 20.2–22.5 floors
+# on sym8 (prior samples 23.3), 37.0–37.7 on asym8 (prior samples 19.7, so worse than
+# ignoring y). Known limits, kept visible as strict xfails: a fix makes them pass and fail.
+NOISE_BLIND = {"ilvr", "repaint", "dcdp"}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", SLOW_PROBLEMS)
 @pytest.mark.parametrize("method", solvers.names())
-def test_solver_grid_8x8(method, name):
+def test_solver_grid_8x8(method, name, request):
     """Every method on every 8×8 problem: beats prior-only samples (EquS variants: on the
-    flip-symmetric prior only) and stays under SLOW_BOUNDS (see there)."""
+    flip-symmetric prior only) and stays under SLOW_BOUNDS (see there); NOISE_BLIND methods on
+    noisy blur are known not to (strict xfail)."""
     if _is_equs(method) and name.startswith("asym"):
         pytest.skip("EquS assumes a flip-symmetric prior (see test_equs_on_asymmetric_prior)")
+    if pe.base_method(method) in NOISE_BLIND and name.endswith("blur-0.05"):
+        request.applymarker(pytest.mark.xfail(strict=True, reason=(
+            "does not model the measurement noise; noisy ill-conditioned blur gives prior-level "
+            "samples (see NOISE_BLIND)")))
     p, ref = problem(name, SLOW_N)
     r = run(name, method, SLOW_N, SLOW_STEPS)
     assert r["status"] == "ok", r["status"]
