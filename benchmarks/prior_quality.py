@@ -98,6 +98,13 @@ def main():
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
+    if a.lpips:
+        from dmir.metrics.lpips import lpips
+        from dmir.metrics.weights import WeightsNotSetUpError
+        try:    # before the first restoration, not minutes into the run
+            lpips(torch.zeros(1, 3, 64, 64), torch.zeros(1, 3, 64, 64))
+        except WeightsNotSetUpError as e:
+            raise SystemExit(f"--lpips: {e}") from None
 
     priors = {m: pipeline.load_prior(m) for m in a.models}
     rows, grid_rows = [], []
@@ -127,7 +134,6 @@ def main():
                        "ssim": [float(p) for p in im.ssim(u, v, reduction="none")],
                        "seconds_per_image": secs / len(names)}
                 if a.lpips:
-                    from dmir.metrics.lpips import lpips
                     row["lpips"] = [float(p) for p in lpips(u, v, reduction="none")]
                 rows.append(row)
                 print(f"{set_name:<17}{tname:<10}{m:<28}PSNR {sum(row['psnr']) / len(names):6.2f}"
@@ -174,7 +180,8 @@ def main():
                 entry["lpips"] = sum(ll) / len(ll)
                 lcol = f" {entry['lpips']:.3f} |"
             summary.append(entry)
-            print(f"| {tname} | {m} | {p:.2f} | {sum(ss) / len(ss):.3f} |{lcol} {gain:+.2f} | {bar} |")
+            print(f"| {tname} | {m} | {p:.2f} | {sum(ss) / len(ss):.3f} |{lcol} {gain:+.2f} "
+                  f"| {bar} |")
     if grid_rows:
         from dmir.plot import image_grid
 
@@ -183,9 +190,8 @@ def main():
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
     with open(a.out, "w") as fh:
         json.dump({"models": a.models, "method": a.method, "steps": a.steps, "eta": a.eta,
-                   "size": a.size,
-                   "limit": a.limit, "images_per_set": n, "sets": a.sets, "summary": summary,
-                   "rows": rows}, fh, indent=1)
+                   "size": a.size, "limit": a.limit, "images_per_set": n, "sets": a.sets,
+                   "summary": summary, "rows": rows}, fh, indent=1)
     print(f"\nwrote {a.out}")
 
 

@@ -1,6 +1,7 @@
 """``dmir train``: the model it writes loads through models.load, resuming is exact and safe
 (no unpickling), the v-parametrisation is exposed as ε, validation picks the best weights, and
 bad settings or data are refused with clear errors (issue 14, causes 1, 10, 17, 20, 24)."""
+import io
 import json
 import os
 import pickle
@@ -294,7 +295,6 @@ def test_cli_train(folder, tmp_path, capsys):
 def test_cli_train_with_a_closed_stderr(folder, tmp_path, monkeypatch):
     """A detached stderr (closed: isatty() raises ValueError) neither crashes `dmir train` nor
     switches on the progress bar; it trains and writes the model."""
-    import io
     closed = io.StringIO()
     closed.close()
     with pytest.raises(ValueError):
